@@ -1,0 +1,20 @@
+//! The protocol core of pqvpn: a post-quantum IKEv2 client (hybrid ML-KEM, RFC 9370 / RFC 9242)
+//! and its ESP data plane, written sans-IO.
+//!
+//! | module | what | I/O |
+//! | --- | --- | --- |
+//! | [`wire`] | RFC 7296 §3 message and payload codec; open enums for every IANA registry | none |
+//! | [`crypto`] | the [`CryptoProvider`](crypto::CryptoProvider) trait, its RustCrypto implementation, secret types | none |
+//! | [`ike`] | IKEv2 key schedule ([`ike::keys`]) and, with later issues, the SA state machines | none |
+//!
+//! `wire`, `crypto`, `ike` and `esp` never read a clock, open a socket or call a global RNG:
+//! time arrives as a `now` argument and randomness from the crypto provider, so both ends of a
+//! tunnel can run in one test on a virtual clock. The tokio driver and the per-OS platform code
+//! live behind the default `driver` feature; `cargo check -p pqvpn-core --no-default-features`
+//! proves the boundary.
+
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod ike;
+pub mod wire;
