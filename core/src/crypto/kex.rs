@@ -18,7 +18,8 @@ use crate::wire::KeyExchangeMethod;
 
 /// A key exchange in progress on the side that sent its public value first.
 ///
-/// Dropping it wipes the private key. It can be completed once.
+/// Dropping it wipes the private key. Completing does not consume it, so a forged answer
+/// (IKE_SA_INIT is unauthenticated) does not cost the exchange; the genuine one can follow.
 pub trait KeyExchange: Send {
     /// The method.
     fn method(&self) -> KeyExchangeMethod;
@@ -29,7 +30,7 @@ pub trait KeyExchange: Send {
 
     /// Completes the exchange with the peer's answer: its DH public value, or the ML-KEM
     /// ciphertext, which first gets the FIPS 203 §7.3 type (length) check.
-    fn complete(self: Box<Self>, peer_value: &[u8]) -> Result<SharedSecret, Error>;
+    fn complete(&self, peer_value: &[u8]) -> Result<SharedSecret, Error>;
 }
 
 /// The responder's side of a finished key exchange.
@@ -102,7 +103,8 @@ impl X25519 {
         let shared = self
             .secret
             .diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-        // RFC 8031 §2.2: reject the all-zero output of a low-order point, in constant time.
+        // Reject the all-zero output of a low-order point, in constant time: RFC 7748 §6.1 allows
+        // the check and pqvpn makes it policy, as TLS 1.3 does (RFC 8446 §7.4.2).
         if bool::from(shared.as_bytes().ct_eq(&[0u8; 32])) {
             return Err(Error::InvalidPeerValue {
                 method,
@@ -134,7 +136,7 @@ impl KeyExchange for X25519 {
         &self.public
     }
 
-    fn complete(self: Box<Self>, peer_value: &[u8]) -> Result<SharedSecret, Error> {
+    fn complete(&self, peer_value: &[u8]) -> Result<SharedSecret, Error> {
         self.agree(peer_value)
     }
 }
@@ -212,7 +214,7 @@ impl KeyExchange for Ecp384 {
         &self.public
     }
 
-    fn complete(self: Box<Self>, peer_value: &[u8]) -> Result<SharedSecret, Error> {
+    fn complete(&self, peer_value: &[u8]) -> Result<SharedSecret, Error> {
         self.agree(peer_value)
     }
 }
@@ -308,11 +310,47 @@ macro_rules! mlkem_kex {
                 &self.ek
             }
 
-            fn complete(self: Box<Self>, peer_value: &[u8]) -> Result<SharedSecret, Error> {
+            fn complete(&self, peer_value: &[u8]) -> Result<SharedSecret, Error> {
                 self.decapsulate(peer_value)
             }
         }
     };
+}
+
+/// Decapsulation with a key in the FIPS 203 expanded encoding, for known-answer tests.
+#[cfg(any(test, feature = "test-provider"))]
+#[expect(
+    deprecated,
+    reason = "ACVP decapsulation vectors give keys only in the expanded encoding"
+)]
+pub(super) fn decapsulate_expanded(
+    method: KeyExchangeMethod,
+    dk: &[u8],
+    ct: &[u8],
+) -> Result<SharedSecret, Error> {
+    use ml_kem::ExpandedKeyEncoding;
+    let invalid = Error::InvalidPeerValue {
+        method,
+        reason: InvalidPeerValue::ModulusCheckFailed,
+    };
+    macro_rules! expanded {
+        ($module:ident) => {{
+            let dk = ml_kem::$module::DecapsulationKey::from_expanded_bytes(
+                dk.try_into().map_err(|_| invalid.clone())?,
+            )
+            .map_err(|_| invalid.clone())?;
+            let ss = dk.decapsulate_slice(ct).map_err(|_| {
+                wrong_length(method, mlkem_ciphertext_len(method).unwrap_or(0), ct.len())
+            })?;
+            Ok(SharedSecret::from_slice(ss.as_slice()))
+        }};
+    }
+    match method {
+        KeyExchangeMethod::MlKem512 => expanded!(ml_kem_512),
+        KeyExchangeMethod::MlKem768 => expanded!(ml_kem_768),
+        KeyExchangeMethod::MlKem1024 => expanded!(ml_kem_1024),
+        other => Err(Error::UnsupportedKeyExchange(other)),
+    }
 }
 
 mlkem_kex!(MlKem512, ml_kem_512, MlKem512);

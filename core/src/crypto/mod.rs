@@ -27,7 +27,7 @@ pub use prf::Prf;
 pub use rustcrypto::RustCrypto;
 pub use secret::{SecretBytes, SharedSecret};
 #[cfg(any(test, feature = "test-provider"))]
-pub use test_provider::DeterministicProvider;
+pub use test_provider::{DeterministicProvider, ReplayProvider, mlkem_decapsulate_expanded};
 
 use crate::wire::{KeyExchangeMethod, PrfAlgorithm};
 
@@ -126,7 +126,7 @@ pub enum InvalidPeerValue {
     /// An ECP public value is not a valid point on the curve (RFC 6989 §2.3).
     PointNotOnCurve,
     /// An X25519 exchange produced the all-zero value: the peer sent a low-order point
-    /// (RFC 7748 §6.1, RFC 8031 §2.2).
+    /// (RFC 7748 §6.1; rejecting it is pqvpn policy, as RFC 8446 §7.4.2 makes it for TLS).
     AllZeroSharedSecret,
 }
 

@@ -62,3 +62,80 @@ impl CryptoProvider for DeterministicProvider {
         rustcrypto::sha1(parts)
     }
 }
+
+/// A provider whose randomness is a fixed byte string, consumed in order: known-answer tests
+/// feed it the private values of a vector (an X25519 scalar, a P-384 scalar, ML-KEM `d | z` or
+/// `m`) and the production key-exchange code then runs on exactly those values.
+///
+/// Asking for more bytes than remain fails with [`Error::RandomFailed`].
+#[derive(Debug)]
+pub struct ReplayProvider {
+    bytes: Mutex<std::collections::VecDeque<u8>>,
+}
+
+impl ReplayProvider {
+    /// A provider that hands out `bytes`, then fails.
+    pub fn new(bytes: &[u8]) -> Self {
+        Self {
+            bytes: Mutex::new(bytes.iter().copied().collect()),
+        }
+    }
+
+    /// Octets not consumed yet.
+    pub fn remaining(&self) -> usize {
+        self.bytes.lock().map_or(0, |b| b.len())
+    }
+}
+
+impl CryptoProvider for ReplayProvider {
+    fn fill_random(&self, dest: &mut [u8]) -> Result<(), Error> {
+        let mut bytes = self.bytes.lock().map_err(|_| Error::RandomFailed)?;
+        if bytes.len() < dest.len() {
+            return Err(Error::RandomFailed);
+        }
+        let n = dest.len();
+        for (d, b) in dest.iter_mut().zip(bytes.drain(..n)) {
+            *d = b;
+        }
+        Ok(())
+    }
+
+    fn supports_key_exchange(&self, method: KeyExchangeMethod) -> bool {
+        rustcrypto::supports_key_exchange(method)
+    }
+
+    fn start_key_exchange(&self, method: KeyExchangeMethod) -> Result<Box<dyn KeyExchange>, Error> {
+        rustcrypto::start_key_exchange(self, method)
+    }
+
+    fn respond_key_exchange(
+        &self,
+        method: KeyExchangeMethod,
+        peer_value: &[u8],
+    ) -> Result<KeyExchangeResponse, Error> {
+        rustcrypto::respond_key_exchange(self, method, peer_value)
+    }
+
+    fn prf(&self, algorithm: PrfAlgorithm) -> Result<Box<dyn Prf>, Error> {
+        rustcrypto::prf(algorithm)
+    }
+
+    fn aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn AeadCipher>, Error> {
+        rustcrypto::aead(algorithm, key)
+    }
+
+    fn sha1(&self, parts: &[&[u8]]) -> [u8; 20] {
+        rustcrypto::sha1(parts)
+    }
+}
+
+/// Decapsulates `ct` with an ML-KEM decapsulation key in the FIPS 203 expanded encoding
+/// (`dk`, 1632/2400/3168 octets), for the ACVP decapsulation vectors, which give keys in that
+/// form. Test-only: pqvpn itself only holds seed-generated keys.
+pub fn mlkem_decapsulate_expanded(
+    method: KeyExchangeMethod,
+    dk: &[u8],
+    ct: &[u8],
+) -> Result<super::SharedSecret, Error> {
+    super::kex::decapsulate_expanded(method, dk, ct)
+}
