@@ -18,3 +18,9 @@
 pub mod crypto;
 pub mod ike;
 pub mod wire;
+
+#[cfg(any(test, feature = "test-provider"))]
+pub mod fuzzing;
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,28 @@
 //! IKEv2 (RFC 7296) with additional key exchanges (RFC 9370) over IKE_INTERMEDIATE (RFC 9242).
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`config`] | modes and their one proposal each, identities, PSK, knobs |
+//! | [`keys`] | the key schedule |
+//! | [`Initiator`] | the client's IKE SA: IKE_SA_INIT, IKE_INTERMEDIATE, IKE_AUTH |
+//! | [`Responder`] | the gateway side, for `pqvpn gateway`, the demo and the tests |
+//!
+//! Both roles have the quinn-proto shape: `handle_datagram(now, remote, bytes)`,
+//! `handle_timeout(now)`, `poll_transmit(now, buf)`, `poll_timeout()`, `poll_event()`.
 
+pub mod config;
+mod error;
+mod initiator;
 pub mod keys;
+mod proposal;
+mod protect;
+mod responder;
+mod sa;
+
+pub use config::{
+    CryptoPolicy, DEFAULT_FRAGMENT_SIZE, InitiatorConfig, Mode, ResponderConfig, RetransmitConfig,
+};
+pub use error::Error;
+pub use initiator::Initiator;
+pub use responder::Responder;
+pub use sa::{ChildSaEstablished, ConfigReceived, Event, IKE_PORT, NAT_T_PORT, Suite, Transmit};

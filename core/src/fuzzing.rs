@@ -1,0 +1,115 @@
+//! Entry points for the cargo-fuzz targets in `core/fuzz`, compiled with the `test-provider`
+//! feature so that ordinary tests exercise them too.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::crypto::{DeterministicProvider, SecretBytes};
+use crate::ike::{
+    CryptoPolicy, Initiator, InitiatorConfig, Mode, NAT_T_PORT, Responder, ResponderConfig,
+};
+use crate::wire::IkeId;
+
+const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 40_000);
+const GATEWAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)), 500);
+
+/// Feeds responder-side bytes to an initiator in each handshake state.
+///
+/// `data[0]` picks the state (before the IKE_SA_INIT, IKE_INTERMEDIATE or IKE_AUTH response),
+/// `data[1]` how the input is used: as the whole datagram, spliced over the genuine response at
+/// an offset, or as the body after the genuine response's header. Afterwards the genuine
+/// response is delivered too. Nothing may panic.
+pub fn ike_initiator(data: &[u8]) {
+    let (Some(&depth), Some(&how)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let input = data.get(2..).unwrap_or_default();
+    let psk = SecretBytes::from_slice(b"fuzz");
+    let client = InitiatorConfig::new(Mode::Hybrid, psk.clone(), IkeId::Fqdn("c".into()), None);
+    let mut gateway =
+        ResponderConfig::new(vec![CryptoPolicy::default()], psk, IkeId::Fqdn("g".into()));
+    gateway.pool_v4 = Some((Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 9)));
+    let now = Instant::now();
+    let Ok(mut initiator) = Initiator::new(
+        Arc::new(DeterministicProvider::new(1)),
+        client,
+        now,
+        CLIENT,
+        GATEWAY,
+    ) else {
+        return;
+    };
+    let Ok(mut responder) = Responder::new(Arc::new(DeterministicProvider::new(2)), gateway) else {
+        return;
+    };
+    let mut buf = vec![0u8; 65_536];
+    let mut exchange = |initiator: &mut Initiator, responder: &mut Responder| -> Vec<Vec<u8>> {
+        while let Some(t) = initiator.poll_transmit(now, &mut buf) {
+            let skip = if t.nat_t { 4 } else { 0 };
+            let bytes = buf.get(skip..t.size).unwrap_or_default().to_vec();
+            let from = if t.destination.port() == NAT_T_PORT {
+                SocketAddr::new(CLIENT.ip(), NAT_T_PORT)
+            } else {
+                CLIENT
+            };
+            responder.handle_datagram(now, t.destination, from, &bytes);
+        }
+        let mut out = Vec::new();
+        while let Some(t) = responder.poll_transmit(now, &mut buf) {
+            let skip = if t.nat_t { 4 } else { 0 };
+            out.push(buf.get(skip..t.size).unwrap_or_default().to_vec());
+        }
+        out
+    };
+    for _ in 0..depth % 3 {
+        for response in exchange(&mut initiator, &mut responder) {
+            initiator.handle_datagram(now, GATEWAY, &response);
+        }
+    }
+    let genuine = exchange(&mut initiator, &mut responder);
+    let first = genuine.first().cloned().unwrap_or_default();
+    let forged = match how % 3 {
+        0 => input.to_vec(),
+        1 => {
+            let mut d = first;
+            let at = usize::from(input.first().copied().unwrap_or(0)) % d.len().max(1);
+            for (i, b) in input.iter().skip(1).enumerate() {
+                if let Some(x) = d.get_mut(at + i) {
+                    *x = *b;
+                }
+            }
+            d
+        }
+        _ => {
+            let mut d = first.get(..28).unwrap_or_default().to_vec();
+            d.extend_from_slice(input);
+            d
+        }
+    };
+    initiator.handle_datagram(now, GATEWAY, &forged);
+    initiator.handle_timeout(now);
+    for response in genuine {
+        initiator.handle_datagram(now, GATEWAY, &response);
+    }
+    while initiator.poll_event().is_some() {}
+    while initiator.poll_transmit(now, &mut buf).is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ike_initiator_target_survives_sample_inputs() {
+        for depth in 0..3u8 {
+            for how in 0..3u8 {
+                for input in [&[][..], &[0xff; 40], &[0; 300], b"\x10abcdef"] {
+                    let mut data = vec![depth, how];
+                    data.extend_from_slice(input);
+                    ike_initiator(&data);
+                }
+            }
+        }
+    }
+}

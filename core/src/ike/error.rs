@@ -1,0 +1,127 @@
+//! The errors of an IKE SA, and the one place that decides which Notify each one answers with.
+
+use crate::crypto;
+use crate::ike::config::Mode;
+use crate::ike::keys::KeyScheduleError;
+use crate::wire::{KeyExchangeMethod, NotifyType, ParseError};
+
+/// Why an IKE SA (or the Child SA negotiated with it) failed.
+///
+/// Allocation-free and comparable, so tests can assert on exact causes. The Notify a responder
+/// sends for each cause comes from [`Error::notify_type`] and nowhere else.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A message did not parse.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] ParseError),
+    /// A cryptographic operation failed (bad peer key exchange data, RNG failure).
+    #[error("cryptography: {0}")]
+    Crypto(#[from] crypto::Error),
+    /// The key schedule refused its inputs.
+    #[error("key schedule: {0}")]
+    KeySchedule(#[from] KeyScheduleError),
+    /// The peer sent an error Notify.
+    #[error("gateway answered {0}")]
+    NotifyReceived(NotifyType),
+    /// No proposal of ours is acceptable to the responder, or none of the initiator's to us.
+    #[error("no acceptable proposal")]
+    NoProposalChosen,
+    /// The gateway answered IKE_SA_INIT with NO_PROPOSAL_CHOSEN: it accepts none of the
+    /// algorithms of this mode.
+    #[error("the gateway accepted none of our {} proposals (NO_PROPOSAL_CHOSEN){}", .0.as_str(), if matches!(.0, Mode::Classical) { "" } else { "; it may not support ML-KEM" })]
+    GatewayRejectedProposal(Mode),
+    /// Hybrid or PQ-only mode, and the responder chose a proposal without ML-KEM.
+    #[error("the gateway refused ML-KEM (no post-quantum key exchange); refusing to connect")]
+    GatewayRefusedMlKem,
+    /// The responder chose something that was not in our proposal.
+    #[error("the gateway chose a proposal we did not offer: {0}")]
+    ProposalMismatch(&'static str),
+    /// INVALID_KE_PAYLOAD asked for a method our policy does not allow.
+    #[error("the gateway asked for key exchange {0}, which the policy does not allow")]
+    UnacceptableKeyExchange(KeyExchangeMethod),
+    /// The peer's KE payload uses a method other than the negotiated one.
+    #[error("key exchange payload for {got}, {expected} was negotiated")]
+    WrongKeyExchangeMethod {
+        /// The negotiated method.
+        expected: KeyExchangeMethod,
+        /// The method in the payload.
+        got: KeyExchangeMethod,
+    },
+    /// The peer's AUTH payload does not verify (wrong PSK or tampered exchange).
+    #[error("authentication of the peer failed")]
+    AuthenticationFailed,
+    /// The peer's identity is not the configured one.
+    #[error("the peer's identity does not match the configuration")]
+    IdentityMismatch,
+    /// A required payload is missing.
+    #[error("missing {0} payload")]
+    MissingPayload(&'static str),
+    /// The peer broke a protocol rule.
+    #[error("protocol violation: {0}")]
+    PeerMisbehaved(&'static str),
+    /// An IKE_INTERMEDIATE or later message failed its integrity check.
+    #[error("integrity check failed")]
+    IntegrityCheckFailed,
+    /// A fragmented message exceeds what we reassemble.
+    #[error("fragmented message too large")]
+    FragmentTooLarge,
+    /// No traffic selectors both sides accept.
+    #[error("traffic selectors unacceptable")]
+    TsUnacceptable,
+    /// The responder cannot hand out a virtual address.
+    #[error("no virtual address available")]
+    InternalAddressFailure,
+    /// The peer did not answer after every retransmission (RFC 7296 §2.1).
+    #[error("the gateway did not answer (timeout)")]
+    Timeout,
+    /// A call was made in a state that does not allow it.
+    #[error("API misuse: {0}")]
+    ApiMisuse(&'static str),
+}
+
+impl Error {
+    /// The Notify a responder sends in reply to the request that caused this error, or `None`
+    /// if the request is dropped silently (RFC 7296 §2.21).
+    ///
+    /// Failed integrity checks are dropped without a reply: answering them would let anyone
+    /// tear down a handshake with forged packets.
+    pub fn notify_type(&self) -> Option<NotifyType> {
+        Some(match self {
+            Self::Malformed(parse) => parse.notify_type(),
+            Self::Crypto(crypto::Error::InvalidPeerValue { .. }) => NotifyType::InvalidSyntax,
+            Self::Crypto(_) | Self::KeySchedule(_) => NotifyType::NoProposalChosen,
+            Self::NoProposalChosen
+            | Self::GatewayRefusedMlKem
+            | Self::GatewayRejectedProposal(_)
+            | Self::ProposalMismatch(_)
+            | Self::UnacceptableKeyExchange(_) => NotifyType::NoProposalChosen,
+            Self::WrongKeyExchangeMethod { .. } => NotifyType::InvalidKePayload,
+            Self::AuthenticationFailed | Self::IdentityMismatch => NotifyType::AuthenticationFailed,
+            Self::MissingPayload(_) | Self::PeerMisbehaved(_) => NotifyType::InvalidSyntax,
+            Self::TsUnacceptable => NotifyType::TsUnacceptable,
+            Self::InternalAddressFailure => NotifyType::InternalAddressFailure,
+            Self::IntegrityCheckFailed
+            | Self::FragmentTooLarge
+            | Self::NotifyReceived(_)
+            | Self::Timeout
+            | Self::ApiMisuse(_) => return None,
+        })
+    }
+
+    /// Whether the error concerns only the Child SA of IKE_AUTH: the IKE SA stays up
+    /// (RFC 7296 §1.2).
+    pub fn is_child_sa_only(&self) -> bool {
+        matches!(self, Self::TsUnacceptable | Self::InternalAddressFailure)
+            || matches!(
+                self,
+                Self::NotifyReceived(
+                    NotifyType::TsUnacceptable
+                        | NotifyType::InternalAddressFailure
+                        | NotifyType::NoProposalChosen
+                        | NotifyType::SinglePairRequired
+                        | NotifyType::FailedCpRequired
+                )
+            )
+    }
+}

@@ -1,0 +1,926 @@
+//! The IKE responder: the project's own gateway (`pqvpn gateway`, the demo, the tests).
+//!
+//! It answers hybrid, PQ-only and classical initiators as its policies allow, asks for its
+//! preferred group with INVALID_KE_PAYLOAD, demands a COOKIE above a half-open threshold
+//! ([RFC 7296 §2.6]), runs the IKE_INTERMEDIATE rounds ([RFC 9242], [RFC 9370]), checks PSK
+//! AUTH, assigns virtual addresses and DNS from its pool ([RFC 7296 §3.15]) and narrows traffic
+//! selectors. Retransmitted requests get the cached response ([RFC 7296 §2.1]).
+//!
+//! [RFC 7296 §2.1]: https://www.rfc-editor.org/rfc/rfc7296#section-2.1
+//! [RFC 7296 §2.6]: https://www.rfc-editor.org/rfc/rfc7296#section-2.6
+//! [RFC 7296 §3.15]: https://www.rfc-editor.org/rfc/rfc7296#section-3.15
+//! [RFC 9242]: https://www.rfc-editor.org/rfc/rfc9242
+//! [RFC 9370]: https://www.rfc-editor.org/rfc/rfc9370
+
+use core::time::Duration;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::crypto::{CryptoProvider, Prf, SecretBytes};
+use crate::ike::config::ResponderConfig;
+use crate::ike::keys::{
+    ChildSaKeys, IkeKeyLengths, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
+    skeyseed_additional,
+};
+use crate::ike::proposal::{IkeChoice, IkeSelection, esp_answer, narrow, select_esp, select_ike};
+use crate::ike::protect::{Reassembly, SkCipher, Unprotected, unprotect};
+use crate::ike::sa::{
+    ChildSaEstablished, Event, IKE_PORT, Outbox, Suite, Transmit, find_notify, nat_detection_hash,
+    random_bytes, random_esp_spi, random_spi,
+};
+use crate::ike::{Error, Mode};
+use crate::wire::{
+    AuthMethod, AuthPayload, CfgType, ConfigAttribute, ConfigPayload, ExchangeType, Flags, Header,
+    Identification, KePayload, Message, Nonce, NotifyPayload, NotifyType, Payload, SaPayload,
+    TrafficSelector, TsPayload, locate_encrypted,
+};
+
+/// How long a half-open IKE SA (IKE_SA_INIT answered, not yet authenticated) is kept.
+const HALF_OPEN_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Many IKE SAs as responder, demultiplexed by SPI.
+pub struct Responder {
+    provider: Arc<dyn CryptoProvider>,
+    config: ResponderConfig,
+    sas: HashMap<u64, ResponderSa>,
+    /// `(initiator address, SPIi)` of half-open SAs, to answer retransmitted IKE_SA_INIT.
+    by_initiator: HashMap<(SocketAddr, u64), u64>,
+    cookie_secret: SecretBytes,
+    leases_v4: BTreeSet<u32>,
+    outbox: Outbox,
+    events: VecDeque<(u64, Event)>,
+    /// Test-only misbehaviour: send an ML-KEM ciphertext one octet short.
+    #[cfg(test)]
+    pub(crate) fault_short_ciphertext: bool,
+}
+
+impl core::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Responder")
+            .field("sas", &self.sas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct ResponderSa {
+    remote: SocketAddr,
+    nat_t: bool,
+    spi_i: u64,
+    state: State,
+    /// The last response, for retransmitted requests.
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    reassembly: Reassembly,
+    lease_v4: Option<u32>,
+    expires: Option<Instant>,
+}
+
+enum State {
+    ExpectIntermediateRequest { keyed: Box<Keyed>, round: usize },
+    ExpectAuthRequest { keyed: Box<Keyed> },
+    Established { keyed: Box<Keyed> },
+    Dead,
+}
+
+struct Keyed {
+    choice: IkeChoice,
+    mode: Mode,
+    prf: Box<dyn Prf>,
+    nonce_i: Vec<u8>,
+    nonce_r: Vec<u8>,
+    keys: IkeSaKeys,
+    cipher: SkCipher,
+    real_message_1: Vec<u8>,
+    real_message_2: Vec<u8>,
+    peer_fragmentation: bool,
+    int_auth: IntAuth,
+    expected_message_id: u32,
+}
+
+impl Responder {
+    /// A responder with `config`. Draws its cookie secret from `provider`.
+    pub fn new(provider: Arc<dyn CryptoProvider>, config: ResponderConfig) -> Result<Self, Error> {
+        let cookie_secret = SecretBytes::new(random_bytes(&*provider, 32)?);
+        Ok(Self {
+            provider,
+            config,
+            sas: HashMap::new(),
+            by_initiator: HashMap::new(),
+            cookie_secret,
+            leases_v4: BTreeSet::new(),
+            outbox: Outbox::default(),
+            events: VecDeque::new(),
+            #[cfg(test)]
+            fault_short_ciphertext: false,
+        })
+    }
+
+    /// Number of IKE SAs held (half-open and established).
+    pub fn sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    fn half_open(&self) -> usize {
+        self.sas.values().filter(|s| s.expires.is_some()).count()
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.outbox.poll(buf)
+    }
+
+    /// The next event, with the responder SPI of the IKE SA it concerns.
+    pub fn poll_event(&mut self) -> Option<(u64, Event)> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called: the expiry of the
+    /// oldest half-open SA.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(|s| s.expires).min()
+    }
+
+    /// Forgets half-open SAs that were not authenticated in time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, s)| s.expires.is_some_and(|e| e <= now))
+            .map(|(&spi, _)| spi)
+            .collect();
+        for spi in expired {
+            self.remove(spi);
+        }
+    }
+
+    fn remove(&mut self, spi_r: u64) {
+        if let Some(sa) = self.sas.remove(&spi_r) {
+            self.by_initiator.remove(&(sa.remote, sa.spi_i));
+            if let Some(lease) = sa.lease_v4 {
+                self.leases_v4.remove(&lease);
+            }
+        }
+    }
+
+    /// Processes one IKE message (non-ESP marker stripped) that arrived at `local` from
+    /// `remote`. `local` decides the NAT detection hash and, on port 4500, the marker of
+    /// replies.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+    ) {
+        let Ok(header) = Header::parse(datagram) else {
+            return;
+        };
+        if header.flags.response || !header.flags.initiator {
+            return; // the responder sends no requests yet (issue 4)
+        }
+        let nat_t = local.port() != IKE_PORT;
+        if header.exchange_type == ExchangeType::IkeSaInit && header.spi_r == 0 {
+            if header.message_id == 0 {
+                self.on_sa_init(now, local, remote, nat_t, &header, datagram);
+            }
+            return;
+        }
+        let spi_r = header.spi_r;
+        let Some(mut sa) = self.sas.remove(&spi_r) else {
+            return;
+        };
+        if sa.spi_i == header.spi_i {
+            // Requests move to port 4500 after IKE_SA_INIT (RFC 7296 §2.23).
+            sa.remote = remote;
+            sa.nat_t = nat_t;
+            self.on_request(now, spi_r, &mut sa, &header, datagram);
+        }
+        if matches!(sa.state, State::Dead) {
+            if let Some(lease) = sa.lease_v4 {
+                self.leases_v4.remove(&lease);
+            }
+            self.by_initiator.remove(&(sa.remote, sa.spi_i));
+        } else {
+            self.sas.insert(spi_r, sa);
+        }
+    }
+
+    // ----------------------------------------------------------------------- IKE_SA_INIT
+
+    fn cookie(&self, nonce_i: &[u8], remote: SocketAddr, spi_i: u64) -> Result<Vec<u8>, Error> {
+        // RFC 7296 §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>).
+        let prf = self.provider.prf(crate::wire::PrfAlgorithm::HmacSha2_256)?;
+        let ip = match remote.ip() {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let mac = prf.prf(
+            self.cookie_secret.expose(),
+            &[nonce_i, &ip, &spi_i.to_be_bytes()],
+        );
+        let mut cookie = vec![1u8];
+        cookie.extend_from_slice(mac.expose());
+        Ok(cookie)
+    }
+
+    /// Answers an unprotected IKE_SA_INIT with a lone Notify (SPIr zero, no state kept).
+    fn reply_notify(&mut self, remote: SocketAddr, nat_t: bool, header: &Header, n: NotifyPayload) {
+        let reply = Header::new(
+            header.spi_i,
+            0,
+            ExchangeType::IkeSaInit,
+            Flags::from_octet(Flags::RESPONSE_BIT),
+            0,
+        );
+        let message = Message::new(reply, vec![Payload::Notify(n)]).emit();
+        self.outbox.push(remote, nat_t, message);
+    }
+
+    fn on_sa_init(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        nat_t: bool,
+        header: &Header,
+        datagram: &[u8],
+    ) {
+        // A retransmitted request gets the same response.
+        if let Some(spi_r) = self.by_initiator.get(&(remote, header.spi_i)) {
+            if let Some((_, datagrams)) = self.sas.get(spi_r).and_then(|s| s.last_response.as_ref())
+            {
+                for d in datagrams.clone() {
+                    self.outbox.push(remote, nat_t, d);
+                }
+            }
+            return;
+        }
+        let message = match Message::parse(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reply_notify(
+                    remote,
+                    nat_t,
+                    header,
+                    NotifyPayload::status(e.notify_type(), Vec::new()),
+                );
+                return;
+            }
+        };
+        if let Err(e) = self.answer_sa_init(now, local, remote, nat_t, &message, datagram)
+            && let Some(t) = e.notify_type()
+        {
+            self.reply_notify(remote, nat_t, header, NotifyPayload::status(t, Vec::new()));
+        }
+    }
+
+    fn answer_sa_init(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        nat_t: bool,
+        message: &Message,
+        datagram: &[u8],
+    ) -> Result<(), Error> {
+        let header = &message.header;
+        let payloads = &message.payloads;
+        let mut sa = None;
+        let mut kei = None;
+        let mut nonce_i = None;
+        for p in payloads {
+            match p {
+                Payload::Sa(x) => sa = sa.or(Some(x)),
+                Payload::Ke(x) => kei = kei.or(Some(x)),
+                Payload::Nonce(x) => nonce_i = nonce_i.or(Some(x)),
+                _ => {}
+            }
+        }
+        let sa = sa.ok_or(Error::MissingPayload("SA"))?;
+        let kei = kei.ok_or(Error::MissingPayload("KE"))?;
+        let nonce_i = nonce_i
+            .ok_or(Error::MissingPayload("Nonce"))?
+            .as_bytes()
+            .to_vec();
+
+        if self.half_open() >= self.config.cookie_threshold {
+            let expected = self.cookie(&nonce_i, remote, header.spi_i)?;
+            let presented = match payloads.first() {
+                Some(Payload::Notify(n)) if n.notify_type == NotifyType::Cookie => Some(&n.data),
+                _ => None,
+            };
+            if presented != Some(&expected) {
+                self.reply_notify(
+                    remote,
+                    nat_t,
+                    header,
+                    NotifyPayload::status(NotifyType::Cookie, expected),
+                );
+                return Ok(());
+            }
+        }
+        let intermediate =
+            find_notify(payloads, NotifyType::IntermediateExchangeSupported).is_some();
+        let (number, choice, mode) = match select_ike(
+            &self.config.policies,
+            &sa.proposals,
+            kei.method,
+            intermediate,
+        )? {
+            IkeSelection::WrongKe(method) => {
+                self.reply_notify(
+                    remote,
+                    nat_t,
+                    header,
+                    NotifyPayload::invalid_ke_payload(method),
+                );
+                return Ok(());
+            }
+            IkeSelection::Accept { number, choice } => {
+                let mode = self
+                    .config
+                    .policies
+                    .iter()
+                    .find(|p| p.addke == choice.addke && p.ke.contains(&choice.ke))
+                    .map_or(Mode::Classical, |p| p.mode);
+                (number, choice, mode)
+            }
+        };
+        let response = self.provider.respond_key_exchange(choice.ke, &kei.data)?;
+        let spi_r = random_spi(&*self.provider)?;
+        let nonce_r = random_bytes(&*self.provider, self.config.nonce_len.clamp(16, 256))?;
+        let p = &*self.provider;
+        let peer_behind_nat = find_notify(payloads, NotifyType::NatDetectionSourceIp)
+            .is_some_and(|n| n.data != nat_detection_hash(p, header.spi_i, 0, remote));
+        let peer_fragmentation =
+            find_notify(payloads, NotifyType::Ikev2FragmentationSupported).is_some();
+
+        let mut out = vec![
+            Payload::Sa(SaPayload {
+                proposals: vec![choice.to_proposal(number)],
+            }),
+            Payload::Ke(KePayload {
+                method: choice.ke,
+                data: response.public_value.clone(),
+            }),
+        ];
+        if let Ok(n) = Nonce::new(nonce_r.clone()) {
+            out.push(Payload::Nonce(n));
+        }
+        out.push(Payload::Notify(NotifyPayload::status(
+            NotifyType::NatDetectionSourceIp,
+            nat_detection_hash(p, header.spi_i, spi_r, local).to_vec(),
+        )));
+        out.push(Payload::Notify(NotifyPayload::status(
+            NotifyType::NatDetectionDestinationIp,
+            nat_detection_hash(p, header.spi_i, spi_r, remote).to_vec(),
+        )));
+        if peer_fragmentation {
+            out.push(Payload::Notify(NotifyPayload::status(
+                NotifyType::Ikev2FragmentationSupported,
+                Vec::new(),
+            )));
+        }
+        if !choice.addke.is_empty() {
+            out.push(Payload::Notify(NotifyPayload::status(
+                NotifyType::IntermediateExchangeSupported,
+                Vec::new(),
+            )));
+        }
+        let reply = Header::new(
+            header.spi_i,
+            spi_r,
+            ExchangeType::IkeSaInit,
+            Flags::from_octet(Flags::RESPONSE_BIT),
+            0,
+        );
+        let response_bytes = Message::new(reply, out).emit();
+
+        let prf = self.provider.prf(choice.prf)?;
+        let seed = skeyseed(&*prf, &nonce_i, &nonce_r, &response.shared_secret);
+        let keys = derive(
+            &*prf,
+            &choice,
+            &seed,
+            &nonce_i,
+            &nonce_r,
+            header.spi_i,
+            spi_r,
+        )?;
+        let cipher = SkCipher::new(&*self.provider, choice.encr, &keys.sk_er, &keys.sk_ei)?;
+        let keyed = Box::new(Keyed {
+            mode,
+            prf,
+            nonce_i,
+            nonce_r,
+            keys,
+            cipher,
+            real_message_1: datagram.to_vec(),
+            real_message_2: response_bytes.clone(),
+            peer_fragmentation,
+            int_auth: IntAuth::new(),
+            expected_message_id: 1,
+            choice,
+        });
+        let state = if keyed.choice.addke.is_empty() {
+            State::ExpectAuthRequest { keyed }
+        } else {
+            State::ExpectIntermediateRequest { keyed, round: 0 }
+        };
+        self.outbox.push(remote, nat_t, response_bytes.clone());
+        self.by_initiator.insert((remote, header.spi_i), spi_r);
+        self.sas.insert(
+            spi_r,
+            ResponderSa {
+                remote,
+                nat_t: nat_t || peer_behind_nat,
+                spi_i: header.spi_i,
+                state,
+                last_response: Some((0, vec![response_bytes])),
+                reassembly: Reassembly::default(),
+                lease_v4: None,
+                expires: Some(now + HALF_OPEN_LIFETIME),
+            },
+        );
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------- protected requests
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        spi_r: u64,
+        sa: &mut ResponderSa,
+        header: &Header,
+        datagram: &[u8],
+    ) {
+        if let Some((mid, datagrams)) = &sa.last_response
+            && *mid == header.message_id
+        {
+            {
+                // A retransmission: resend the cached response once per request, keyed on
+                // its first (or only) datagram (RFC 7296 §2.1, RFC 7383 §2.6.1).
+                let first = locate_encrypted(datagram)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.fragment())
+                    .is_none_or(|f| f.fragment_number == 1);
+                if first {
+                    for d in datagrams.clone() {
+                        self.outbox.push(sa.remote, sa.nat_t, d);
+                    }
+                }
+                return;
+            }
+        }
+        let state = core::mem::replace(&mut sa.state, State::Dead);
+        let keyed = match &state {
+            State::ExpectIntermediateRequest { keyed, .. }
+            | State::ExpectAuthRequest { keyed }
+            | State::Established { keyed } => keyed,
+            State::Dead => return,
+        };
+        if header.message_id != keyed.expected_message_id {
+            sa.state = state;
+            return;
+        }
+        let Ok(Some(view)) = locate_encrypted(datagram) else {
+            sa.state = state;
+            return;
+        };
+        let request = match unprotect(&keyed.cipher, &mut sa.reassembly, &view) {
+            Ok(Some(u)) => u,
+            // Forged, or more fragments to come: nothing changes.
+            Ok(None) | Err(Error::IntegrityCheckFailed) => {
+                sa.state = state;
+                return;
+            }
+            Err(e) => {
+                self.events.push_back((spi_r, Event::Failed(e)));
+                return;
+            }
+        };
+        let result = match (state, header.exchange_type) {
+            (State::ExpectIntermediateRequest { keyed, round }, ExchangeType::IkeIntermediate) => {
+                self.on_intermediate(now, spi_r, sa, keyed, round, request)
+            }
+            (State::ExpectAuthRequest { keyed }, ExchangeType::IkeAuth) => {
+                self.on_auth(now, spi_r, sa, keyed, request)
+            }
+            (other, _) => {
+                sa.state = other;
+                return;
+            }
+        };
+        if let Err(e) = result {
+            sa.state = State::Dead;
+            self.events.push_back((spi_r, Event::Failed(e)));
+        }
+    }
+
+    /// Sends a protected response and caches it for retransmissions.
+    fn respond(
+        &mut self,
+        spi_r: u64,
+        sa: &mut ResponderSa,
+        keyed: &mut Keyed,
+        exchange: ExchangeType,
+        message_id: u32,
+        inner: &[Payload],
+    ) -> Result<crate::ike::protect::Protected, Error> {
+        let header = Header::new(
+            sa.spi_i,
+            spi_r,
+            exchange,
+            Flags::from_octet(Flags::RESPONSE_BIT),
+            message_id,
+        );
+        let max = keyed.peer_fragmentation.then(|| {
+            let ip_udp = if sa.remote.is_ipv4() { 28 } else { 48 };
+            let marker = if sa.nat_t { 4 } else { 0 };
+            self.config.fragment_size.saturating_sub(ip_udp + marker)
+        });
+        let protected = keyed.cipher.protect(&header, inner, max)?;
+        for d in &protected.datagrams {
+            self.outbox.push(sa.remote, sa.nat_t, d.clone());
+        }
+        sa.last_response = Some((message_id, protected.datagrams.clone()));
+        keyed.expected_message_id = message_id.wrapping_add(1);
+        Ok(protected)
+    }
+
+    fn on_intermediate(
+        &mut self,
+        _now: Instant,
+        spi_r: u64,
+        sa: &mut ResponderSa,
+        mut keyed: Box<Keyed>,
+        round: usize,
+        request: Unprotected,
+    ) -> Result<(), Error> {
+        let mid = request.header.message_id;
+        let method = *keyed.choice.addke.get(round).ok_or(Error::PeerMisbehaved(
+            "IKE_INTERMEDIATE after the last round",
+        ))?;
+        let kei = request.payloads.iter().find_map(|p| match p {
+            Payload::Ke(k) => Some(k),
+            _ => None,
+        });
+        let outcome = match kei {
+            None => Err(Error::MissingPayload("KE")),
+            Some(k) if k.method != method => Err(Error::WrongKeyExchangeMethod {
+                expected: method,
+                got: k.method,
+            }),
+            // FIPS 203 §7.2 checks on the encapsulation key; INVALID_SYNTAX on failure
+            // (draft-ietf-ipsecme-ikev2-mlkem §2.2).
+            Some(k) => self
+                .provider
+                .respond_key_exchange(method, &k.data)
+                .map_err(Error::from),
+        };
+        let response = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                let n = e.notify_type().unwrap_or(NotifyType::InvalidSyntax);
+                let inner = [Payload::Notify(NotifyPayload::status(n, Vec::new()))];
+                self.respond(
+                    spi_r,
+                    sa,
+                    &mut keyed,
+                    ExchangeType::IkeIntermediate,
+                    mid,
+                    &inner,
+                )?;
+                return Err(e);
+            }
+        };
+        #[cfg_attr(not(test), expect(unused_mut, reason = "altered by test faults"))]
+        let mut data = response.public_value.clone();
+        #[cfg(test)]
+        if self.fault_short_ciphertext {
+            data.pop();
+        }
+        let inner = [Payload::Ke(KePayload { method, data })];
+        let sent = self.respond(
+            spi_r,
+            sa,
+            &mut keyed,
+            ExchangeType::IkeIntermediate,
+            mid,
+            &inner,
+        )?;
+        let prf = &*keyed.prf;
+        keyed.int_auth.update_initiator(
+            prf,
+            &keyed.keys.sk_pi,
+            &request.int_auth_a,
+            &request.plaintext,
+        );
+        keyed
+            .int_auth
+            .update_responder(prf, &keyed.keys.sk_pr, &sent.int_auth_a, &sent.plaintext);
+        let seed = skeyseed_additional(
+            prf,
+            &keyed.keys.sk_d,
+            &response.shared_secret,
+            &keyed.nonce_i,
+            &keyed.nonce_r,
+        );
+        keyed.keys = derive(
+            prf,
+            &keyed.choice,
+            &seed,
+            &keyed.nonce_i,
+            &keyed.nonce_r,
+            sa.spi_i,
+            spi_r,
+        )?;
+        keyed.cipher = SkCipher::new(
+            &*self.provider,
+            keyed.choice.encr,
+            &keyed.keys.sk_er,
+            &keyed.keys.sk_ei,
+        )?;
+        sa.state = if round + 1 < keyed.choice.addke.len() {
+            State::ExpectIntermediateRequest {
+                keyed,
+                round: round + 1,
+            }
+        } else {
+            State::ExpectAuthRequest { keyed }
+        };
+        Ok(())
+    }
+
+    fn on_auth(
+        &mut self,
+        _now: Instant,
+        spi_r: u64,
+        sa: &mut ResponderSa,
+        mut keyed: Box<Keyed>,
+        request: Unprotected,
+    ) -> Result<(), Error> {
+        let mid = request.header.message_id;
+        let payloads = &request.payloads;
+        let mut id_i = None;
+        let mut id_r = None;
+        let mut auth = None;
+        for p in payloads {
+            match p {
+                Payload::IdI(x) => id_i = id_i.or(Some(x)),
+                Payload::IdR(x) => id_r = id_r.or(Some(x)),
+                Payload::Auth(x) => auth = auth.or(Some(x)),
+                _ => {}
+            }
+        }
+        let int_auth = keyed.int_auth.octets(mid);
+        let verified = (|| {
+            let id_i = id_i.ok_or(Error::MissingPayload("IDi"))?;
+            let auth = auth.ok_or(Error::MissingPayload("AUTH"))?;
+            if let Some(id_r) = id_r
+                && id_r.parsed().ok().as_ref() != Some(&self.config.local_id)
+            {
+                return Err(Error::IdentityMismatch);
+            }
+            if auth.method != AuthMethod::SharedKeyMessageIntegrityCode {
+                return Err(Error::AuthenticationFailed);
+            }
+            let prf = &*keyed.prf;
+            let maced = maced_id(prf, &keyed.keys.sk_pi, &id_i.body_bytes());
+            let octets = signed_octets(
+                &keyed.real_message_1,
+                &keyed.nonce_r,
+                &maced,
+                int_auth.as_deref(),
+            );
+            if psk_auth(prf, &self.config.psk, &octets) != SecretBytes::from_slice(&auth.data) {
+                return Err(Error::AuthenticationFailed);
+            }
+            Ok(())
+        })();
+        if let Err(e) = verified {
+            let n = e.notify_type().unwrap_or(NotifyType::AuthenticationFailed);
+            let inner = [Payload::Notify(NotifyPayload::status(n, Vec::new()))];
+            self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
+            return Err(e);
+        }
+
+        let id_r = Identification::new(self.config.local_id.clone());
+        let prf = &*keyed.prf;
+        let maced = maced_id(prf, &keyed.keys.sk_pr, &id_r.body_bytes());
+        let octets = signed_octets(
+            &keyed.real_message_2,
+            &keyed.nonce_i,
+            &maced,
+            int_auth.as_deref(),
+        );
+        let auth_r = psk_auth(prf, &self.config.psk, &octets);
+        let mut inner = vec![
+            Payload::IdR(id_r),
+            Payload::Auth(AuthPayload {
+                method: AuthMethod::SharedKeyMessageIntegrityCode,
+                data: auth_r.expose().to_vec(),
+            }),
+        ];
+        let child = self.child_sa(sa, &keyed, payloads);
+        match &child {
+            Ok((child, reply, answer)) => {
+                if let Some(cp) = reply {
+                    inner.push(Payload::Cp(cp.clone()));
+                }
+                inner.push(Payload::Sa(SaPayload {
+                    proposals: vec![answer.clone()],
+                }));
+                inner.push(Payload::TsI(TsPayload {
+                    selectors: child.ts_i.clone(),
+                }));
+                inner.push(Payload::TsR(TsPayload {
+                    selectors: child.ts_r.clone(),
+                }));
+            }
+            Err(e) => {
+                let n = e.notify_type().unwrap_or(NotifyType::NoProposalChosen);
+                inner.push(Payload::Notify(NotifyPayload::status(n, Vec::new())));
+            }
+        }
+        self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
+        sa.expires = None;
+        let suite = Suite {
+            mode: keyed.mode,
+            ke: keyed.choice.ke,
+            addke: keyed.choice.addke.clone(),
+            encr: keyed.choice.encr,
+            prf: keyed.choice.prf,
+            quantum_safe: keyed.mode != Mode::Classical
+                && (keyed.choice.ke.is_post_quantum()
+                    || keyed.choice.addke.iter().any(|m| m.is_post_quantum())),
+        };
+        self.events
+            .push_back((spi_r, Event::IkeSaEstablished { suite }));
+        match child {
+            Ok((child, _, _)) => self
+                .events
+                .push_back((spi_r, Event::ChildSaEstablished(Box::new(child)))),
+            Err(e) => self.events.push_back((spi_r, Event::ChildSaFailed(e))),
+        }
+        sa.state = State::Established { keyed };
+        Ok(())
+    }
+
+    /// The Child SA of IKE_AUTH: ESP proposal, virtual address, traffic selectors, KEYMAT.
+    fn child_sa(
+        &mut self,
+        sa: &mut ResponderSa,
+        keyed: &Keyed,
+        payloads: &[Payload],
+    ) -> Result<
+        (
+            ChildSaEstablished,
+            Option<ConfigPayload>,
+            crate::wire::Proposal,
+        ),
+        Error,
+    > {
+        let mut proposals = None;
+        let mut ts_i = None;
+        let mut ts_r = None;
+        let mut cp = None;
+        for p in payloads {
+            match p {
+                Payload::Sa(x) => proposals = proposals.or(Some(&x.proposals)),
+                Payload::TsI(x) => ts_i = ts_i.or(Some(&x.selectors)),
+                Payload::TsR(x) => ts_r = ts_r.or(Some(&x.selectors)),
+                Payload::Cp(x) if x.cfg_type == CfgType::Request => cp = cp.or(Some(x)),
+                _ => {}
+            }
+        }
+        let proposals = proposals.ok_or(Error::MissingPayload("SA"))?;
+        let ts_i = ts_i.ok_or(Error::MissingPayload("TSi"))?;
+        let ts_r = ts_r.ok_or(Error::MissingPayload("TSr"))?;
+        let (number, esp) = select_esp(&self.config.esp, proposals)?;
+
+        let mut reply = Vec::new();
+        let mut assigned: Vec<TrafficSelector> = Vec::new();
+        if let Some(cp) = cp {
+            let wants = |f: fn(&ConfigAttribute) -> bool| cp.attributes.iter().any(f);
+            if wants(|a| matches!(a, ConfigAttribute::InternalIp4Address(_)))
+                && let Some(ip) = self.lease_v4(sa)
+            {
+                reply.push(ConfigAttribute::InternalIp4Address(Some(ip)));
+                assigned.push(host_ts(IpAddr::V4(ip)));
+            }
+            if wants(|a| matches!(a, ConfigAttribute::InternalIp6Address(_)))
+                && let Some((base, len)) = self.config.pool_v6
+            {
+                let index = sa.lease_v4.unwrap_or(0);
+                let ip = Ipv6Addr::from(u128::from(base).wrapping_add(u128::from(index) + 1));
+                reply.push(ConfigAttribute::InternalIp6Address(Some((ip, len))));
+                assigned.push(host_ts(IpAddr::V6(ip)));
+            }
+            if assigned.is_empty()
+                && (self.config.pool_v4.is_some() || self.config.pool_v6.is_some())
+            {
+                return Err(Error::InternalAddressFailure);
+            }
+            for dns in &self.config.dns {
+                reply.push(match dns {
+                    IpAddr::V4(a) => ConfigAttribute::InternalIp4Dns(Some(*a)),
+                    IpAddr::V6(a) => ConfigAttribute::InternalIp6Dns(Some(*a)),
+                });
+            }
+            for (net, mask) in &self.config.subnets_v4 {
+                reply.push(ConfigAttribute::InternalIp4Subnet(Some((*net, *mask))));
+            }
+        }
+        // TSi narrows to the assigned addresses when the initiator asked for some.
+        let ts_i_ours: &[TrafficSelector] = if assigned.is_empty() { ts_i } else { &assigned };
+        let ts_i = narrow(ts_i_ours, ts_i);
+        let ts_r = narrow(&self.config.local_ts, ts_r);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            return Err(Error::TsUnacceptable);
+        }
+        let our_spi = random_esp_spi(&*self.provider)?;
+        let keys = ChildSaKeys::derive(
+            &*keyed.prf,
+            &keyed.keys.sk_d,
+            &[],
+            &keyed.nonce_i,
+            &keyed.nonce_r,
+            esp.encr.keymat_len(),
+            0,
+        )?;
+        let reply = (!reply.is_empty()).then_some(ConfigPayload {
+            cfg_type: CfgType::Reply,
+            attributes: reply,
+        });
+        Ok((
+            ChildSaEstablished {
+                spi_i: esp.peer_spi,
+                spi_r: our_spi,
+                encr: esp.encr,
+                esn: esp.esn,
+                keys,
+                ts_i,
+                ts_r,
+            },
+            reply,
+            esp_answer(number, &esp, our_spi),
+        ))
+    }
+
+    /// Leases the lowest free IPv4 address of the pool to `sa`.
+    fn lease_v4(&mut self, sa: &mut ResponderSa) -> Option<Ipv4Addr> {
+        let (first, last) = self.config.pool_v4?;
+        let (first, last) = (u32::from(first), u32::from(last));
+        if let Some(index) = sa.lease_v4 {
+            return Some(Ipv4Addr::from(first.checked_add(index)?));
+        }
+        let size = last.checked_sub(first)?.checked_add(1)?;
+        let index = (0..size).find(|i| !self.leases_v4.contains(i))?;
+        self.leases_v4.insert(index);
+        sa.lease_v4 = Some(index);
+        Some(Ipv4Addr::from(first.checked_add(index)?))
+    }
+}
+
+/// A selector for exactly one address, all protocols and ports.
+fn host_ts(ip: IpAddr) -> TrafficSelector {
+    match ip {
+        IpAddr::V4(a) => TrafficSelector::Ipv4 {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start_addr: a,
+            end_addr: a,
+        },
+        IpAddr::V6(a) => TrafficSelector::Ipv6 {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start_addr: a,
+            end_addr: a,
+        },
+    }
+}
+
+fn derive(
+    prf: &dyn Prf,
+    choice: &IkeChoice,
+    seed: &SecretBytes,
+    nonce_i: &[u8],
+    nonce_r: &[u8],
+    spi_i: u64,
+    spi_r: u64,
+) -> Result<IkeSaKeys, Error> {
+    let lengths = IkeKeyLengths {
+        prf: prf.output_len(),
+        integ: 0,
+        encr: choice.encr.keymat_len(),
+    };
+    Ok(IkeSaKeys::derive(
+        prf, seed, nonce_i, nonce_r, spi_i, spi_r, lengths,
+    )?)
+}

@@ -1,0 +1,5 @@
+//! In-memory protocol tests: both ends of a tunnel in one process on a virtual clock, with a
+//! seeded crypto provider (quinn-proto's `Pair`).
+
+mod ike_handshake;
+mod pair;
