@@ -5,6 +5,13 @@
 //! in the same loop but outside the measured spans, so the figure is what a client spends.
 //! Run: `cargo bench -p pqvpn-core --bench ike_handshake`.
 
+#![expect(
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "benchmark harness: a broken handshake must abort the run"
+)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@
 //! | [`wire`] | RFC 7296 §3 message and payload codec; open enums for every IANA registry | none |
 //! | [`crypto`] | the [`CryptoProvider`](crypto::CryptoProvider) trait, its RustCrypto implementation, secret types | none |
 //! | [`ike`] | IKEv2 key schedule ([`ike::keys`]) and, with later issues, the SA state machines | none |
+//! | [`esp`] | ESP tunnel mode (RFC 4303) in UDP (RFC 3948): seal/open into caller buffers, anti-replay | none |
 //!
 //! `wire`, `crypto`, `ike` and `esp` never read a clock, open a socket or call a global RNG:
 //! time arrives as a `now` argument and randomness from the crypto provider, so both ends of a
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crypto;
+pub mod esp;
 pub mod ike;
 pub mod wire;
 

@@ -471,3 +471,105 @@ fn invalid_encapsulation_key_gets_invalid_syntax() {
     );
     assert_eq!(pair.responder.sa_count(), 0, "the responder dropped the SA");
 }
+
+#[test]
+fn child_sa_failure_keeps_the_ike_sa() {
+    // The gateway only takes ChaCha20-Poly1305 for ESP; the client only offers AES-GCM.
+    let mut client = client_config(Mode::Hybrid);
+    client.esp = vec![crate::crypto::AeadAlgorithm::Aes256Gcm16];
+    let mut gateway = gateway_config(vec![CryptoPolicy::default()]);
+    gateway.esp = vec![crate::crypto::AeadAlgorithm::ChaCha20Poly1305];
+    let mut pair = Pair::new(30, client, gateway);
+    pair.drive();
+    assert!(pair.initiator.is_established(), "IKE SA up");
+    assert!(matches!(
+        &pair.initiator_events[..],
+        [
+            Event::IkeSaEstablished { .. },
+            Event::ChildSaFailed(Error::NotifyReceived(NotifyType::NoProposalChosen))
+        ]
+    ));
+    assert!(matches!(
+        &pair.responder_events[..],
+        [
+            Event::IkeSaEstablished { .. },
+            Event::ChildSaFailed(Error::NoProposalChosen)
+        ]
+    ));
+}
+
+#[test]
+fn exhausted_address_pool_gives_internal_address_failure() {
+    let mut gateway = gateway_config(vec![CryptoPolicy::default()]);
+    gateway.pool_v4 = Some((Ipv4Addr::new(10, 99, 0, 10), Ipv4Addr::new(10, 99, 0, 10)));
+    let mut first = Pair::new(31, client_config(Mode::Hybrid), gateway);
+    first.drive();
+    established(&first);
+    // A second client against the same responder: its one address is taken.
+    let mut responder = first.responder;
+    let mut second = Pair::mode(32, Mode::Hybrid);
+    core::mem::swap(&mut second.responder, &mut responder);
+    second.drive();
+    assert!(second.initiator.is_established());
+    assert!(second.initiator_events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaFailed(Error::NotifyReceived(NotifyType::InternalAddressFailure))
+    )));
+}
+
+#[test]
+fn unreachable_gateway_times_out_after_every_retransmission() {
+    let mut pair = Pair::mode(33, Mode::Hybrid);
+    let start = pair.now;
+    let mut sent = 0;
+    while !pair.initiator.is_failed() {
+        sent += pair.to_responder.len();
+        pair.to_responder.clear();
+        assert!(pair.advance(), "a timer stays armed until the SA fails");
+    }
+    assert_eq!(sent, 6, "six transmissions of IKE_SA_INIT");
+    assert_eq!(failure(&pair.initiator_events), Some(&Error::Timeout));
+    assert_eq!(
+        pair.now - start,
+        std::time::Duration::from_secs(1 + 2 + 4 + 8 + 16 + 32)
+    );
+    assert!(pair.initiator.poll_timeout().is_none());
+}
+
+#[test]
+fn without_nat_or_forcing_the_sa_stays_on_port_500() {
+    let mut client = client_config(Mode::Hybrid);
+    client.force_udp_encapsulation = false;
+    let mut pair = Pair::new(34, client, gateway_config(vec![CryptoPolicy::default()]));
+    pair.drive();
+    established(&pair);
+    assert!(!pair.initiator.is_nat_t());
+    assert_eq!(pair.initiator.remote().port(), 500);
+}
+
+#[test]
+fn every_identity_type_authenticates() {
+    use crate::wire::IkeId;
+    for (seed, id) in [
+        (40, IkeId::Rfc822("alice@example.test".into())),
+        (41, IkeId::KeyId(b"account_tunnel".to_vec())),
+        (42, IkeId::Ipv4(Ipv4Addr::new(192, 0, 2, 7))),
+        (43, IkeId::Ipv6("2001:db8::7".parse().unwrap())),
+    ] {
+        let mut client = client_config(Mode::Hybrid);
+        client.local_id = id;
+        let mut pair = Pair::new(seed, client, gateway_config(vec![CryptoPolicy::default()]));
+        pair.drive();
+        established(&pair);
+    }
+    // A gateway proving another identity than the configured one is refused.
+    let mut client = client_config(Mode::Hybrid);
+    client.remote_id = Some(IkeId::Fqdn("other.test".into()));
+    let mut pair = Pair::new(44, client, gateway_config(vec![CryptoPolicy::default()]));
+    pair.drive();
+    assert_eq!(
+        failure(&pair.responder_events),
+        Some(&Error::IdentityMismatch),
+        "the responder refuses an IDr that is not its own"
+    );
+}
