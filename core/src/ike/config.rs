@@ -172,9 +172,10 @@ impl Default for RetransmitConfig {
 }
 
 impl RetransmitConfig {
-    /// The wait after transmission number `sent` (1-based), or `None` when attempts are spent.
+    /// The wait after transmission number `sent` (1-based): before the next retransmission,
+    /// or, after the last one, before giving up. `None` past the last transmission.
     pub(crate) fn wait_after(&self, sent: u32) -> Option<Duration> {
-        if sent >= self.attempts {
+        if sent == 0 || sent > self.attempts {
             return None;
         }
         let exponent = i32::try_from(sent.saturating_sub(1)).unwrap_or(i32::MAX);
@@ -323,10 +324,10 @@ mod tests {
     #[test]
     fn retransmit_backs_off_and_gives_up() {
         let r = RetransmitConfig::default();
-        let waits: Vec<_> = (1..=6).map(|n| r.wait_after(n)).collect();
+        let waits: Vec<_> = (1..=7).map(|n| r.wait_after(n)).collect();
         assert_eq!(
             waits,
-            [1, 2, 4, 8, 16]
+            [1, 2, 4, 8, 16, 32]
                 .map(|s| Some(Duration::from_secs(s)))
                 .into_iter()
                 .chain([None])

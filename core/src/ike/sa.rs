@@ -191,12 +191,7 @@ impl Outstanding {
             return Err(Error::Timeout);
         }
         self.sent += 1;
-        // After the last transmission, wait as long again before giving up.
-        let wait = config
-            .wait_after(self.sent)
-            .or_else(|| config.wait_after(self.sent - 1))
-            .unwrap_or(Duration::ZERO);
-        self.deadline = now + wait;
+        self.deadline = now + config.wait_after(self.sent).unwrap_or(Duration::ZERO);
         Ok(Some(&self.datagrams))
     }
 }
