@@ -54,6 +54,9 @@ pub struct Responder {
     /// Test-only misbehaviour: send an ML-KEM ciphertext one octet short.
     #[cfg(test)]
     pub(crate) fault_short_ciphertext: bool,
+    /// Test-only misbehaviour: accept the initiator but send a wrong AUTH value.
+    #[cfg(test)]
+    pub(crate) fault_wrong_auth: bool,
 }
 
 impl core::fmt::Debug for Responder {
@@ -113,6 +116,8 @@ impl Responder {
             events: VecDeque::new(),
             #[cfg(test)]
             fault_short_ciphertext: false,
+            #[cfg(test)]
+            fault_wrong_auth: false,
         })
     }
 
@@ -717,7 +722,12 @@ impl Responder {
             &maced,
             int_auth.as_deref(),
         );
-        let auth_r = psk_auth(prf, &self.config.psk, &octets);
+        #[cfg_attr(not(test), expect(unused_mut, reason = "altered by test faults"))]
+        let mut auth_r = psk_auth(prf, &self.config.psk, &octets);
+        #[cfg(test)]
+        if self.fault_wrong_auth {
+            auth_r = psk_auth(prf, &SecretBytes::from_slice(b"wrong"), &octets);
+        }
         let mut inner = vec![
             Payload::IdR(id_r),
             Payload::Auth(AuthPayload {

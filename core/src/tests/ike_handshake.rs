@@ -281,14 +281,38 @@ fn wrong_psk_on_either_side_fails_authentication() {
         Some(&Error::AuthenticationFailed)
     );
 
-    // The gateway's PSK differs: it accepts nothing from the client, so it answers
-    // AUTHENTICATION_FAILED too; a gateway that proved a wrong PSK would fail our check.
-    let mut gateway = gateway_config(vec![CryptoPolicy::default()]);
-    gateway.psk = SecretBytes::from_slice(b"another psk");
-    let mut pair = Pair::new(14, client_config(Mode::Hybrid), gateway);
+    // A gateway that accepts us but proves its side with another PSK is refused by the
+    // initiator before anything is established.
+    let mut pair = Pair::mode(14, Mode::Hybrid);
+    pair.responder.fault_wrong_auth = true;
     pair.drive();
-    assert!(failure(&pair.initiator_events).is_some());
+    assert_eq!(
+        failure(&pair.initiator_events),
+        Some(&Error::AuthenticationFailed)
+    );
     assert!(!pair.initiator.is_established());
+    assert!(
+        !pair.initiator_events.iter().any(|e| matches!(
+            e,
+            Event::IkeSaEstablished { .. } | Event::ChildSaEstablished(_)
+        )),
+        "nothing established on a bad AUTH"
+    );
+}
+
+#[test]
+fn disjoint_traffic_selectors_give_ts_unacceptable() {
+    let mut client = client_config(Mode::Hybrid);
+    client.ts_r = vec![crate::wire::TrafficSelector::ipv6_any()];
+    let mut gateway = gateway_config(vec![CryptoPolicy::default()]);
+    gateway.local_ts = vec![crate::wire::TrafficSelector::ipv4_any()];
+    let mut pair = Pair::new(35, client, gateway);
+    pair.drive();
+    assert!(pair.initiator.is_established());
+    assert!(pair.initiator_events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaFailed(Error::NotifyReceived(NotifyType::TsUnacceptable))
+    )));
 }
 
 #[test]
