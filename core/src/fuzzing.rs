@@ -16,10 +16,13 @@ const GATEWAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0,
 
 /// Feeds responder-side bytes to an initiator in each handshake state.
 ///
-/// `data[0]` picks the state (before the IKE_SA_INIT, IKE_INTERMEDIATE or IKE_AUTH response),
-/// `data[1]` how the input is used: as the whole datagram, spliced over the genuine response at
-/// an offset, or as the body after the genuine response's header. Afterwards the genuine
-/// response is delivered too. Nothing may panic.
+/// `data[0]` picks the state (before the IKE_SA_INIT, IKE_INTERMEDIATE or IKE_AUTH response, or
+/// established), `data[1]` how the input is used: as the whole datagram, spliced over the
+/// genuine message at an offset, or as the body after the genuine message's header. In the
+/// established state the genuine message is a request of the gateway (a Child SA rekey, an IKE
+/// SA rekey or a liveness check, by `data[1] / 3`) or the answer to one of the client's. The
+/// genuine messages are delivered afterwards, and the clock runs for hours so rekeys, liveness
+/// checks and retransmissions fire. Nothing may panic.
 pub fn ike_initiator(data: &[u8]) {
     let (Some(&depth), Some(&how)) = (data.first(), data.get(1)) else {
         return;
@@ -62,12 +65,31 @@ pub fn ike_initiator(data: &[u8]) {
         }
         out
     };
-    for _ in 0..depth % 3 {
+    let established = depth % 4 == 3;
+    for _ in 0..if established { 3 } else { depth % 4 } {
         for response in exchange(&mut initiator, &mut responder) {
             initiator.handle_datagram(now, GATEWAY, &response);
         }
     }
-    let genuine = exchange(&mut initiator, &mut responder);
+    let genuine = if established {
+        let id = responder
+            .established_ids()
+            .first()
+            .copied()
+            .unwrap_or_default();
+        match (how / 3) % 4 {
+            0 => {
+                let spi = initiator.child_sas().first().map_or(0, |c| c.spi_r);
+                let _ = responder.rekey_child_sa(now, id, spi);
+            }
+            1 => responder.rekey_ike_sa(now, id),
+            2 => responder.close(now, id),
+            _ => initiator.rekey_ike_sa(now),
+        }
+        exchange(&mut initiator, &mut responder)
+    } else {
+        exchange(&mut initiator, &mut responder)
+    };
     let first = genuine.first().cloned().unwrap_or_default();
     let forged = match how % 3 {
         0 => input.to_vec(),
@@ -92,6 +114,21 @@ pub fn ike_initiator(data: &[u8]) {
     for response in genuine {
         initiator.handle_datagram(now, GATEWAY, &response);
     }
+    if established {
+        // Answer what the client sent, then let hours pass with the gateway silent.
+        for response in exchange(&mut initiator, &mut responder) {
+            initiator.handle_datagram(now, GATEWAY, &response);
+        }
+        let mut t = now;
+        for _ in 0..64 {
+            let Some(next) = initiator.poll_timeout() else {
+                break;
+            };
+            t = t.max(next);
+            initiator.handle_timeout(t);
+            while initiator.poll_transmit(t, &mut buf).is_some() {}
+        }
+    }
     while initiator.poll_event().is_some() {}
     while initiator.poll_transmit(now, &mut buf).is_some() {}
 }
@@ -102,8 +139,8 @@ mod tests {
 
     #[test]
     fn ike_initiator_target_survives_sample_inputs() {
-        for depth in 0..3u8 {
-            for how in 0..3u8 {
+        for depth in 0..4u8 {
+            for how in 0..12u8 {
                 for input in [&[][..], &[0xff; 40], &[0; 300], b"\x10abcdef"] {
                     let mut data = vec![depth, how];
                     data.extend_from_slice(input);

@@ -183,6 +183,47 @@ impl RetransmitConfig {
     }
 }
 
+/// How long an SA lives before it is rekeyed, and when it dies if rekeying fails
+/// ([RFC 7296 §2.8]).
+///
+/// The rekey time is `rekey` minus a random part of `jitter` drawn from the provider, so the two
+/// peers rarely start rekeying the same SA at the same moment; `hard` counts from creation.
+///
+/// [RFC 7296 §2.8]: https://www.rfc-editor.org/rfc/rfc7296#section-2.8
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Soft lifetime: rekey after this long, minus jitter.
+    pub rekey: Duration,
+    /// At most this much is subtracted at random from `rekey`.
+    pub jitter: Duration,
+    /// Hard lifetime: a Child SA that was not rekeyed by then is deleted; an IKE SA fails.
+    pub hard: Duration,
+}
+
+impl Lifetime {
+    /// Rekey after `rekey` minus up to 10 % jitter; hard lifetime 10 % after `rekey`.
+    pub fn new(rekey: Duration) -> Self {
+        Self {
+            rekey,
+            jitter: rekey / 10,
+            hard: rekey + rekey / 10,
+        }
+    }
+
+    /// The default IKE SA lifetime: rekey after 4 h (strongSwan's default).
+    pub fn ike_default() -> Self {
+        Self::new(Duration::from_secs(4 * 3600))
+    }
+
+    /// The default Child SA lifetime: rekey after 1 h (strongSwan's default).
+    pub fn child_default() -> Self {
+        Self::new(Duration::from_secs(3600))
+    }
+}
+
+/// Default interval of liveness checks (RFC 7296 §2.4) when nothing arrived from the peer.
+pub const DEFAULT_DPD_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Default largest IP datagram for IKE fragments (RFC 7383 §2.5.1), strongSwan's default.
 pub const DEFAULT_FRAGMENT_SIZE: usize = 1280;
 
@@ -217,6 +258,13 @@ pub struct InitiatorConfig {
     pub retransmit: RetransmitConfig,
     /// Octets of Ni (RFC 7296 §2.10: at least half the PRF key size, at least 16).
     pub nonce_len: usize,
+    /// Lifetime of each IKE SA.
+    pub ike_lifetime: Lifetime,
+    /// Lifetime of each Child SA.
+    pub child_lifetime: Lifetime,
+    /// Send a liveness check (an empty INFORMATIONAL, RFC 7296 §2.4) after this long without
+    /// any IKE message or reported ESP packet from the peer; `None` disables it.
+    pub dpd_interval: Option<Duration>,
 }
 
 impl InitiatorConfig {
@@ -238,6 +286,9 @@ impl InitiatorConfig {
             fragment_size: DEFAULT_FRAGMENT_SIZE,
             retransmit: RetransmitConfig::default(),
             nonce_len: 32,
+            ike_lifetime: Lifetime::ike_default(),
+            child_lifetime: Lifetime::child_default(),
+            dpd_interval: Some(DEFAULT_DPD_INTERVAL),
         }
     }
 }
@@ -270,6 +321,14 @@ pub struct ResponderConfig {
     pub fragment_size: usize,
     /// Octets of Nr.
     pub nonce_len: usize,
+    /// Retransmission of the requests the responder sends (rekeying, liveness, Delete).
+    pub retransmit: RetransmitConfig,
+    /// Lifetime of each IKE SA.
+    pub ike_lifetime: Lifetime,
+    /// Lifetime of each Child SA.
+    pub child_lifetime: Lifetime,
+    /// Liveness check interval, as for the initiator; `None` disables it.
+    pub dpd_interval: Option<Duration>,
 }
 
 impl ResponderConfig {
@@ -288,6 +347,10 @@ impl ResponderConfig {
             cookie_threshold: 1000,
             fragment_size: DEFAULT_FRAGMENT_SIZE,
             nonce_len: 32,
+            retransmit: RetransmitConfig::default(),
+            ike_lifetime: Lifetime::ike_default(),
+            child_lifetime: Lifetime::child_default(),
+            dpd_interval: Some(DEFAULT_DPD_INTERVAL),
         }
     }
 }

@@ -3,7 +3,7 @@
 use crate::crypto;
 use crate::ike::config::Mode;
 use crate::ike::keys::KeyScheduleError;
-use crate::wire::{KeyExchangeMethod, NotifyType, ParseError};
+use crate::wire::{KeyExchangeMethod, NotifyPayload, NotifyType, ParseError};
 
 /// Why an IKE SA (or the Child SA negotiated with it) failed.
 ///
@@ -75,6 +75,26 @@ pub enum Error {
     /// The peer did not answer after every retransmission (RFC 7296 §2.1).
     #[error("the gateway did not answer (timeout)")]
     Timeout,
+    /// A request of an established IKE SA went unanswered after every retransmission: the peer
+    /// is gone (liveness check, RFC 7296 §2.4).
+    #[error("the peer stopped answering (dead peer)")]
+    DeadPeer,
+    /// The IKE SA reached its hard lifetime without being rekeyed.
+    #[error("the IKE SA expired without being rekeyed")]
+    IkeSaExpired,
+    /// The peer asked to rekey while another exchange on the same SA was in progress
+    /// (RFC 7296 §2.25); it may retry later.
+    #[error("another exchange is in progress")]
+    ExchangeInProgress,
+    /// The peer asked to rekey a Child SA we do not have (RFC 7296 §2.25).
+    #[error("no such Child SA")]
+    ChildSaNotFound,
+    /// An IKE_FOLLOWUP_KE request named a link we hold no state for (RFC 9370 §2.2.4).
+    #[error("IKE_FOLLOWUP_KE for an unknown exchange")]
+    StateNotFound,
+    /// The peer asked for an additional Child SA, which this implementation does not create.
+    #[error("additional Child SAs are not supported")]
+    NoAdditionalSas,
     /// A call was made in a state that does not allow it.
     #[error("API misuse: {0}")]
     ApiMisuse(&'static str),
@@ -101,11 +121,28 @@ impl Error {
             Self::MissingPayload(_) | Self::PeerMisbehaved(_) => NotifyType::InvalidSyntax,
             Self::TsUnacceptable => NotifyType::TsUnacceptable,
             Self::InternalAddressFailure => NotifyType::InternalAddressFailure,
+            Self::ExchangeInProgress => NotifyType::TemporaryFailure,
+            Self::ChildSaNotFound => NotifyType::ChildSaNotFound,
+            Self::StateNotFound => NotifyType::StateNotFound,
+            Self::NoAdditionalSas => NotifyType::NoAdditionalSas,
+            Self::DeadPeer | Self::IkeSaExpired => return None,
             Self::IntegrityCheckFailed
             | Self::FragmentTooLarge
             | Self::NotifyReceived(_)
             | Self::Timeout
             | Self::ApiMisuse(_) => return None,
+        })
+    }
+
+    /// The Notify payload a responder sends for this error ([`notify_type`](Self::notify_type)
+    /// with its data: INVALID_KE_PAYLOAD names the method we accept, RFC 7296 §3.10.1).
+    pub(crate) fn notify_payload(&self) -> Option<NotifyPayload> {
+        let t = self.notify_type()?;
+        Some(match self {
+            Self::WrongKeyExchangeMethod { expected, .. } => {
+                NotifyPayload::invalid_ke_payload(*expected)
+            }
+            _ => NotifyPayload::status(t, Vec::new()),
         })
     }
 

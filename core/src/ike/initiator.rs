@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::crypto::{CryptoProvider, KeyExchange, Prf, SecretBytes};
 use crate::ike::config::{InitiatorConfig, esp_proposals};
+use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
 use crate::ike::keys::{
     ChildSaKeys, IkeKeyLengths, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
     skeyseed_additional,
@@ -76,7 +77,8 @@ enum State {
     ExpectSaInitResponse(ExpectSaInitResponse),
     ExpectIntermediateResponse(ExpectIntermediateResponse),
     ExpectAuthResponse(ExpectAuthResponse),
-    Established(Established),
+    Established(Box<EstablishedSa>),
+    Closed,
     Failed,
 }
 
@@ -87,6 +89,7 @@ impl State {
             Self::ExpectIntermediateResponse(_) => "ExpectIntermediateResponse",
             Self::ExpectAuthResponse(_) => "ExpectAuthResponse",
             Self::Established(_) => "Established",
+            Self::Closed => "Closed",
             Self::Failed => "Failed",
         }
     }
@@ -132,13 +135,6 @@ struct ExpectAuthResponse {
     keyed: Keyed,
     child_spi_i: u32,
     int_auth: Option<Vec<u8>>,
-}
-
-/// The IKE SA is up.
-struct Established {
-    #[expect(dead_code, reason = "used by rekeying, liveness and delete (issue 4)")]
-    keyed: Keyed,
-    suite: Suite,
 }
 
 impl Initiator {
@@ -189,14 +185,21 @@ impl Initiator {
         Ok(this)
     }
 
-    /// The initiator's SPI.
+    /// The initiator's SPI of the current IKE SA (after a rekey the gateway started, the
+    /// gateway's).
     pub fn spi_i(&self) -> u64 {
-        self.spi_i
+        match &self.state {
+            State::Established(e) => e.spis().0,
+            _ => self.spi_i,
+        }
     }
 
-    /// The responder's SPI (0 until IKE_SA_INIT completed).
+    /// The responder's SPI of the current IKE SA (0 until IKE_SA_INIT completed).
     pub fn spi_r(&self) -> u64 {
-        self.spi_r
+        match &self.state {
+            State::Established(e) => e.spis().1,
+            _ => self.spi_r,
+        }
     }
 
     /// The gateway's address as currently used (port 4500 once floated).
@@ -217,7 +220,7 @@ impl Initiator {
     /// The negotiated algorithms, once established.
     pub fn suite(&self) -> Option<&Suite> {
         match &self.state {
-            State::Established(e) => Some(&e.suite),
+            State::Established(e) => Some(e.suite()),
             _ => None,
         }
     }
@@ -225,6 +228,100 @@ impl Initiator {
     /// Whether the SA failed (a [`Event::Failed`] was queued).
     pub fn is_failed(&self) -> bool {
         matches!(self.state, State::Failed)
+    }
+
+    /// Whether the IKE SA was deleted in an orderly way (an [`Event::Closed`] was queued).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The Child SAs up, `_i` being this side (the client).
+    pub fn child_sas(&self) -> Vec<ChildSaEstablished> {
+        match &self.state {
+            State::Established(e) => e.child_sas().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Reports that an authentic ESP packet arrived at `now`: the gateway is alive, so no
+    /// liveness check is needed until `dpd_interval` after it ([RFC 7296 §2.4]).
+    ///
+    /// [RFC 7296 §2.4]: https://www.rfc-editor.org/rfc/rfc7296#section-2.4
+    pub fn handle_inbound_traffic(&mut self, now: Instant) {
+        if let State::Established(e) = &mut self.state {
+            e.handle_inbound_traffic(now);
+        }
+    }
+
+    /// Rekeys the Child SA with `spi` (either of its SPIs) now, e.g. when the ESP layer nears
+    /// its sequence number limit ([RFC 4303 §3.3.3]). Queued if another exchange is running.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ApiMisuse`] if the SA is not established or has no such Child SA.
+    ///
+    /// [RFC 4303 §3.3.3]: https://www.rfc-editor.org/rfc/rfc4303#section-3.3.3
+    pub fn rekey_child_sa(&mut self, now: Instant, spi: u32) -> Result<(), Error> {
+        let State::Established(e) = &mut self.state else {
+            return Err(Error::ApiMisuse("the IKE SA is not established"));
+        };
+        let result = e.rekey_child_sa(now, spi);
+        self.drain();
+        result
+    }
+
+    /// Rekeys the IKE SA now ([RFC 7296 §2.18]), as its soft lifetime would.
+    ///
+    /// [RFC 7296 §2.18]: https://www.rfc-editor.org/rfc/rfc7296#section-2.18
+    pub fn rekey_ike_sa(&mut self, now: Instant) {
+        if let State::Established(e) = &mut self.state {
+            e.rekey_ike_sa(now);
+            self.drain();
+        }
+    }
+
+    /// Deletes the IKE SA and its Child SAs ([RFC 7296 §1.4.1]); [`Event::Closed`] follows once
+    /// the gateway answered or stopped answering. Before establishment the SA is just dropped.
+    ///
+    /// [RFC 7296 §1.4.1]: https://www.rfc-editor.org/rfc/rfc7296#section-1.4.1
+    pub fn close(&mut self, now: Instant) {
+        match &mut self.state {
+            State::Established(e) => {
+                e.close(now);
+                self.drain();
+            }
+            State::Closed | State::Failed => {}
+            _ => {
+                self.state = State::Closed;
+                self.outstanding = None;
+                self.outbox.clear();
+                self.events.push_back(Event::Closed);
+            }
+        }
+    }
+
+    /// Moves what the established SA produced to this side's queues.
+    fn drain(&mut self) {
+        let State::Established(e) = &mut self.state else {
+            return;
+        };
+        self.outbox.append(&mut e.outbox);
+        self.events.extend(e.events.drain(..));
+        self.remote = e.remote;
+        match e.status() {
+            Status::Up => {}
+            Status::Closed => self.state = State::Closed,
+            Status::Failed => self.state = State::Failed,
+        }
+    }
+
+    /// Test access to the established SA.
+    #[cfg(test)]
+    pub(crate) fn established_mut(&mut self) -> Option<&mut EstablishedSa> {
+        match &mut self.state {
+            State::Established(e) => Some(e),
+            _ => None,
+        }
     }
 
     /// The next datagram to send, written into `buf`.
@@ -239,12 +336,22 @@ impl Initiator {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.outstanding.as_ref().map(Outstanding::deadline)
+        match &self.state {
+            State::Established(e) => e.poll_timeout(),
+            _ => self.outstanding.as_ref().map(Outstanding::deadline),
+        }
     }
 
     /// Retransmits the outstanding request when due, or fails the SA with
-    /// [`Error::Timeout`] once every attempt is spent (RFC 7296 §2.1).
+    /// [`Error::Timeout`] once every attempt is spent (RFC 7296 §2.1). Once established: rekeys
+    /// at the soft lifetimes, liveness checks, and [`Error::DeadPeer`] when a request of the
+    /// established SA goes unanswered.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let State::Established(e) = &mut self.state {
+            e.handle_timeout(now);
+            self.drain();
+            return;
+        }
         let Some(outstanding) = self.outstanding.as_mut() else {
             return;
         };
@@ -270,8 +377,13 @@ impl Initiator {
         let Ok(header) = Header::parse(datagram) else {
             return;
         };
+        if let State::Established(e) = &mut self.state {
+            e.handle_datagram(now, &header, datagram);
+            self.drain();
+            return;
+        }
         if header.spi_i != self.spi_i || !header.flags.response || header.flags.initiator {
-            return; // requests from the responder arrive with issue 4 (INFORMATIONAL)
+            return;
         }
         let Some(message_id) = self.outstanding.as_ref().map(|o| o.message_id) else {
             return;
@@ -745,7 +857,7 @@ impl Initiator {
 
     fn on_auth_response(
         &mut self,
-        _now: Instant,
+        now: Instant,
         s: ExpectAuthResponse,
         datagram: &[u8],
     ) -> Result<State, Error> {
@@ -807,17 +919,55 @@ impl Initiator {
         self.events.push_back(Event::IkeSaEstablished {
             suite: suite.clone(),
         });
-        match self.child_sa(&keyed, s.child_spi_i, payloads) {
+        let child = match self.child_sa(&keyed, s.child_spi_i, payloads) {
             Ok((child, config)) => {
                 if let Some(config) = config {
                     self.events.push_back(Event::ConfigReceived(config));
                 }
                 self.events
-                    .push_back(Event::ChildSaEstablished(Box::new(child)));
+                    .push_back(Event::ChildSaEstablished(Box::new(child.clone())));
+                Some(child)
             }
-            Err(e) => self.events.push_back(Event::ChildSaFailed(e)),
-        }
-        Ok(State::Established(Established { keyed, suite }))
+            Err(e) => {
+                self.events.push_back(Event::ChildSaFailed(e));
+                None
+            }
+        };
+        let c = &self.config;
+        let settings = Settings {
+            policy: c.policy.clone(),
+            esp: c.esp.clone(),
+            retransmit: c.retransmit,
+            fragment_size: c.fragment_size,
+            nonce_len: c.nonce_len,
+            ike_lifetime: c.ike_lifetime,
+            child_lifetime: c.child_lifetime,
+            dpd_interval: c.dpd_interval,
+        };
+        let ike = IkeSa::new(
+            self.spi_i,
+            self.spi_r,
+            true,
+            keyed.choice,
+            keyed.prf,
+            keyed.keys.sk_d,
+            keyed.cipher,
+            keyed.peer_fragmentation,
+            keyed.next_message_id,
+            0,
+            None,
+        );
+        Ok(State::Established(Box::new(EstablishedSa::new(
+            Arc::clone(&self.provider),
+            settings,
+            true,
+            now,
+            self.remote,
+            self.nat_t,
+            ike,
+            suite,
+            child,
+        ))))
     }
 
     /// The Child SA part of the IKE_AUTH response (RFC 7296 §1.2, §2.9, §2.17, §3.15).

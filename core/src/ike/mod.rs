@@ -6,12 +6,14 @@
 //! | [`keys`] | the key schedule |
 //! | [`Initiator`] | the client's IKE SA: IKE_SA_INIT, IKE_INTERMEDIATE, IKE_AUTH |
 //! | [`Responder`] | the gateway side, for `pqvpn gateway`, the demo and the tests |
+//! | `established` | what both roles do once the IKE SA is up: rekeying, liveness, Delete |
 //!
 //! Both roles have the quinn-proto shape: `handle_datagram(now, remote, bytes)`,
 //! `handle_timeout(now)`, `poll_transmit(now, buf)`, `poll_timeout()`, `poll_event()`.
 
 pub mod config;
 mod error;
+mod established;
 mod initiator;
 pub mod keys;
 mod proposal;
@@ -20,7 +22,8 @@ mod responder;
 mod sa;
 
 pub use config::{
-    CryptoPolicy, DEFAULT_FRAGMENT_SIZE, InitiatorConfig, Mode, ResponderConfig, RetransmitConfig,
+    CryptoPolicy, DEFAULT_DPD_INTERVAL, DEFAULT_FRAGMENT_SIZE, InitiatorConfig, Lifetime, Mode,
+    ResponderConfig, RetransmitConfig,
 };
 pub use error::Error;
 pub use initiator::Initiator;

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use crate::crypto::{CryptoProvider, Prf, SecretBytes};
 use crate::ike::config::ResponderConfig;
+use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
 use crate::ike::keys::{
     ChildSaKeys, IkeKeyLengths, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
     skeyseed_additional,
@@ -44,7 +45,10 @@ const HALF_OPEN_LIFETIME: Duration = Duration::from_secs(30);
 pub struct Responder {
     provider: Arc<dyn CryptoProvider>,
     config: ResponderConfig,
+    /// IKE SAs by the SPIr they were created with: their id in events, stable across rekeys.
     sas: HashMap<u64, ResponderSa>,
+    /// Our SPI of every IKE SA held by an established tunnel (after rekeys) to its id.
+    routes: HashMap<u64, u64>,
     /// `(initiator address, SPIi)` of half-open SAs, to answer retransmitted IKE_SA_INIT.
     by_initiator: HashMap<(SocketAddr, u64), u64>,
     cookie_secret: SecretBytes,
@@ -82,7 +86,7 @@ struct ResponderSa {
 enum State {
     ExpectIntermediateRequest { keyed: Box<Keyed>, round: usize },
     ExpectAuthRequest { keyed: Box<Keyed> },
-    Established { keyed: Box<Keyed> },
+    Established(Box<EstablishedSa>),
     Dead,
 }
 
@@ -109,6 +113,7 @@ impl Responder {
             provider,
             config,
             sas: HashMap::new(),
+            routes: HashMap::new(),
             by_initiator: HashMap::new(),
             cookie_secret,
             leases_v4: BTreeSet::new(),
@@ -135,18 +140,26 @@ impl Responder {
         self.outbox.poll(buf)
     }
 
-    /// The next event, with the responder SPI of the IKE SA it concerns.
+    /// The next event, with the id of the IKE SA it concerns: the SPIr it was created with,
+    /// which stays its id across IKE SA rekeys.
     pub fn poll_event(&mut self) -> Option<(u64, Event)> {
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called: the expiry of the
-    /// oldest half-open SA.
+    /// oldest half-open SA, or the next timer of an established one.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.values().filter_map(|s| s.expires).min()
+        self.sas
+            .values()
+            .filter_map(|s| match &s.state {
+                State::Established(e) => e.poll_timeout(),
+                _ => s.expires,
+            })
+            .min()
     }
 
-    /// Forgets half-open SAs that were not authenticated in time.
+    /// Forgets half-open SAs that were not authenticated in time; runs the timers of the
+    /// established ones (retransmissions, rekeying, liveness checks).
     pub fn handle_timeout(&mut self, now: Instant) {
         let expired: Vec<u64> = self
             .sas
@@ -157,14 +170,102 @@ impl Responder {
         for spi in expired {
             self.remove(spi);
         }
+        let ids: Vec<u64> = self.sas.keys().copied().collect();
+        for id in ids {
+            self.with_established(id, |e| e.handle_timeout(now));
+        }
     }
 
     fn remove(&mut self, spi_r: u64) {
         if let Some(sa) = self.sas.remove(&spi_r) {
             self.by_initiator.remove(&(sa.remote, sa.spi_i));
+            self.routes.retain(|_, id| *id != spi_r);
             if let Some(lease) = sa.lease_v4 {
                 self.leases_v4.remove(&lease);
             }
+        }
+    }
+
+    /// Runs `f` on the established SA `id`, then moves its output to the shared queues and
+    /// drops it if it ended.
+    fn with_established<T>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut EstablishedSa) -> T,
+    ) -> Option<T> {
+        let sa = self.sas.get_mut(&id)?;
+        let State::Established(e) = &mut sa.state else {
+            return None;
+        };
+        let out = f(e);
+        self.outbox.append(&mut e.outbox);
+        self.events.extend(e.events.drain(..).map(|ev| (id, ev)));
+        sa.remote = e.remote;
+        sa.nat_t = e.nat_t;
+        let ended = e.status() != Status::Up;
+        let spis = e.local_spis();
+        self.routes.retain(|_, v| *v != id);
+        if ended {
+            self.remove(id);
+        } else {
+            for spi in spis {
+                self.routes.insert(spi, id);
+            }
+        }
+        Some(out)
+    }
+
+    /// Reports an authentic ESP packet from the client of IKE SA `id` (see
+    /// [`Initiator::handle_inbound_traffic`](crate::ike::Initiator::handle_inbound_traffic)).
+    pub fn handle_inbound_traffic(&mut self, now: Instant, id: u64) {
+        self.with_established(id, |e| e.handle_inbound_traffic(now));
+    }
+
+    /// Rekeys the Child SA with `spi` of IKE SA `id` now (the gateway as rekey initiator).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ApiMisuse`] if there is no such established SA or Child SA.
+    pub fn rekey_child_sa(&mut self, now: Instant, id: u64, spi: u32) -> Result<(), Error> {
+        self.with_established(id, |e| e.rekey_child_sa(now, spi))
+            .unwrap_or(Err(Error::ApiMisuse("no established IKE SA with this id")))
+    }
+
+    /// Rekeys IKE SA `id` now; the gateway becomes the new SA's original initiator.
+    pub fn rekey_ike_sa(&mut self, now: Instant, id: u64) {
+        self.with_established(id, |e| e.rekey_ike_sa(now));
+    }
+
+    /// Deletes IKE SA `id` ([RFC 7296 §1.4.1]); [`Event::Closed`] follows.
+    ///
+    /// [RFC 7296 §1.4.1]: https://www.rfc-editor.org/rfc/rfc7296#section-1.4.1
+    pub fn close(&mut self, now: Instant, id: u64) {
+        self.with_established(id, |e| e.close(now));
+    }
+
+    /// The Child SAs of IKE SA `id`, `_i` being the client.
+    pub fn child_sas(&self, id: u64) -> Vec<ChildSaEstablished> {
+        match self.sas.get(&id).map(|s| &s.state) {
+            Some(State::Established(e)) => e.child_sas().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Ids of the established IKE SAs.
+    pub fn established_ids(&self) -> Vec<u64> {
+        self.sas
+            .iter()
+            .filter(|(_, s)| matches!(s.state, State::Established(_)))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Test access to an established SA.
+    #[cfg(test)]
+    pub(crate) fn established_mut(&mut self, id: u64) -> Option<&mut EstablishedSa> {
+        match &mut self.sas.get_mut(&id)?.state {
+            State::Established(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -181,10 +282,28 @@ impl Responder {
         let Ok(header) = Header::parse(datagram) else {
             return;
         };
-        if header.flags.response || !header.flags.initiator {
-            return; // the responder sends no requests yet (issue 4)
-        }
         let nat_t = local.port() != IKE_PORT;
+        // Our SPI: SPIr in messages from the original initiator, SPIi otherwise (after a rekey
+        // we started).
+        let ours = if header.flags.initiator {
+            header.spi_r
+        } else {
+            header.spi_i
+        };
+        if let Some(&id) = self.routes.get(&ours) {
+            self.with_established(id, |e| {
+                if !header.flags.response {
+                    // Responses go where the request came from (RFC 7296 §2.11).
+                    e.remote = remote;
+                    e.nat_t = nat_t;
+                }
+                e.handle_datagram(now, &header, datagram);
+            });
+            return;
+        }
+        if header.flags.response || !header.flags.initiator {
+            return;
+        }
         if header.exchange_type == ExchangeType::IkeSaInit && header.spi_r == 0 {
             if header.message_id == 0 {
                 self.on_sa_init(now, local, remote, nat_t, &header, datagram);
@@ -482,10 +601,13 @@ impl Responder {
         }
         let state = core::mem::replace(&mut sa.state, State::Dead);
         let keyed = match &state {
-            State::ExpectIntermediateRequest { keyed, .. }
-            | State::ExpectAuthRequest { keyed }
-            | State::Established { keyed } => keyed,
-            State::Dead => return,
+            State::ExpectIntermediateRequest { keyed, .. } | State::ExpectAuthRequest { keyed } => {
+                keyed
+            }
+            State::Established(_) | State::Dead => {
+                sa.state = state;
+                return;
+            }
         };
         if header.message_id != keyed.expected_message_id {
             sa.state = state;
@@ -662,7 +784,7 @@ impl Responder {
 
     fn on_auth(
         &mut self,
-        _now: Instant,
+        now: Instant,
         spi_r: u64,
         sa: &mut ResponderSa,
         mut keyed: Box<Keyed>,
@@ -768,15 +890,76 @@ impl Responder {
                 && (keyed.choice.ke.is_post_quantum()
                     || keyed.choice.addke.iter().any(|m| m.is_post_quantum())),
         };
-        self.events
-            .push_back((spi_r, Event::IkeSaEstablished { suite }));
-        match child {
-            Ok((child, _, _)) => self
-                .events
-                .push_back((spi_r, Event::ChildSaEstablished(Box::new(child)))),
-            Err(e) => self.events.push_back((spi_r, Event::ChildSaFailed(e))),
-        }
-        sa.state = State::Established { keyed };
+        self.events.push_back((
+            spi_r,
+            Event::IkeSaEstablished {
+                suite: suite.clone(),
+            },
+        ));
+        let child = match child {
+            Ok((child, _, _)) => {
+                self.events
+                    .push_back((spi_r, Event::ChildSaEstablished(Box::new(child.clone()))));
+                Some(child)
+            }
+            Err(e) => {
+                self.events.push_back((spi_r, Event::ChildSaFailed(e)));
+                None
+            }
+        };
+        let c = &self.config;
+        let policy = c
+            .policies
+            .iter()
+            .find(|p| {
+                p.mode == keyed.mode
+                    && p.addke == keyed.choice.addke
+                    && p.ke.contains(&keyed.choice.ke)
+            })
+            .cloned()
+            .unwrap_or_else(|| crate::ike::CryptoPolicy {
+                mode: keyed.mode,
+                encr: keyed.choice.encr,
+                prf: keyed.choice.prf,
+                ke: vec![keyed.choice.ke],
+                addke: keyed.choice.addke.clone(),
+            });
+        let settings = Settings {
+            policy,
+            esp: c.esp.clone(),
+            retransmit: c.retransmit,
+            fragment_size: c.fragment_size,
+            nonce_len: c.nonce_len,
+            ike_lifetime: c.ike_lifetime,
+            child_lifetime: c.child_lifetime,
+            dpd_interval: c.dpd_interval,
+        };
+        let keyed = *keyed;
+        let ike = IkeSa::new(
+            sa.spi_i,
+            spi_r,
+            false,
+            keyed.choice,
+            keyed.prf,
+            keyed.keys.sk_d,
+            keyed.cipher,
+            keyed.peer_fragmentation,
+            0,
+            keyed.expected_message_id,
+            sa.last_response.take(),
+        );
+        sa.state = State::Established(Box::new(EstablishedSa::new(
+            Arc::clone(&self.provider),
+            settings,
+            false,
+            now,
+            sa.remote,
+            sa.nat_t,
+            ike,
+            suite,
+            child,
+        )));
+        self.routes.insert(spi_r, spi_r);
         Ok(())
     }
 

@@ -63,21 +63,25 @@ impl core::fmt::Display for Suite {
 }
 
 /// A Child SA ready for the ESP data plane.
+///
+/// `_i` always names the side that initiated the first IKE SA (the client) and `_r` the
+/// gateway, whichever side ran the exchange that created this Child SA (a rekey started by the
+/// gateway included), so the driver never has to know who rekeyed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildSaEstablished {
-    /// SPI the initiator receives on (chosen by the initiator).
+    /// SPI the client receives on (chosen by the client).
     pub spi_i: u32,
-    /// SPI the responder receives on (chosen by the responder).
+    /// SPI the gateway receives on (chosen by the gateway).
     pub spi_r: u32,
     /// The ESP cipher.
     pub encr: AeadAlgorithm,
     /// Whether extended sequence numbers were negotiated.
     pub esn: bool,
-    /// KEYMAT: initiator-to-responder keys first (RFC 7296 §2.17).
+    /// KEYMAT, with `encr_i`/`integ_i` protecting client-to-gateway traffic (RFC 7296 §2.17).
     pub keys: ChildSaKeys,
-    /// Traffic selectors of the initiator's side.
+    /// Traffic selectors of the client's side.
     pub ts_i: Vec<TrafficSelector>,
-    /// Traffic selectors of the responder's side.
+    /// Traffic selectors of the gateway's side.
     pub ts_r: Vec<TrafficSelector>,
 }
 
@@ -109,6 +113,37 @@ pub enum Event {
     ChildSaFailed(Error),
     /// The IKE SA failed; it is dead and sends nothing more.
     Failed(Error),
+    /// A Child SA was rekeyed ([RFC 7296 §2.8]): install `new` for both directions and send on
+    /// it; keep accepting packets on `old` until [`Event::ChildSaDeleted`] names it
+    /// (make-before-break). After a rekey collision (§2.8.1) the same `old` can be followed by
+    /// two `ChildSaRekeyed`; send on the newest, the redundant one is deleted shortly after.
+    ///
+    /// [RFC 7296 §2.8]: https://www.rfc-editor.org/rfc/rfc7296#section-2.8
+    ChildSaRekeyed {
+        /// `(spi_i, spi_r)` of the Child SA replaced.
+        old: (u32, u32),
+        /// The new Child SA.
+        new: Box<ChildSaEstablished>,
+    },
+    /// A Child SA was deleted (by either side, after a rekey or at its hard lifetime): remove
+    /// both directions from the data plane.
+    ChildSaDeleted {
+        /// SPI the client received on.
+        spi_i: u32,
+        /// SPI the gateway received on.
+        spi_r: u32,
+    },
+    /// The IKE SA was rekeyed ([RFC 7296 §2.18]): new SPIs and keys, the same algorithms; its
+    /// Child SAs are unchanged.
+    ///
+    /// [RFC 7296 §2.18]: https://www.rfc-editor.org/rfc/rfc7296#section-2.18
+    IkeSaRekeyed {
+        /// The negotiated algorithms.
+        suite: Suite,
+    },
+    /// The IKE SA was deleted in an orderly way, by the peer or by a local `close`; its Child
+    /// SAs are gone too (RFC 7296 §1.4.1). Nothing more is sent.
+    Closed,
 }
 
 /// Outgoing datagrams, in order.
@@ -145,6 +180,11 @@ impl Outbox {
 
     pub(crate) fn clear(&mut self) {
         self.queue.clear();
+    }
+
+    /// Moves every datagram of `other` to the end of this queue.
+    pub(crate) fn append(&mut self, other: &mut Self) {
+        self.queue.append(&mut other.queue);
     }
 }
 

@@ -2,4 +2,5 @@
 //! seeded crypto provider (quinn-proto's `Pair`).
 
 mod ike_handshake;
+mod ike_lifecycle;
 mod pair;

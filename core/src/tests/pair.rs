@@ -249,6 +249,113 @@ impl Pair {
     }
 }
 
+/// The Child SAs one side has announced and not deleted, from its events.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ChildTable {
+    pub(crate) up: std::collections::BTreeMap<(u32, u32), crate::ike::ChildSaEstablished>,
+    /// Every `ChildSaRekeyed`, in order.
+    pub(crate) rekeys: Vec<((u32, u32), crate::ike::ChildSaEstablished)>,
+    pub(crate) ike_rekeys: usize,
+}
+
+impl ChildTable {
+    pub(crate) fn apply(&mut self, e: &Event) {
+        match e {
+            Event::ChildSaEstablished(c) => {
+                self.up.insert((c.spi_i, c.spi_r), (**c).clone());
+            }
+            Event::ChildSaRekeyed { old, new } => {
+                self.up.insert((new.spi_i, new.spi_r), (**new).clone());
+                self.rekeys.push((*old, (**new).clone()));
+            }
+            Event::ChildSaDeleted { spi_i, spi_r } => {
+                self.up.remove(&(*spi_i, *spi_r));
+            }
+            Event::IkeSaRekeyed { .. } => self.ike_rekeys += 1,
+            _ => {}
+        }
+    }
+
+    pub(crate) fn from_events(events: &[Event]) -> Self {
+        let mut t = Self::default();
+        for e in events {
+            t.apply(e);
+        }
+        t
+    }
+}
+
+impl Pair {
+    /// The id of the responder's only established IKE SA.
+    pub(crate) fn gateway_sa(&self) -> u64 {
+        let ids = self.responder.established_ids();
+        assert_eq!(ids.len(), 1, "one established IKE SA at the gateway");
+        ids[0]
+    }
+
+    /// Runs both sides on the virtual clock until `until`, delivering everything, with each
+    /// datagram lost with probability `loss` (from `rng`).
+    pub(crate) fn run_until(&mut self, until: Instant, mut lossy: Option<(&mut ChaCha20Rng, f64)>) {
+        let roll = |rng: &mut ChaCha20Rng| f64::from(rng.next_u32()) / f64::from(u32::MAX);
+        for _ in 0..1_000_000 {
+            let mut moved = false;
+            for towards_responder in [true, false] {
+                let link = if towards_responder {
+                    &mut self.to_responder
+                } else {
+                    &mut self.to_initiator
+                };
+                let batch: Vec<InFlight> = link.drain(..).collect();
+                for d in batch {
+                    if let Some((rng, loss)) = lossy.as_mut()
+                        && roll(rng) < *loss
+                    {
+                        continue;
+                    }
+                    moved = true;
+                    if towards_responder {
+                        self.deliver_to_responder(d);
+                    } else {
+                        self.deliver_to_initiator(d);
+                    }
+                }
+                self.collect();
+            }
+            if moved {
+                continue;
+            }
+            let next = [self.initiator.poll_timeout(), self.responder.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    self.initiator.handle_timeout(self.now);
+                    self.responder.handle_timeout(self.now);
+                    self.collect();
+                }
+                _ => {
+                    self.now = self.now.max(until);
+                    return;
+                }
+            }
+        }
+        panic!("run_until did not settle");
+    }
+
+    /// Delivers what is in flight until both links are empty, without moving the clock.
+    pub(crate) fn settle(&mut self) {
+        self.collect();
+        for _ in 0..1000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("links did not settle");
+    }
+}
+
 pub(crate) fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
 }
