@@ -14,11 +14,15 @@
 //! live behind the default `driver` feature; `cargo check -p pqvpn-core --no-default-features`
 //! proves the boundary.
 
-#![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "driver"), forbid(unsafe_code))] // driver: platform::sys opts out
 
 pub mod crypto;
+#[cfg(feature = "driver")]
+pub mod driver;
 pub mod esp;
 pub mod ike;
+#[cfg(feature = "driver")]
+pub mod platform;
 pub mod wire;
 
 #[cfg(any(test, feature = "test-provider"))]

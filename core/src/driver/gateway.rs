@@ -1,0 +1,239 @@
+//! The gateway task: the project's own responder with its ESP SAs and a packet device.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::DriverError;
+use super::client::sleep_until;
+use super::device::PacketDevice;
+use super::socket::bind_udp;
+use crate::crypto::CryptoProvider;
+use crate::esp::{
+    self, Demux, EspSpi, Inbound, InboundSa, OutboundSa, Received, ReplayProtection, SaConfig,
+};
+use crate::ike::{Event, IKE_PORT, NAT_T_PORT, Responder, ResponderConfig};
+use crate::wire::TrafficSelector;
+
+const BUF_LEN: usize = 65_536 + 256;
+
+/// What the gateway listens on and how its ESP SAs behave.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// The responder's configuration (policies, PSK, pool, DNS).
+    pub responder: ResponderConfig,
+    /// Address to listen on; ports 500 and 4500.
+    pub listen: IpAddr,
+    /// IKE port (500).
+    pub ike_port: u16,
+    /// NAT traversal port (4500).
+    pub nat_t_port: u16,
+    /// Anti-replay of inbound ESP SAs.
+    pub esp_replay: ReplayProtection,
+}
+
+impl GatewayOptions {
+    /// Listen on `listen`:500 and :4500.
+    pub fn new(responder: ResponderConfig, listen: IpAddr) -> Self {
+        Self {
+            responder,
+            listen,
+            ike_port: IKE_PORT,
+            nat_t_port: NAT_T_PORT,
+            esp_replay: ReplayProtection::default(),
+        }
+    }
+}
+
+/// One connected client.
+struct Client {
+    ike_spi_r: u64,
+    inbound_spi: EspSpi,
+    outbound: OutboundSa,
+    /// Where its ESP comes from (updated from authenticated packets, RFC 3948 NAT float).
+    address: SocketAddr,
+    virtual_ips: Vec<IpAddr>,
+}
+
+/// Single-address selectors of the client side: its virtual addresses.
+fn hosts(ts: &[TrafficSelector]) -> Vec<IpAddr> {
+    ts.iter()
+        .filter_map(|t| match t {
+            TrafficSelector::Ipv4 {
+                start_addr,
+                end_addr,
+                ..
+            } if start_addr == end_addr => Some(IpAddr::V4(*start_addr)),
+            TrafficSelector::Ipv6 {
+                start_addr,
+                end_addr,
+                ..
+            } if start_addr == end_addr => Some(IpAddr::V6(*start_addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The destination address of an IP packet.
+fn destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+/// Runs the gateway until `shutdown` turns true. `clients` is kept at the number of connected
+/// clients.
+pub async fn run_gateway<D: PacketDevice>(
+    options: GatewayOptions,
+    provider: Arc<dyn CryptoProvider>,
+    mut device: D,
+    clients_count: &watch::Sender<usize>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), DriverError> {
+    let ike_local = SocketAddr::new(options.listen, options.ike_port);
+    let nat_t_local = SocketAddr::new(options.listen, options.nat_t_port);
+    let ike_socket = bind_udp(ike_local, None, None)?;
+    let nat_t_socket = bind_udp(nat_t_local, None, None)?;
+    let ike_local = ike_socket
+        .local_addr()
+        .map_err(DriverError::io("read the local address"))?;
+    let nat_t_local = nat_t_socket
+        .local_addr()
+        .map_err(DriverError::io("read the local address"))?;
+    let mut responder = Responder::new(provider.clone(), options.responder.clone())?;
+    let mut demux = Demux::new();
+    let mut clients: Vec<Client> = Vec::new();
+    let mut ike_peers: HashMap<u64, SocketAddr> = HashMap::new();
+    let mut buf = vec![0u8; BUF_LEN];
+    let mut nat_t_buf = vec![0u8; BUF_LEN];
+    let mut out = vec![0u8; BUF_LEN];
+    let mut tun_buf = vec![0u8; BUF_LEN];
+    tracing::info!(%ike_local, %nat_t_local, "gateway listening");
+    loop {
+        // Send what the responder queued, from the socket of the port it names.
+        while let Some(t) = responder.poll_transmit(Instant::now(), &mut buf) {
+            let socket = if t.nat_t { &nat_t_socket } else { &ike_socket };
+            let datagram = buf.get(..t.size).unwrap_or_default();
+            if let Err(e) = socket.send_to(datagram, t.destination).await {
+                tracing::debug!(error = %e, "IKE datagram not sent");
+            }
+        }
+        while let Some((spi_r, event)) = responder.poll_event() {
+            match event {
+                Event::ChildSaEstablished(child) => {
+                    let Some(&address) = ike_peers.get(&spi_r) else {
+                        continue;
+                    };
+                    let mut config = SaConfig::new(child.encr);
+                    config.esn = child.esn;
+                    config.replay = options.esp_replay;
+                    let inbound_spi = EspSpi(child.spi_r);
+                    demux.insert(InboundSa::new(
+                        &*provider,
+                        &config,
+                        inbound_spi,
+                        &child.keys.encr_i,
+                    )?);
+                    let outbound = OutboundSa::new(
+                        &*provider,
+                        &config,
+                        EspSpi(child.spi_i),
+                        &child.keys.encr_r,
+                    )?;
+                    let virtual_ips = hosts(&child.ts_i);
+                    tracing::info!(client = %address, ?virtual_ips, "client connected");
+                    clients.retain(|c| c.ike_spi_r != spi_r);
+                    clients.push(Client {
+                        ike_spi_r: spi_r,
+                        inbound_spi,
+                        outbound,
+                        address: SocketAddr::new(address.ip(), NAT_T_PORT),
+                        virtual_ips,
+                    });
+                    clients_count.send_replace(clients.len());
+                }
+                Event::Failed(e) => {
+                    tracing::info!(error = %e, "IKE SA failed");
+                    if let Some(i) = clients.iter().position(|c| c.ike_spi_r == spi_r) {
+                        let c = clients.swap_remove(i);
+                        demux.remove(c.inbound_spi);
+                        clients_count.send_replace(clients.len());
+                    }
+                    ike_peers.remove(&spi_r);
+                }
+                _ => {}
+            }
+        }
+        tokio::select! {
+            r = ike_socket.recv_from(&mut buf) => {
+                let (n, from) = r.map_err(DriverError::io("receive on the IKE port"))?;
+                let datagram = buf.get(..n).unwrap_or_default();
+                note_peer(&mut ike_peers, datagram, from);
+                responder.handle_datagram(Instant::now(), ike_local, from, datagram);
+            }
+            r = nat_t_socket.recv_from(&mut nat_t_buf) => {
+                let (n, from) = r.map_err(DriverError::io("receive on the NAT-T port"))?;
+                match demux.handle_udp4500(nat_t_buf.get(..n).unwrap_or_default(), &mut out) {
+                    Ok(Received::Ike(message)) => {
+                        note_peer(&mut ike_peers, message, from);
+                        responder.handle_datagram(Instant::now(), nat_t_local, from, message);
+                    }
+                    Ok(Received::Esp { spi, packet: Inbound::Ipv4(p) | Inbound::Ipv6(p) }) => {
+                        if let Some(c) = clients.iter_mut().find(|c| c.inbound_spi == spi) {
+                            c.address = from;
+                        }
+                        if let Err(e) = device.send(p).await {
+                            tracing::debug!(error = %e, "packet not written to the device");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::trace!(error = %e, "inbound datagram dropped"),
+                }
+            }
+            r = device.recv(&mut tun_buf) => {
+                let n = r.map_err(DriverError::io("read from the tunnel device"))?;
+                let packet = tun_buf.get(..n).unwrap_or_default();
+                let Some(dst) = destination(packet) else { continue };
+                let Some(client) = clients.iter_mut().find(|c| c.virtual_ips.contains(&dst)) else {
+                    continue;
+                };
+                match client.outbound.seal(packet, &mut out) {
+                    Ok(len) => {
+                        let datagram = out.get(..len).unwrap_or_default();
+                        if let Err(e) = nat_t_socket.send_to(datagram, client.address).await {
+                            tracing::trace!(error = %e, "ESP datagram not sent");
+                        }
+                    }
+                    Err(esp::Error::SequenceExhausted) => {
+                        tracing::warn!(client = %client.address, "ESP sequence numbers exhausted");
+                    }
+                    Err(e) => tracing::trace!(error = %e, "outbound packet dropped"),
+                }
+            }
+            () = sleep_until(responder.poll_timeout()) => responder.handle_timeout(Instant::now()),
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Remembers where the IKE messages of responder SPI `spi_r` come from.
+fn note_peer(peers: &mut HashMap<u64, SocketAddr>, message: &[u8], from: SocketAddr) {
+    let Some(spi_r) = message.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+        return;
+    };
+    let spi_r = u64::from_be_bytes(spi_r);
+    if spi_r != 0 {
+        peers.insert(spi_r, from);
+    }
+}

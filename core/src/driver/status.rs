@@ -1,0 +1,74 @@
+//! What a tunnel reports to its front ends: the `status --json` schema.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a tunnel.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Handshaking.
+    #[default]
+    Connecting,
+    /// Traffic flows.
+    Connected,
+    /// Lost the gateway; reconnecting.
+    Reconnecting,
+    /// Stopped on request.
+    Disconnected,
+    /// Stopped on an error ([`Status::last_error`]).
+    Error,
+}
+
+/// The IKE SA's algorithms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IkeStatus {
+    /// Key exchange of IKE_SA_INIT, e.g. `X25519`.
+    pub ke: String,
+    /// Additional key exchanges, e.g. `["ML-KEM-768"]`.
+    pub addke: Vec<String>,
+    /// SK payload cipher.
+    pub encr: String,
+    /// PRF.
+    pub prf: String,
+}
+
+/// The ESP SA's algorithm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EspStatus {
+    /// ESP cipher.
+    pub encr: String,
+}
+
+/// A snapshot of one tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Status {
+    /// Lifecycle state.
+    pub state: State,
+    /// `hybrid`, `pq-only` or `classical`.
+    pub mode: String,
+    /// Whether the tunnel's keys depend on ML-KEM. False until connected.
+    pub quantum_safe: bool,
+    /// IKE algorithms.
+    pub ike: IkeStatus,
+    /// ESP algorithm.
+    pub esp: EspStatus,
+    /// Virtual addresses with prefix, e.g. `10.99.0.10/32`.
+    pub virtual_ips: Vec<String>,
+    /// DNS servers pushed by the gateway.
+    pub dns: Vec<IpAddr>,
+    /// Inner octets received through the tunnel.
+    pub bytes_in: u64,
+    /// Inner octets sent through the tunnel.
+    pub bytes_out: u64,
+    /// Seconds since the tunnel came up.
+    pub uptime_s: u64,
+    /// The gateway, as `ip:port`.
+    pub gateway: String,
+    /// Milliseconds from the first IKE_SA_INIT to the established Child SA.
+    pub handshake_ms: Option<u64>,
+    /// Why the tunnel stopped or last failed.
+    pub last_error: Option<String>,
+}
