@@ -1,0 +1,227 @@
+//! `pqvpn up` and `pqvpn gateway` on Linux: a TUN device, routes and DNS from
+//! `pqvpn_core::platform`, the control socket, and signal handling.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pqvpn_core::crypto::RustCrypto;
+use pqvpn_core::driver::{
+    ClientOptions, DeviceFactory, DriverError, GatewayOptions, PacketDevice, Status, TunnelUp,
+    run_client, run_gateway,
+};
+use pqvpn_core::platform::{self, Applied, DnsBackend, NetworkConfig, Tun, TunConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::control;
+use crate::profile::{GatewayProfile, Profile};
+
+/// Where platform state files live, so a crashed run is undone at the next start.
+fn state_dir() -> PathBuf {
+    Path::new(control::RUN_DIR).join("state")
+}
+
+/// A TUN device as the driver's packet device.
+pub(crate) struct TunDevice(Arc<Tun>);
+
+impl PacketDevice for TunDevice {
+    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.recv(buf).await
+    }
+
+    async fn send(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.0.send(packet).await.map(|_| ())
+    }
+}
+
+/// Creates the TUN device with the virtual addresses and installs routes and DNS; restores
+/// everything on teardown.
+struct TunFactory {
+    interface: Option<String>,
+    mtu: u16,
+    full_tunnel: bool,
+    routes: Vec<(std::net::IpAddr, u8)>,
+    dns: bool,
+    tun: Option<Arc<Tun>>,
+    applied: Option<Applied>,
+}
+
+impl DeviceFactory for TunFactory {
+    type Device = TunDevice;
+
+    async fn create(&mut self, up: &TunnelUp) -> Result<TunDevice, DriverError> {
+        let tun = Tun::create(&TunConfig {
+            name: self.interface.clone(),
+            mtu: self.mtu,
+            addresses: up.config.virtual_ips.clone(),
+        })
+        .map_err(|e| DriverError::Device(platform::DisplayChain(&e).to_string()))?;
+        let tun = Arc::new(tun);
+        let mut routes = self.routes.clone();
+        routes.extend(up.config.subnets.iter().copied());
+        let config = NetworkConfig {
+            tun_name: tun.name().to_owned(),
+            tun_index: tun.index(),
+            gateway: up.gateway,
+            full_tunnel: self.full_tunnel,
+            routes,
+            dns_servers: if self.dns {
+                up.config.dns.clone()
+            } else {
+                Vec::new()
+            },
+            dns_domains: Vec::new(),
+            dns_backend: if self.dns {
+                DnsBackend::Auto
+            } else {
+                DnsBackend::None
+            },
+        };
+        let applied = platform::apply(&config, &state_dir())
+            .map_err(|e| DriverError::Device(platform::DisplayChain(&e).to_string()))?;
+        self.applied = Some(applied);
+        self.tun = Some(tun.clone());
+        Ok(TunDevice(tun))
+    }
+
+    async fn teardown(&mut self) {
+        if let Some(applied) = self.applied.take()
+            && let Err(e) = applied.restore()
+        {
+            tracing::error!(
+                "Failed to restore the network: {}",
+                platform::DisplayChain(&e)
+            );
+        }
+        self.tun = None;
+    }
+}
+
+/// Turns SIGINT and SIGTERM into `shutdown`.
+fn on_signals(shutdown: watch::Sender<bool>) -> Result<(), String> {
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        let _ = shutdown.send(true);
+    });
+    Ok(())
+}
+
+pub(crate) fn require_root(what: &str) -> Result<(), String> {
+    // /proc/self/status avoids unsafe libc calls in the binary.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid == "0" {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} needs root (CAP_NET_ADMIN for the TUN device, routes and DNS); run it with sudo"
+        ))
+    }
+}
+
+/// `pqvpn up PROFILE.toml`.
+pub(crate) async fn up(path: &Path) -> Result<(), String> {
+    let profile = Profile::load(path)?;
+    require_root("pqvpn up")?;
+    for undone in
+        platform::recover(&state_dir()).map_err(|e| platform::DisplayChain(&e).to_string())?
+    {
+        eprintln!("pqvpn: undid leftovers of a crashed run: {undone}");
+    }
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    on_signals(shutdown_tx.clone())?;
+    let server = control::serve(
+        Path::new(control::RUN_DIR),
+        &profile.name,
+        status_rx.clone(),
+        shutdown_tx,
+    )?;
+    let mut options = ClientOptions::new(profile.initiator.clone(), profile.gateway);
+    if profile.network.full_tunnel {
+        options.fwmark = Some(platform::FWMARK);
+    }
+    let mut factory = TunFactory {
+        interface: profile.network.interface.clone(),
+        mtu: profile.network.mtu,
+        full_tunnel: profile.network.full_tunnel,
+        routes: profile.routes.clone(),
+        dns: profile.network.dns,
+        tun: None,
+        applied: None,
+    };
+    // Report progress on stderr as the state changes.
+    let mut watch_rx = status_rx.clone();
+    let reporter = tokio::spawn(async move {
+        while watch_rx.changed().await.is_ok() {
+            let s = watch_rx.borrow().clone();
+            if s.state == pqvpn_core::driver::State::Connected && !s.ike.ke.is_empty() {
+                let mut ke = s.ike.ke.clone();
+                for a in &s.ike.addke {
+                    ke.push_str(" + ");
+                    ke.push_str(a);
+                }
+                let safe = if s.quantum_safe {
+                    "quantum-safe"
+                } else {
+                    "NOT quantum-safe"
+                };
+                eprintln!(
+                    "pqvpn: connected to {} ({ke}, {}; {safe}), address {}",
+                    s.gateway,
+                    s.ike.encr,
+                    s.virtual_ips.join(", ")
+                );
+                break;
+            }
+        }
+    });
+    let provider = Arc::new(RustCrypto::new());
+    let result = run_client(options, provider, &mut factory, &status_tx, shutdown_rx).await;
+    reporter.abort();
+    server.abort();
+    let _ = std::fs::remove_file(control::socket_path(
+        Path::new(control::RUN_DIR),
+        &profile.name,
+    ));
+    result.map_err(|e| e.to_string())
+}
+
+/// `pqvpn gateway GATEWAY.toml`.
+pub(crate) async fn gateway(path: &Path) -> Result<(), String> {
+    let profile = GatewayProfile::load(path)?;
+    require_root("pqvpn gateway")?;
+    let tun = Tun::create(&TunConfig {
+        name: profile.interface.clone(),
+        mtu: profile.mtu,
+        addresses: vec![profile.address],
+    })
+    .map_err(|e| platform::DisplayChain(&e).to_string())?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    on_signals(shutdown_tx)?;
+    let (clients_tx, _clients_rx) = watch::channel(0usize);
+    let options = GatewayOptions::new(profile.responder, profile.listen);
+    eprintln!(
+        "pqvpn: gateway on {} (IKE 500, NAT-T 4500), tunnel address {}/{}",
+        profile.listen, profile.address.0, profile.address.1
+    );
+    run_gateway(
+        options,
+        Arc::new(RustCrypto::new()),
+        TunDevice(Arc::new(tun)),
+        &clients_tx,
+        shutdown_rx,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,130 @@
+//! `pqvpn`: the post-quantum IPsec VPN client and its small gateway, on the command line.
+//!
+//! `up` runs a tunnel in the foreground; `status` and `down` talk to it over a root-only local
+//! control socket (the tray app will speak the same protocol); `gateway` runs the project's own
+//! responder; `demo` shows the whole thing on one machine.
+
+mod control;
+mod demo;
+mod linux;
+mod netns;
+mod profile;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Post-quantum IPsec VPN (hybrid IKEv2 with ML-KEM).
+#[derive(Debug, Parser)]
+#[command(name = "pqvpn", version, about)]
+struct Cli {
+    /// More logging (-v: info, -vv: debug). Secrets are never logged.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Connect with PROFILE.toml and stay in the foreground until SIGINT/SIGTERM.
+    Up {
+        /// The profile.
+        profile: PathBuf,
+    },
+    /// Show the running tunnel.
+    Status {
+        /// Profile name (file stem); the only running tunnel by default.
+        profile: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disconnect the running tunnel.
+    Down {
+        /// Profile name (file stem); the only running tunnel by default.
+        profile: Option<String>,
+    },
+    /// Run the project's own gateway (responder) with GATEWAY.toml.
+    Gateway {
+        /// The gateway profile.
+        config: PathBuf,
+    },
+    /// Bring up a hybrid tunnel on this machine and measure it.
+    Demo {
+        /// Only the unprivileged part: handshake and ESP between two endpoints on loopback UDP.
+        #[arg(long)]
+        loopback: bool,
+        /// Megabytes to move through the tunnel.
+        #[arg(long, default_value_t = 32)]
+        megabytes: u64,
+    },
+    /// (demo helper) Accept one TCP connection on ADDR and print the octets received.
+    #[command(name = "__tcp-sink", hide = true)]
+    TcpSink { addr: std::net::SocketAddr },
+    /// (demo helper) Send BYTES to ADDR over TCP and print the seconds it took.
+    #[command(name = "__tcp-source", hide = true)]
+    TcpSource {
+        addr: std::net::SocketAddr,
+        bytes: u64,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::TcpSink { addr } => return finish(netns::tcp_sink(addr)),
+        Command::TcpSource { addr, bytes } => return finish(netns::tcp_source(addr, bytes)),
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pqvpn: Failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up { profile } => linux::up(&profile).await,
+            Command::Gateway { config } => linux::gateway(&config).await,
+            Command::Status { profile, json } => control::status(profile.as_deref(), json).await,
+            Command::Down { profile } => control::down(profile.as_deref()).await,
+            Command::Demo {
+                loopback,
+                megabytes,
+            } => demo::run(loopback, megabytes).await,
+            Command::TcpSink { .. } | Command::TcpSource { .. } => Ok(()),
+        }
+    });
+    finish(result)
+}
+
+fn finish(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pqvpn: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
