@@ -233,17 +233,10 @@ async fn run<F: DeviceFactory>(
     let mut sa_config = SaConfig::new(child.encr);
     sa_config.esn = child.esn;
     sa_config.replay = options.esp_replay;
-    let child_sa = ChildSa::new(
-        &*provider,
-        &sa_config,
-        EspSpi(child.spi_r),
-        &child.keys.encr_i,
-        EspSpi(child.spi_i),
-        &child.keys.encr_r,
-    )?;
-    let (mut outbound, inbound) = child_sa.split();
+    let (mut outbound, inbound) = client_sas(&*provider, &sa_config, &child)?;
     let mut demux = Demux::new();
     demux.insert(inbound);
+    let mut rekey_requested = false;
     let esp_destination = SocketAddr::new(options.gateway.ip(), NAT_T_PORT);
     let connected_at = Instant::now();
     status.send_modify(|s| {
@@ -268,9 +261,34 @@ async fn run<F: DeviceFactory>(
     loop {
         flush(&mut ike, &socket, &mut buf, Instant::now()).await?;
         while let Some(event) = ike.poll_event() {
-            if let Event::Failed(e) = event {
-                return Err(DriverError::Ike(e));
+            match event {
+                Event::Failed(e) => return Err(DriverError::Ike(e)),
+                Event::Closed => return Err(DriverError::Closed),
+                // Make-before-break: send on the new SA at once, keep receiving on the old one
+                // until the IKE SA deletes it.
+                Event::ChildSaRekeyed { new, .. } => {
+                    let mut config = sa_config;
+                    config.algorithm = new.encr;
+                    config.esn = new.esn;
+                    let (out_sa, in_sa) = client_sas(&*provider, &config, &new)?;
+                    demux.insert(in_sa);
+                    outbound = out_sa;
+                    rekey_requested = false;
+                    status.send_modify(|s| s.child_sa_rekeys += 1);
+                    tracing::info!(spi_in = new.spi_i, spi_out = new.spi_r, "Child SA rekeyed");
+                }
+                Event::ChildSaDeleted { spi_i, .. } => {
+                    demux.remove(EspSpi(spi_i));
+                }
+                Event::IkeSaRekeyed { suite } => {
+                    status.send_modify(|s| s.ike_sa_rekeys += 1);
+                    tracing::info!(suite = %suite, "IKE SA rekeyed");
+                }
+                _ => {}
             }
+        }
+        if outbound.needs_rekey() && !rekey_requested {
+            rekey_requested = ike.rekey_child_sa(Instant::now(), outbound.spi().0).is_ok();
         }
         let deadline = [ike.poll_timeout(), Some(next_keepalive), Some(next_status)]
             .into_iter()
@@ -304,6 +322,7 @@ async fn run<F: DeviceFactory>(
                 match demux.handle_udp4500(datagram, &mut out) {
                     Ok(Received::Ike(message)) => ike.handle_datagram(Instant::now(), from, message),
                     Ok(Received::Esp { packet: Inbound::Ipv4(p) | Inbound::Ipv6(p), .. }) => {
+                        ike.handle_inbound_traffic(Instant::now());
                         bytes_in += p.len() as u64;
                         device.send(p).await.map_err(DriverError::io("write to the tunnel device"))?;
                     }
@@ -334,8 +353,47 @@ async fn run<F: DeviceFactory>(
                     s.bytes_in = bytes_in;
                     s.bytes_out = bytes_out;
                 });
+                close(&mut ike, &socket, &mut buf).await;
                 return Ok(());
             }
+        }
+    }
+}
+
+/// The outbound and inbound ESP SAs of a Child SA, from the client's side: it sends with the
+/// initiator-to-responder keys to the gateway's SPI (RFC 7296 §2.17).
+fn client_sas(
+    provider: &dyn CryptoProvider,
+    config: &SaConfig,
+    child: &ChildSaEstablished,
+) -> Result<(esp::OutboundSa, esp::InboundSa), DriverError> {
+    let sa = ChildSa::new(
+        provider,
+        config,
+        EspSpi(child.spi_r),
+        &child.keys.encr_i,
+        EspSpi(child.spi_i),
+        &child.keys.encr_r,
+    )?;
+    Ok(sa.split())
+}
+
+/// Deletes the IKE SA (and so its Child SAs) at the gateway, waiting up to a second for the
+/// answer: an orderly goodbye, so the gateway frees our address at once.
+async fn close(ike: &mut Initiator, socket: &UdpSocket, buf: &mut [u8]) {
+    ike.close(Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !ike.is_closed() && !ike.is_failed() && Instant::now() < deadline {
+        let _ = flush(ike, socket, buf, Instant::now()).await;
+        let wait = ike.poll_timeout().map_or(deadline, |t| t.min(deadline));
+        tokio::select! {
+            r = socket.recv_from(buf) => {
+                if let Ok((n, from)) = r {
+                    let datagram = buf.get(..n).unwrap_or_default().to_vec();
+                    handle_ike(ike, from, &datagram);
+                }
+            }
+            () = sleep_until(Some(wait)) => ike.handle_timeout(Instant::now()),
         }
     }
 }

@@ -51,8 +51,10 @@ impl GatewayOptions {
 /// One connected client.
 struct Client {
     ike_spi_r: u64,
-    inbound_spi: EspSpi,
+    /// Every inbound SA of the client (two while a rekey completes).
+    inbound_spis: Vec<EspSpi>,
     outbound: OutboundSa,
+    rekey_requested: bool,
     /// Where its ESP comes from (updated from authenticated packets, RFC 3948 NAT float).
     address: SocketAddr,
     virtual_ips: Vec<IpAddr>,
@@ -138,36 +140,53 @@ pub async fn run_gateway<D: PacketDevice>(
                     let mut config = SaConfig::new(child.encr);
                     config.esn = child.esn;
                     config.replay = options.esp_replay;
-                    let inbound_spi = EspSpi(child.spi_r);
-                    demux.insert(InboundSa::new(
-                        &*provider,
-                        &config,
-                        inbound_spi,
-                        &child.keys.encr_i,
-                    )?);
-                    let outbound = OutboundSa::new(
-                        &*provider,
-                        &config,
-                        EspSpi(child.spi_i),
-                        &child.keys.encr_r,
-                    )?;
+                    let (inbound, outbound) = gateway_sas(&*provider, &config, &child)?;
                     let virtual_ips = hosts(&child.ts_i);
                     tracing::info!(client = %address, ?virtual_ips, "client connected");
-                    clients.retain(|c| c.ike_spi_r != spi_r);
+                    if let Some(i) = clients.iter().position(|c| c.ike_spi_r == spi_r) {
+                        for spi in clients.swap_remove(i).inbound_spis {
+                            demux.remove(spi);
+                        }
+                    }
                     clients.push(Client {
                         ike_spi_r: spi_r,
-                        inbound_spi,
+                        inbound_spis: vec![inbound.spi()],
                         outbound,
+                        rekey_requested: false,
                         address: SocketAddr::new(address.ip(), NAT_T_PORT),
                         virtual_ips,
                     });
+                    demux.insert(inbound);
                     clients_count.send_replace(clients.len());
                 }
-                Event::Failed(e) => {
-                    tracing::info!(error = %e, "IKE SA failed");
+                Event::ChildSaRekeyed { new, .. } => {
+                    let Some(client) = clients.iter_mut().find(|c| c.ike_spi_r == spi_r) else {
+                        continue;
+                    };
+                    let mut config = SaConfig::new(new.encr);
+                    config.esn = new.esn;
+                    config.replay = options.esp_replay;
+                    let (inbound, outbound) = gateway_sas(&*provider, &config, &new)?;
+                    client.inbound_spis.push(inbound.spi());
+                    client.outbound = outbound;
+                    client.rekey_requested = false;
+                    demux.insert(inbound);
+                }
+                Event::ChildSaDeleted { spi_r: inbound, .. } => {
+                    demux.remove(EspSpi(inbound));
+                    if let Some(client) = clients.iter_mut().find(|c| c.ike_spi_r == spi_r) {
+                        client.inbound_spis.retain(|s| s.0 != inbound);
+                    }
+                }
+                Event::Failed(_) | Event::Closed => {
+                    match &event {
+                        Event::Failed(e) => tracing::info!(error = %e, "IKE SA failed"),
+                        _ => tracing::info!("client disconnected"),
+                    }
                     if let Some(i) = clients.iter().position(|c| c.ike_spi_r == spi_r) {
-                        let c = clients.swap_remove(i);
-                        demux.remove(c.inbound_spi);
+                        for spi in clients.swap_remove(i).inbound_spis {
+                            demux.remove(spi);
+                        }
                         clients_count.send_replace(clients.len());
                     }
                     ike_peers.remove(&spi_r);
@@ -190,8 +209,9 @@ pub async fn run_gateway<D: PacketDevice>(
                         responder.handle_datagram(Instant::now(), nat_t_local, from, message);
                     }
                     Ok(Received::Esp { spi, packet: Inbound::Ipv4(p) | Inbound::Ipv6(p) }) => {
-                        if let Some(c) = clients.iter_mut().find(|c| c.inbound_spi == spi) {
+                        if let Some(c) = clients.iter_mut().find(|c| c.inbound_spis.contains(&spi)) {
                             c.address = from;
+                            responder.handle_inbound_traffic(Instant::now(), c.ike_spi_r);
                         }
                         if let Err(e) = device.send(p).await {
                             tracing::debug!(error = %e, "packet not written to the device");
@@ -208,6 +228,11 @@ pub async fn run_gateway<D: PacketDevice>(
                 let Some(client) = clients.iter_mut().find(|c| c.virtual_ips.contains(&dst)) else {
                     continue;
                 };
+                if client.outbound.needs_rekey() && !client.rekey_requested {
+                    client.rekey_requested = responder
+                        .rekey_child_sa(Instant::now(), client.ike_spi_r, client.outbound.spi().0)
+                        .is_ok();
+                }
                 match client.outbound.seal(packet, &mut out) {
                     Ok(len) => {
                         let datagram = out.get(..len).unwrap_or_default();
@@ -225,6 +250,19 @@ pub async fn run_gateway<D: PacketDevice>(
             _ = shutdown.changed() => return Ok(()),
         }
     }
+}
+
+/// The gateway's inbound and outbound ESP SAs of a Child SA: it receives on its own SPI with the
+/// initiator-to-responder keys (RFC 7296 §2.17).
+fn gateway_sas(
+    provider: &dyn CryptoProvider,
+    config: &SaConfig,
+    child: &crate::ike::ChildSaEstablished,
+) -> Result<(InboundSa, OutboundSa), DriverError> {
+    Ok((
+        InboundSa::new(provider, config, EspSpi(child.spi_r), &child.keys.encr_i)?,
+        OutboundSa::new(provider, config, EspSpi(child.spi_i), &child.keys.encr_r)?,
+    ))
 }
 
 /// Remembers where the IKE messages of responder SPI `spi_r` come from.

@@ -17,6 +17,8 @@ mod device;
 mod gateway;
 mod socket;
 mod status;
+#[cfg(test)]
+mod tests;
 
 pub use client::{ClientOptions, DeviceFactory, TunnelUp, run_client};
 pub use device::{MemoryDevice, PacketDevice, memory_device_pair};
@@ -34,6 +36,9 @@ pub enum DriverError {
     /// The gateway authenticated but the tunnel (Child SA) could not be set up.
     #[error("the gateway refused the tunnel: {0}")]
     ChildSa(crate::ike::Error),
+    /// The gateway deleted the IKE SA (an orderly close from its side).
+    #[error("the gateway closed the connection")]
+    Closed,
     /// An ESP SA could not be keyed.
     #[error("Failed to set up ESP: {0}")]
     Esp(#[from] crate::esp::Error),

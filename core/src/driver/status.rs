@@ -63,6 +63,10 @@ pub struct Status {
     pub bytes_in: u64,
     /// Inner octets sent through the tunnel.
     pub bytes_out: u64,
+    /// Child SA rekeys since the tunnel came up (each with a fresh key exchange).
+    pub child_sa_rekeys: u64,
+    /// IKE SA rekeys since the tunnel came up.
+    pub ike_sa_rekeys: u64,
     /// Seconds since the tunnel came up.
     pub uptime_s: u64,
     /// The gateway, as `ip:port`.
