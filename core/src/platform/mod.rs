@@ -395,7 +395,8 @@ pub fn apply(config: &NetworkConfig, state_dir: &Path) -> Result<Applied, Error>
 }
 
 /// Undoes what every state file in `state_dir` lists (left behind by a run that crashed) and
-/// deletes the files; returns the TUN names that were recovered.
+/// deletes the files; returns the TUN names that were recovered. State files of tunnels whose
+/// process still runs are left alone.
 ///
 /// Idempotent: things that are already gone (deleted routes, a vanished TUN device) count as
 /// undone, and a missing `state_dir` means nothing to do.
@@ -409,11 +410,15 @@ pub fn recover(state_dir: &Path) -> Result<Vec<String>, Error> {
     let mut first_error = None;
     for path in state::StateFile::list(state_dir)? {
         let result = state::StateFile::load(&path).and_then(|state| {
+            if state.owner_alive() {
+                return Ok(None);
+            }
             let name = state.tun_name().to_owned();
-            imp::restore(state).map(|()| name)
+            imp::restore(state).map(|()| Some(name))
         });
         match result {
-            Ok(name) => recovered.push(name),
+            Ok(Some(name)) => recovered.push(name),
+            Ok(None) => {}
             Err(error) => {
                 tracing::warn!(error = %DisplayChain(&error), "recovering a stale state file failed");
                 first_error.get_or_insert(error);

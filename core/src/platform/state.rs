@@ -135,6 +135,9 @@ impl std::fmt::Display for RuleSpec {
 struct Document {
     version: u32,
     tun_name: String,
+    /// The process that made the changes; a state file of a live process is not stale.
+    #[serde(default)]
+    owner_pid: u32,
     changes: Vec<Change>,
 }
 
@@ -156,6 +159,7 @@ impl StateFile {
             document: Document {
                 version: VERSION,
                 tun_name: tun_name.to_owned(),
+                owner_pid: std::process::id(),
                 changes: Vec::new(),
             },
         };
@@ -218,6 +222,18 @@ impl StateFile {
     /// Returns the file's path.
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the process that wrote the file still runs (another tunnel of this program, whose
+    /// changes must not be undone): its pid exists and runs the same executable name as us.
+    pub(super) fn owner_alive(&self) -> bool {
+        let pid = self.document.owner_pid;
+        if pid == 0 || pid == std::process::id() {
+            return false;
+        }
+        let theirs = fs::read_to_string(format!("/proc/{pid}/comm"));
+        let ours = fs::read_to_string("/proc/self/comm");
+        matches!((theirs, ours), (Ok(t), Ok(o)) if t == o)
     }
 
     /// Returns the TUN name the file belongs to.
@@ -315,10 +331,11 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Resu
     Ok(())
 }
 
-/// Returns `path` with `.pqvpn-tmp` appended to its file name.
+/// Returns `path` with `.pqvpn-tmp-<pid>` appended to its file name (per process, so two
+/// tunnels never share a temporary file).
 pub(super) fn temporary_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".pqvpn-tmp");
+    name.push(format!(".pqvpn-tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
 

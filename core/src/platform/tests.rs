@@ -111,6 +111,7 @@ fn state_file_format_is_stable() {
     let expected = serde_json::json!({
         "version": 1,
         "tun_name": "pqt0",
+        "owner_pid": std::process::id(),
         "changes": [
             {"kind": "rule", "ipv6": false, "priority": 32760, "table": 254,
              "selector": {"kind": "suppress_prefix_length", "length": 0}},

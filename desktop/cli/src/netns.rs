@@ -59,7 +59,10 @@ impl Drop for Scene {
     fn drop(&mut self) {
         for child in &mut self.children {
             // SIGTERM lets `pqvpn up` restore routes; the namespaces go away right after.
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(child.id().to_string())
+                .stderr(Stdio::null())
+                .status();
         }
         for child in &mut self.children {
             for _ in 0..50 {
