@@ -3,12 +3,7 @@
 //! and DNS after `down`, SIGTERM and a crash, and the error for an unreachable gateway.
 //! As non-root every test says it is skipped and why.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test"
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "test")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
