@@ -251,7 +251,7 @@ async fn run<F: DeviceFactory>(
             .map(|(ip, len)| format!("{ip}/{len}"))
             .collect();
         s.dns = config.dns.clone();
-        s.handshake_ms = u64::try_from(handshake.as_millis()).ok();
+        s.handshake_ms = Some(handshake.as_secs_f64() * 1e3);
     });
 
     let mut tun_buf = vec![0u8; BUF_LEN];

@@ -43,7 +43,7 @@ pub struct EspStatus {
 }
 
 /// A snapshot of one tunnel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Status {
     /// Lifecycle state.
     pub state: State,
@@ -72,7 +72,7 @@ pub struct Status {
     /// The gateway, as `ip:port`.
     pub gateway: String,
     /// Milliseconds from the first IKE_SA_INIT to the established Child SA.
-    pub handshake_ms: Option<u64>,
+    pub handshake_ms: Option<f64>,
     /// Why the tunnel stopped or last failed.
     pub last_error: Option<String>,
 }

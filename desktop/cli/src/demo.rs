@@ -171,8 +171,8 @@ async fn loopback_demo(megabytes: u64) -> Result<(), String> {
         status.ike.encr, status.mode, status.esp.encr
     );
     println!(
-        "  handshake:   {} ms (IKE_SA_INIT, IKE_INTERMEDIATE with ML-KEM, IKE_AUTH) over 127.0.0.1",
-        status.handshake_ms.unwrap_or(0)
+        "  handshake:   {:.2} ms (IKE_SA_INIT, IKE_INTERMEDIATE with ML-KEM, IKE_AUTH) over 127.0.0.1",
+        status.handshake_ms.unwrap_or(0.0)
     );
     println!(
         "  address:     {} from the gateway's pool",

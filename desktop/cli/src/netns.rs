@@ -224,8 +224,8 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
         status.esp.encr
     );
     println!(
-        "  handshake:   {} ms, client address {}",
-        status.handshake_ms.unwrap_or(0),
+        "  handshake:   {:.2} ms, client address {}",
+        status.handshake_ms.unwrap_or(0.0),
         status.virtual_ips.join(", ")
     );
 
