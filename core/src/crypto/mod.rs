@@ -11,6 +11,8 @@
 //! (`DeterministicProvider`) exists only under `cfg(test)` or the `test-provider` feature and
 //! provides no security.
 
+#![forbid(unsafe_code)]
+
 mod aead;
 mod kex;
 mod prf;

@@ -28,6 +28,8 @@
 //! [RFC 4303 §3.4.3]: https://www.rfc-editor.org/rfc/rfc4303#section-3.4.3
 //! [RFC 3948 §2.2]: https://www.rfc-editor.org/rfc/rfc3948#section-2.2
 
+#![forbid(unsafe_code)]
+
 mod replay;
 mod sa;
 mod udp;

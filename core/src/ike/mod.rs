@@ -11,6 +11,8 @@
 //! Both roles have the quinn-proto shape: `handle_datagram(now, remote, bytes)`,
 //! `handle_timeout(now)`, `poll_transmit(now, buf)`, `poll_timeout()`, `poll_event()`.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 mod error;
 mod established;
