@@ -305,7 +305,7 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
         ));
     }
     println!(
-        "  TCP:         {} MiB client -> gateway in {secs:.2} s = {:.0} Mbit/s (one stream, both ends on this machine)",
+        "  TCP:         {} MiB client -> gateway in {secs:.2} s = {:.0} Mbit/s, checksum verified (one stream, both ends on this machine)",
         bytes >> 20,
         bytes as f64 * 8.0 / secs / 1e6
     );
@@ -333,36 +333,57 @@ async fn control_down(name: &str) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
-/// `pqvpn __tcp-sink ADDR`: accepts one connection, reads to the end, prints the count.
+/// FNV-1a, 64 bits: a checksum both ends of a test transfer compute over the same stream.
+fn fnv1a(hash: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *hash ^= u64::from(*b);
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// `pqvpn __tcp-sink ADDR`: accepts one connection, reads to the end, prints
+/// `<octets> <checksum>`.
 pub(crate) fn tcp_sink(addr: SocketAddr) -> Result<(), String> {
     let listener =
         TcpListener::bind(addr).map_err(|e| format!("Failed to listen on {addr}: {e}"))?;
     let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
+    let (mut total, mut hash) = (0u64, FNV_OFFSET);
     loop {
         let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
+        let data = buf.get(..n).unwrap_or_default();
+        fnv1a(&mut hash, data);
         total += n as u64;
     }
-    println!("{total}");
+    println!("{total} {hash:016x}");
     Ok(())
 }
 
-/// `pqvpn __tcp-source ADDR BYTES`: sends BYTES, prints the seconds it took.
+/// `pqvpn __tcp-source ADDR BYTES`: sends BYTES of a pseudo-random stream, prints
+/// `<seconds> <checksum>`.
 pub(crate) fn tcp_source(addr: SocketAddr, bytes: u64) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("Failed to connect to {addr}: {e}"))?;
-    let chunk = vec![0x5au8; 1 << 16];
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut left, mut hash) = (bytes, FNV_OFFSET);
     let start = Instant::now();
-    let mut left = bytes;
     while left > 0 {
+        for b in chunk.iter_mut() {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            *b = (state >> 56) as u8;
+        }
         let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
-        stream
-            .write_all(chunk.get(..n).unwrap_or_default())
-            .map_err(|e| e.to_string())?;
+        let data = chunk.get(..n).unwrap_or_default();
+        fnv1a(&mut hash, data);
+        stream.write_all(data).map_err(|e| e.to_string())?;
         left -= n as u64;
     }
     stream
@@ -370,6 +391,6 @@ pub(crate) fn tcp_source(addr: SocketAddr, bytes: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    println!("{:.6}", start.elapsed().as_secs_f64());
+    println!("{:.6} {hash:016x}", start.elapsed().as_secs_f64());
     Ok(())
 }

@@ -298,6 +298,84 @@ fn up_status_down_in_each_mode_restores_the_network_exactly() {
     }
 }
 
+/// Sends `bytes` over TCP from namespace `from` to a sink at `addr` in namespace `to`, through
+/// the tunnel; returns the seconds it took, after checking octet count and checksum.
+fn tcp(net: &mut Net, from: &str, to: &str, addr: &str, bytes: u64) -> f64 {
+    let to = to.to_owned();
+    let sink = net.spawn(&to, &["__tcp-sink", addr]);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            from,
+            env!("CARGO_BIN_EXE_pqvpn"),
+            "__tcp-source",
+            addr,
+            &bytes.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    net.wait_exit(sink);
+    let source = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sink_out = net.log(sink);
+    let (secs, sent_sum) = source.trim().split_once(' ').unwrap();
+    let (received, received_sum) = sink_out.trim().split_once(' ').unwrap();
+    assert_eq!(received, bytes.to_string(), "octets through the tunnel");
+    assert_eq!(received_sum, sent_sum, "checksum of the stream");
+    secs.parse().unwrap()
+}
+
+#[test]
+fn hundred_megabytes_both_ways_and_ping_both_ways() {
+    if !root() {
+        return;
+    }
+    let mut net = Net::new("tcp");
+    net.gateway();
+    let name = format!("t-{}", net.tag);
+    let profile = net.profile(&name, "hybrid");
+    let (cl, gw) = (net.cl.clone(), net.gw.clone());
+    let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+    net.wait_connected(&name, client);
+    assert!(net.ping(), "client -> gateway");
+    let back = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &gw,
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "10.99.0.10",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        back.status.success(),
+        "gateway -> client: {}",
+        String::from_utf8_lossy(&back.stdout)
+    );
+    let bytes = 100 << 20;
+    let up = tcp(&mut net, &cl, &gw, "10.99.0.1:5301", bytes);
+    let down = tcp(&mut net, &gw, &cl, "10.99.0.10:5302", bytes);
+    eprintln!("100 MiB up in {up:.2} s, down in {down:.2} s");
+    let status: serde_json::Value =
+        serde_json::from_slice(&net.pqvpn(&["status", "--json", &name]).stdout).unwrap();
+    assert_eq!(status["state"], "connected");
+    assert!(net.pqvpn(&["down", &name]).status.success());
+    net.wait_exit(client);
+}
+
 #[test]
 fn sigterm_restores_and_a_crash_is_undone_at_the_next_start() {
     if !root() {
