@@ -9,6 +9,7 @@ mod demo;
 mod linux;
 mod netns;
 mod profile;
+mod secret;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,11 @@ enum Command {
         /// The gateway profile.
         config: PathBuf,
     },
+    /// Store or delete a profile's PSK in the OS keyring (`[auth] psk_keyring = true`).
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
     /// Bring up a hybrid tunnel on this machine and measure it.
     Demo {
         /// Only the unprivileged part: handshake and ESP between two endpoints on loopback UDP.
@@ -68,6 +74,20 @@ enum Command {
     TcpSource {
         addr: std::net::SocketAddr,
         bytes: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretAction {
+    /// Read the PSK from stdin (hidden on a terminal) and store it for PROFILE.toml.
+    Set {
+        /// The client or gateway profile; its entry is `local_id@gateway` (or `@listen`).
+        profile: PathBuf,
+    },
+    /// Delete the PSK stored for PROFILE.toml.
+    Delete {
+        /// The client or gateway profile.
+        profile: PathBuf,
     },
 }
 
@@ -113,6 +133,12 @@ fn main() -> ExitCode {
                 loopback,
                 megabytes,
             } => demo::run(loopback, megabytes).await,
+            Command::Secret {
+                action: SecretAction::Set { profile },
+            } => secret::set(&profile).await,
+            Command::Secret {
+                action: SecretAction::Delete { profile },
+            } => secret::delete(&profile),
             Command::TcpSink { .. } | Command::TcpSource { .. } => Ok(()),
         }
     });

@@ -12,6 +12,8 @@ use pqvpn_core::ike::{CryptoPolicy, InitiatorConfig, Mode, ResponderConfig};
 use pqvpn_core::wire::{IkeId, KeyExchangeMethod, TrafficSelector};
 use serde::Deserialize;
 
+use crate::secret::{self, Keyring};
+
 /// Reads and parses a TOML file, naming the file (and, from the parser, key and line) in errors.
 fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, String> {
     let text =
@@ -67,7 +69,15 @@ fn default_method() -> String {
 }
 
 impl Auth {
-    fn psk(&self) -> Result<SecretBytes, String> {
+    /// The PSK. `keyring_user` names the entry (`LOCAL_ID@ENDPOINT`, see `secret`) and
+    /// `profile` the file for the "store it with `pqvpn secret set`" hint; `keyring` opens the
+    /// store, only when `psk_keyring = true`.
+    fn psk(
+        &self,
+        keyring_user: &str,
+        profile: &str,
+        keyring: impl FnOnce() -> Result<Keyring, String>,
+    ) -> Result<SecretBytes, String> {
         if self.method != "psk" {
             return Err(format!(
                 "auth.method = \"{}\" is not supported (only \"psk\" for now)",
@@ -81,10 +91,7 @@ impl Auth {
             return Err("auth: give exactly one of psk, psk_file, psk_keyring".into());
         }
         if self.psk_keyring {
-            return Err(
-                "auth.psk_keyring: the OS keyring is not supported by this build yet; use psk_file"
-                    .into(),
-            );
+            return keyring()?.get_psk(keyring_user, profile);
         }
         if let Some(psk) = &self.psk {
             if psk.is_empty() {
@@ -273,19 +280,29 @@ impl Profile {
             .and_then(|s| s.to_str())
             .unwrap_or("pqvpn")
             .to_owned();
-        Self::from_file(name, file).map_err(|e| format!("{}: {e}", path.display()))
+        Self::from_file(name, file, &path.display().to_string(), Keyring::os)
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     #[cfg(test)]
     pub(crate) fn parse(name: &str, text: &str) -> Result<Self, String> {
-        Self::from_file(name.into(), parse_toml(text)?)
+        Self::from_file(name.into(), parse_toml(text)?, "PROFILE.toml", Keyring::os)
     }
 
-    fn from_file(name: String, file: ProfileFile) -> Result<Self, String> {
+    fn from_file(
+        name: String,
+        file: ProfileFile,
+        path: &str,
+        keyring: impl FnOnce() -> Result<Keyring, String>,
+    ) -> Result<Self, String> {
         let mode = parse_mode(&file.mode)?;
         let mlkem = parse_mlkem(file.crypto.mlkem.as_deref().unwrap_or("ml-kem-768"))?;
         let gateway = resolve_gateway(&file.gateway)?;
-        let psk = file.auth.psk()?;
+        let psk = file.auth.psk(
+            &secret::entry_user(&file.local_id, &file.gateway),
+            path,
+            keyring,
+        )?;
         let local_id = parse_id("local_id", &file.local_id)?;
         let remote_id = file
             .remote_id
@@ -420,7 +437,7 @@ struct GatewayFile {
     interface: Option<String>,
 }
 
-fn default_listen() -> String {
+pub(crate) fn default_listen() -> String {
     "0.0.0.0".into()
 }
 
@@ -441,15 +458,16 @@ pub(crate) struct GatewayProfile {
 impl GatewayProfile {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let file: GatewayFile = read_toml(path)?;
-        Self::from_file(file).map_err(|e| format!("{}: {e}", path.display()))
+        Self::from_file(file, &path.display().to_string())
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     #[cfg(test)]
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        Self::from_file(parse_toml(text)?)
+        Self::from_file(parse_toml(text)?, "GATEWAY.toml")
     }
 
-    fn from_file(file: GatewayFile) -> Result<Self, String> {
+    fn from_file(file: GatewayFile, path: &str) -> Result<Self, String> {
         let listen: IpAddr = file
             .listen
             .parse()
@@ -464,7 +482,11 @@ impl GatewayProfile {
         }
         let mut responder = ResponderConfig::new(
             policies,
-            file.auth.psk()?,
+            file.auth.psk(
+                &secret::entry_user(&file.local_id, &file.listen),
+                path,
+                Keyring::os,
+            )?,
             parse_id("local_id", &file.local_id)?,
         );
         let (first, last) =
@@ -557,6 +579,44 @@ psk = "a-test-psk"
         let e = Profile::parse("t", &text).unwrap_err();
         assert!(!e.contains("a-test-psk"), "{e}");
         assert!(e.contains("exactly one"), "{e}");
+    }
+
+    #[test]
+    fn psk_keyring_reads_the_entry_of_local_id_at_gateway() {
+        let text = GOOD.replace("psk = \"a-test-psk\"", "psk_keyring = true");
+        let keyring = Keyring::mock();
+        let load = |keyring: &Keyring| {
+            Profile::from_file(
+                "work".into(),
+                parse_toml(&text).unwrap(),
+                "/etc/pqvpn/work.toml",
+                || Ok(keyring.clone()),
+            )
+        };
+        let e = load(&keyring).unwrap_err();
+        assert!(
+            e.starts_with("auth.psk_keyring: no PSK for client.test@198.18.0.1 (service pqvpn)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("`pqvpn secret set /etc/pqvpn/work.toml`") && !e.contains('\n'),
+            "{e}"
+        );
+        keyring
+            .set_psk("client.test@198.18.0.1", b"kr-secret")
+            .unwrap();
+        let p = load(&keyring).unwrap();
+        assert_eq!(p.initiator.psk.expose(), b"kr-secret");
+        // Still exactly one source, and the secret never shows up in an error.
+        let both = text.replace(
+            "psk_keyring = true",
+            "psk_keyring = true\npsk = \"kr-secret\"",
+        );
+        let e = Profile::from_file("w".into(), parse_toml(&both).unwrap(), "p", || {
+            Ok(keyring.clone())
+        })
+        .unwrap_err();
+        assert!(e.contains("exactly one") && !e.contains("kr-secret"), "{e}");
     }
 
     #[test]

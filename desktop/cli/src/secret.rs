@@ -1,0 +1,608 @@
+//! The OS keyring for `[auth] psk_keyring = true`, and `pqvpn secret set|delete PROFILE.toml`.
+//!
+//! # Entry naming
+//!
+//! Service `pqvpn`, user `LOCAL_ID@ENDPOINT` with the strings as written in the profile:
+//! ENDPOINT is `gateway` for a client profile and `listen` (default `0.0.0.0`) for a gateway
+//! profile, e.g. `alice@corp.example@vpn.corp.example:4500`. A PSK belongs to the pair "this
+//! identity, that IKE peer", not to a file name: renaming or moving a profile keeps its secret,
+//! and two profiles for the same identity and gateway share one entry. The string is
+//! unambiguous because an endpoint (host, IP, `host:port`) never contains `@`; the part before
+//! the last `@` is the identity.
+//!
+//! # Stores
+//!
+//! keyring 4 is a thin wrapper over `keyring-core` (the API) and one crate per platform store;
+//! its own docs ask applications that choose their stores to link those crates directly, which
+//! is what this crate does (no Secret Service or database code is pulled in):
+//!
+//! * **Linux: the kernel key retention service** (keyutils; a small keyring-core store in
+//!   [`kernel`] rather than `linux-keyutils-keyring-store`, see there why). `pqvpn up`
+//!   runs as root (sudo, systemd): a desktop user's Secret Service (gnome-keyring, KWallet)
+//!   lives on that user's D-Bus session bus, which root's process normally cannot reach (sudo
+//!   strips `DBUS_SESSION_BUS_ADDRESS`, the bus only accepts its own uid, and headless machines
+//!   have no session bus at all). The kernel keyring needs no daemon: the key goes into the
+//!   caller's **persistent keyring** (`persistent-keyring(7)`), which belongs to the uid and
+//!   outlives sessions, so `sudo pqvpn secret set` in one terminal and `sudo pqvpn up` later
+//!   (another session, or a systemd unit) find it. Limits, stated in errors and
+//!   the README: the kernel keeps keys in memory only, so the entry is **gone after a reboot**,
+//!   and the persistent keyring expires after `/proc/sys/kernel/keys/persistent_keyring_expiry`
+//!   seconds (3 days by default) without use (every `pqvpn up` renews it). For a PSK that must
+//!   survive reboots use `psk_file` (root-owned, mode 600). Keys are per uid: store the secret
+//!   as the user that runs `pqvpn up` (root).
+//! * **macOS: the login Keychain**; **Windows: the Credential Manager**, through their stores.
+//! * Other platforms: a one-line "not supported" error.
+//!
+//! No function here logs or formats a secret; errors name `auth.psk_keyring` and the entry.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use keyring_core::{CredentialStore, Entry, Error};
+use pqvpn_core::crypto::SecretBytes;
+use serde::Deserialize;
+
+/// The keyring service of every pqvpn entry.
+pub(crate) const SERVICE: &str = "pqvpn";
+
+/// The keyring user of a profile: `LOCAL_ID@ENDPOINT` (see the module docs).
+pub(crate) fn entry_user(local_id: &str, endpoint: &str) -> String {
+    format!("{local_id}@{endpoint}")
+}
+
+/// A credential store holding pqvpn PSKs.
+#[derive(Clone)]
+pub(crate) struct Keyring {
+    store: Arc<CredentialStore>,
+}
+
+impl Keyring {
+    /// The platform's store (see the module docs for the choice).
+    pub(crate) fn os() -> Result<Self, String> {
+        let store = os_store().map_err(|e| {
+            format!(
+                "auth.psk_keyring: cannot open the OS keyring: {}",
+                one_line(&e)
+            )
+        })?;
+        Ok(Self { store })
+    }
+
+    /// An in-memory store (`keyring_core::mock`) for tests.
+    #[cfg(test)]
+    pub(crate) fn mock() -> Self {
+        let store = keyring_core::mock::Store::new().expect("mock store");
+        Self { store }
+    }
+
+    /// The store is the kernel keyring (its content is lost on reboot).
+    fn is_kernel(&self) -> bool {
+        self.store.vendor().contains("keyutils")
+    }
+
+    /// A short name of the store for messages.
+    fn describe(&self) -> &'static str {
+        if cfg!(test) && self.store.vendor().starts_with("Mock") {
+            "the test keyring"
+        } else if cfg!(target_os = "linux") {
+            "the kernel persistent keyring of this user"
+        } else if cfg!(target_os = "macos") {
+            "the macOS Keychain"
+        } else if cfg!(windows) {
+            "the Windows Credential Manager"
+        } else {
+            "the OS keyring"
+        }
+    }
+
+    fn entry(&self, user: &str) -> Result<Entry, String> {
+        Entry::new_in_store(&self.store, SERVICE, user).map_err(|e| {
+            format!(
+                "auth.psk_keyring: cannot open {} for {user}: {}",
+                self.describe(),
+                one_line(&e)
+            )
+        })
+    }
+
+    /// The PSK stored for `user`; `profile` is the path to name in the "how to store it" hint.
+    pub(crate) fn get_psk(&self, user: &str, profile: &str) -> Result<SecretBytes, String> {
+        let entry = self.entry(user)?;
+        match entry.get_secret() {
+            Ok(bytes) if bytes.is_empty() => Err(format!(
+                "auth.psk_keyring: the PSK stored for {user} (service {SERVICE}) is empty; \
+                 store one with `pqvpn secret set {profile}`"
+            )),
+            Ok(bytes) => Ok(SecretBytes::new(bytes)),
+            Err(Error::NoEntry) => {
+                let reboot = if self.is_kernel() {
+                    " (the kernel keyring is emptied by a reboot)"
+                } else {
+                    ""
+                };
+                Err(format!(
+                    "auth.psk_keyring: no PSK for {user} (service {SERVICE}) in {}{reboot}; \
+                     store it with `pqvpn secret set {profile}` as the user that runs `pqvpn up`",
+                    self.describe()
+                ))
+            }
+            Err(e) => Err(format!(
+                "auth.psk_keyring: cannot read the PSK for {user} from {}: {}",
+                self.describe(),
+                one_line(&e)
+            )),
+        }
+    }
+
+    /// Stores (or replaces) the PSK for `user`.
+    pub(crate) fn set_psk(&self, user: &str, psk: &[u8]) -> Result<(), String> {
+        if psk.is_empty() {
+            return Err("the PSK is empty; nothing stored".into());
+        }
+        self.entry(user)?.set_secret(psk).map_err(|e| {
+            format!(
+                "auth.psk_keyring: cannot store the PSK for {user} in {}: {}",
+                self.describe(),
+                one_line(&e)
+            )
+        })
+    }
+
+    /// Removes the PSK for `user`.
+    pub(crate) fn delete_psk(&self, user: &str) -> Result<(), String> {
+        match self.entry(user)?.delete_credential() {
+            Ok(()) => Ok(()),
+            Err(Error::NoEntry) => Err(format!(
+                "auth.psk_keyring: no PSK for {user} (service {SERVICE}) in {}; nothing deleted",
+                self.describe()
+            )),
+            Err(e) => Err(format!(
+                "auth.psk_keyring: cannot delete the PSK for {user} from {}: {}",
+                self.describe(),
+                one_line(&e)
+            )),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn os_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Ok(Arc::new(kernel::Store))
+}
+
+/// A keyring-core store on the calling user's **persistent keyring**, reached through the
+/// process keyring.
+///
+/// Why not `linux-keyutils-keyring-store`: it adds keys to the *session* keyring and links them
+/// into the persistent one from there. What the session keyring is depends on how root was
+/// reached (sudo with or without `pam_keyinit`, a systemd unit, a container without a login
+/// session): with the implicit user-session keyring, linking into the persistent keyring is
+/// refused (`AccessDenied`, seen on the build machine; it works only under `keyctl session -`),
+/// and with an inherited desktop session the key would also sit in that user's session. Going
+/// through the process keyring (private to this process, created on demand) makes the
+/// persistent keyring possessed, so the key is added straight into it and found by the next
+/// `pqvpn up`, whatever its session. Descriptions are the stock store's
+/// (`keyring:USER@SERVICE`, a `user` key), so `keyctl show %:_persistent.0` lists them.
+#[cfg(target_os = "linux")]
+mod kernel {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use keyring_core::api::{CredentialApi, CredentialPersistence, CredentialStoreApi};
+    use keyring_core::{Credential, Entry, Error, Result};
+    use linux_keyutils::{KeyError, KeyRing, KeyRingIdentifier};
+
+    #[derive(Debug)]
+    pub(super) struct Store;
+
+    impl CredentialStoreApi for Store {
+        fn vendor(&self) -> String {
+            "pqvpn kernel persistent keyring (keyutils)".into()
+        }
+
+        fn id(&self) -> String {
+            "pqvpn-keyutils-persistent".into()
+        }
+
+        fn build(
+            &self,
+            service: &str,
+            user: &str,
+            modifiers: Option<&HashMap<&str, &str>>,
+        ) -> Result<Entry> {
+            if modifiers.is_some_and(|m| !m.is_empty()) {
+                return Err(Error::NotSupportedByStore("modifiers".into()));
+            }
+            let cred: Arc<Credential> = Arc::new(Cred {
+                service: service.into(),
+                user: user.into(),
+            });
+            Ok(Entry::new_with_credential(cred))
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn persistence(&self) -> CredentialPersistence {
+            CredentialPersistence::UntilReboot
+        }
+    }
+
+    #[derive(Debug)]
+    struct Cred {
+        service: String,
+        user: String,
+    }
+
+    fn map(e: KeyError) -> Error {
+        match e {
+            KeyError::KeyDoesNotExist | KeyError::KeyRevoked | KeyError::KeyExpired => {
+                Error::NoEntry
+            }
+            KeyError::AccessDenied => Error::NoStorageAccess(Box::new(e)),
+            other => Error::PlatformFailure(Box::new(other)),
+        }
+    }
+
+    impl Cred {
+        fn description(&self) -> String {
+            format!("keyring:{}@{}", self.user, self.service)
+        }
+
+        /// The process keyring (searched) and the persistent keyring linked into it (written).
+        fn rings() -> Result<(KeyRing, KeyRing)> {
+            let process = KeyRing::from_special_id(KeyRingIdentifier::Process, true)
+                .map_err(|e| Error::NoStorageAccess(Box::new(e)))?;
+            // Also renews the persistent keyring's expiry timer.
+            let persistent = KeyRing::get_persistent(KeyRingIdentifier::Process)
+                .map_err(|e| Error::NoStorageAccess(Box::new(e)))?;
+            Ok((process, persistent))
+        }
+    }
+
+    impl CredentialApi for Cred {
+        fn set_secret(&self, secret: &[u8]) -> Result<()> {
+            if secret.is_empty() {
+                return Err(Error::Invalid("secret".into(), "cannot be empty".into()));
+            }
+            let (_, persistent) = Self::rings()?;
+            persistent
+                .add_key(&self.description(), secret)
+                .map(|_| ())
+                .map_err(map)
+        }
+
+        fn get_secret(&self) -> Result<Vec<u8>> {
+            let (process, _) = Self::rings()?;
+            let key = process.search(&self.description()).map_err(map)?;
+            key.read_to_vec().map_err(map)
+        }
+
+        fn delete_credential(&self) -> Result<()> {
+            let (process, _) = Self::rings()?;
+            let key = process.search(&self.description()).map_err(map)?;
+            key.invalidate().map_err(map)
+        }
+
+        fn get_credential(&self) -> Result<Option<Arc<Credential>>> {
+            let (process, _) = Self::rings()?;
+            process.search(&self.description()).map_err(map)?;
+            Ok(None)
+        }
+
+        fn get_specifiers(&self) -> Option<(String, String)> {
+            Some((self.service.clone(), self.user.clone()))
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn os_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Ok(apple_native_keyring_store::keychain::Store::new()?)
+}
+
+#[cfg(windows)]
+fn os_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Ok(windows_native_keyring_store::Store::new()?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+fn os_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Err(Error::NotSupportedByStore(
+        "no OS keyring on this platform; use psk_file".into(),
+    ))
+}
+
+/// Formats a keyring error on one line. Only `Display` is used: the `Debug` form of some
+/// variants (`BadEncoding`, `BadDataFormat`) carries the stored bytes.
+fn one_line(e: &Error) -> String {
+    let text = match e {
+        Error::BadEncoding(_) | Error::BadDataFormat(..) => "the stored data is malformed".into(),
+        Error::Ambiguous(items) => format!("{} entries match", items.len()),
+        other => other.to_string(),
+    };
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The keys of a client or gateway profile that name its keyring entry; everything else is
+/// ignored here (serde's default; `pqvpn up`/`gateway` check the whole file).
+#[derive(Debug, Deserialize)]
+struct EntryKeys {
+    gateway: Option<String>,
+    listen: Option<String>,
+    local_id: String,
+    auth: Option<AuthKeys>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AuthKeys {
+    #[serde(default)]
+    psk_keyring: bool,
+}
+
+/// The keyring user of the profile at `path`, and whether it sets `auth.psk_keyring = true`.
+fn entry_of(path: &Path) -> Result<(String, bool), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("Failed to read {}: {e}", path.display()))?;
+    let keys: EntryKeys =
+        crate::profile::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let endpoint = keys
+        .gateway
+        .or(keys.listen)
+        .unwrap_or_else(crate::profile::default_listen);
+    Ok((
+        entry_user(&keys.local_id, &endpoint),
+        keys.auth.is_some_and(|a| a.psk_keyring),
+    ))
+}
+
+/// `pqvpn secret set PROFILE.toml`: reads the PSK from stdin (hidden when it is a terminal) and
+/// stores it in the OS keyring.
+pub(crate) async fn set(profile: &Path) -> Result<(), String> {
+    let (user, uses_keyring) = entry_of(profile)?;
+    let keyring = Keyring::os()?;
+    let psk = if std::io::stdin().is_terminal() {
+        read_hidden_twice(&user).await?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("Failed to read the PSK from stdin: {e}"))?;
+        SecretBytes::from_slice(trim_newline(&line).as_bytes())
+    };
+    keyring.set_psk(&user, psk.expose())?;
+    eprintln!(
+        "pqvpn: stored the PSK for {user} (service {SERVICE}) in {}",
+        keyring.describe()
+    );
+    if keyring.is_kernel() {
+        eprintln!(
+            "pqvpn: the kernel keyring keeps it until reboot, or {} of non-use; use psk_file \
+             for a PSK that must survive reboots",
+            persistent_expiry()
+        );
+        if !is_root() {
+            eprintln!(
+                "pqvpn: warning: this is the keyring of your user, but `pqvpn up` runs as root \
+                 and reads root's: run `sudo pqvpn secret set {}`",
+                profile.display()
+            );
+        }
+    }
+    if !uses_keyring {
+        eprintln!(
+            "pqvpn: note: {} does not set auth.psk_keyring = true yet, so it does not use this PSK",
+            profile.display()
+        );
+    }
+    Ok(())
+}
+
+/// `pqvpn secret delete PROFILE.toml`.
+pub(crate) fn delete(profile: &Path) -> Result<(), String> {
+    let (user, _) = entry_of(profile)?;
+    let keyring = Keyring::os()?;
+    keyring.delete_psk(&user)?;
+    eprintln!(
+        "pqvpn: deleted the PSK for {user} (service {SERVICE}) from {}",
+        keyring.describe()
+    );
+    Ok(())
+}
+
+fn trim_newline(line: &str) -> &str {
+    line.trim_end_matches(['\n', '\r'])
+}
+
+/// Prompts on stderr and reads the PSK twice from the terminal with echo off.
+async fn read_hidden_twice(user: &str) -> Result<SecretBytes, String> {
+    let first = read_hidden(&format!("PSK for {user}: ")).await?;
+    let second = read_hidden("Repeat the PSK: ").await?;
+    if first.expose() != second.expose() {
+        return Err("the two entries differ; nothing stored".into());
+    }
+    Ok(first)
+}
+
+/// Reads one line from the terminal with echo turned off by `stty` (no terminal crate and no
+/// `unsafe`); if `stty` is unavailable the input is visible and the prompt says so. Ctrl-C
+/// restores echo before exiting.
+async fn read_hidden(prompt: &str) -> Result<SecretBytes, String> {
+    let hidden = stty("-echo");
+    let mut err = std::io::stderr();
+    let note = if hidden {
+        ""
+    } else {
+        "(warning: input is visible) "
+    };
+    let _ = write!(err, "{note}{prompt}");
+    let _ = err.flush();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A plain thread, not spawn_blocking: after Ctrl-C the process exits without waiting for
+    // the blocked read.
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let result = std::io::stdin().lock().read_line(&mut line).map(|_| line);
+        let _ = tx.send(result);
+    });
+    let result = tokio::select! {
+        r = rx => r.map_err(|_| "Failed to read the PSK".to_owned()),
+        _ = tokio::signal::ctrl_c() => Err("interrupted; nothing stored".to_owned()),
+    };
+    if hidden {
+        stty("echo");
+    }
+    let _ = writeln!(err);
+    let line = result?.map_err(|e| format!("Failed to read the PSK: {e}"))?;
+    Ok(SecretBytes::from_slice(trim_newline(&line).as_bytes()))
+}
+
+/// Runs `stty ARG` on the terminal (stdin); true if it worked.
+fn stty(arg: &str) -> bool {
+    cfg!(unix)
+        && std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+#[cfg(unix)]
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+#[cfg(not(unix))]
+fn is_root() -> bool {
+    true
+}
+
+/// The persistent keyring's idle expiry, for the message after `secret set`.
+fn persistent_expiry() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/keys/persistent_keyring_expiry")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or_else(
+            || "a few days".into(),
+            |s| {
+                if s % 86_400 == 0 {
+                    format!("{} days", s / 86_400)
+                } else {
+                    format!("{s} s")
+                }
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mock_store_round_trip_and_absent_entry() {
+        let keyring = Keyring::mock();
+        let user = entry_user("alice@corp.example", "vpn.corp.example");
+        assert_eq!(user, "alice@corp.example@vpn.corp.example");
+        let e = keyring.get_psk(&user, "work.toml").unwrap_err();
+        assert!(e.starts_with("auth.psk_keyring: no PSK for"), "{e}");
+        assert!(e.contains("pqvpn secret set work.toml"), "{e}");
+        assert!(!e.contains('\n'));
+        keyring.set_psk(&user, b"first-secret").unwrap();
+        keyring.set_psk(&user, b"s3cret-psk").unwrap();
+        assert_eq!(keyring.get_psk(&user, "p").unwrap().expose(), b"s3cret-psk");
+        // Another identity or gateway is another entry.
+        assert!(keyring.get_psk("bob@vpn.corp.example", "p").is_err());
+        keyring.delete_psk(&user).unwrap();
+        assert!(keyring.get_psk(&user, "p").is_err());
+        let e = keyring.delete_psk(&user).unwrap_err();
+        assert!(e.contains("nothing deleted"), "{e}");
+        assert!(keyring.set_psk(&user, b"").is_err());
+    }
+
+    #[test]
+    fn store_errors_are_one_line_without_the_secret() {
+        let keyring = Keyring::mock();
+        keyring.set_psk("u@g", b"s3cret-psk").unwrap();
+        let entry = keyring.entry("u@g").unwrap();
+        let mock: &keyring_core::mock::Cred = entry.as_any().downcast_ref().unwrap();
+        mock.set_error(Error::BadEncoding(b"s3cret-psk".to_vec()));
+        let e = keyring.get_psk("u@g", "p").unwrap_err();
+        assert!(e.starts_with("auth.psk_keyring: "), "{e}");
+        assert!(!e.contains("s3cret") && !e.contains('\n'), "{e}");
+        mock.set_error(Error::PlatformFailure("locked\nkeychain".into()));
+        let e = keyring.get_psk("u@g", "p").unwrap_err();
+        assert!(e.contains("locked keychain") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn entry_names_come_from_the_profile() {
+        let dir = std::env::temp_dir().join(format!("pqvpn-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let client = dir.join("work.toml");
+        std::fs::write(
+            &client,
+            "gateway = \"vpn.example:4500\"\nlocal_id = \"me@example\"\n[auth]\n\
+             psk_keyring = true\n[network]\nmtu = 1400\n",
+        )
+        .unwrap();
+        assert_eq!(
+            entry_of(&client).unwrap(),
+            ("me@example@vpn.example:4500".into(), true)
+        );
+        let gateway = dir.join("gw.toml");
+        std::fs::write(
+            &gateway,
+            "local_id = \"gw.test\"\naddress = \"10.99.0.1/24\"\n[auth]\npsk = \"x\"\n\
+             [pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            entry_of(&gateway).unwrap(),
+            ("gw.test@0.0.0.0".into(), false)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The real Linux store: root's persistent kernel keyring. Skipped without root or when the
+    /// kernel denies keyrings (e.g. a seccomp profile blocking `add_key`).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kernel_keyring_round_trip_as_root() {
+        if !is_root() {
+            println!("skipped: needs root (the kernel keyring of the user that runs pqvpn up)");
+            return;
+        }
+        let keyring = Keyring::os().unwrap();
+        let user = entry_user(
+            &format!("test-{}", std::process::id()),
+            "kernel-keyring.test",
+        );
+        if let Err(e) = keyring.set_psk(&user, b"kernel-psk") {
+            println!("skipped: the kernel keyring is not writable here ({e})");
+            return;
+        }
+        assert_eq!(keyring.get_psk(&user, "p").unwrap().expose(), b"kernel-psk");
+        keyring.delete_psk(&user).unwrap();
+        // keyutils invalidates asynchronously: the same process may still see the key for a
+        // few milliseconds.
+        let mut result = keyring.get_psk(&user, "p");
+        for _ in 0..50 {
+            if result.is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            result = keyring.get_psk(&user, "p");
+        }
+        let e = result.err().unwrap();
+        assert!(e.contains("no PSK for") && e.contains("reboot"), "{e}");
+    }
+}
