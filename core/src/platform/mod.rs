@@ -396,7 +396,7 @@ pub fn apply(config: &NetworkConfig, state_dir: &Path) -> Result<Applied, Error>
 
 /// Undoes what every state file in `state_dir` lists (left behind by a run that crashed) and
 /// deletes the files; returns the TUN names that were recovered. State files of tunnels whose
-/// process still runs are left alone.
+/// process still runs, or that were made in another network namespace, are left alone.
 ///
 /// Idempotent: things that are already gone (deleted routes, a vanished TUN device) count as
 /// undone, and a missing `state_dir` means nothing to do.
@@ -410,7 +410,7 @@ pub fn recover(state_dir: &Path) -> Result<Vec<String>, Error> {
     let mut first_error = None;
     for path in state::StateFile::list(state_dir)? {
         let result = state::StateFile::load(&path).and_then(|state| {
-            if state.owner_alive() {
+            if state.owner_alive() || state.other_netns() {
                 return Ok(None);
             }
             let name = state.tun_name().to_owned();

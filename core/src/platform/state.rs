@@ -138,6 +138,10 @@ struct Document {
     /// The process that made the changes; a state file of a live process is not stale.
     #[serde(default)]
     owner_pid: u32,
+    /// The network namespace the changes were made in (inode of `/proc/self/ns/net`): only a
+    /// process in the same namespace can undo them.
+    #[serde(default)]
+    netns: u64,
     changes: Vec<Change>,
 }
 
@@ -160,6 +164,7 @@ impl StateFile {
                 version: VERSION,
                 tun_name: tun_name.to_owned(),
                 owner_pid: std::process::id(),
+                netns: current_netns(),
                 changes: Vec::new(),
             },
         };
@@ -222,6 +227,12 @@ impl StateFile {
     /// Returns the file's path.
     pub(super) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the file belongs to another network namespace than ours (then its routes and
+    /// rules are not ours to undo).
+    pub(super) fn other_netns(&self) -> bool {
+        self.document.netns != 0 && self.document.netns != current_netns()
     }
 
     /// Whether the process that wrote the file still runs (another tunnel of this program, whose
@@ -329,6 +340,12 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Resu
     result?;
     sync_parent(path);
     Ok(())
+}
+
+/// The inode of the calling thread's network namespace, 0 if unknown.
+fn current_netns() -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
 }
 
 /// Returns `path` with `.pqvpn-tmp-<pid>` appended to its file name (per process, so two

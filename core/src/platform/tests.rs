@@ -112,6 +112,7 @@ fn state_file_format_is_stable() {
         "version": 1,
         "tun_name": "pqt0",
         "owner_pid": std::process::id(),
+        "netns": std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m)),
         "changes": [
             {"kind": "rule", "ipv6": false, "priority": 32760, "table": 254,
              "selector": {"kind": "suppress_prefix_length", "length": 0}},
