@@ -29,7 +29,7 @@ use std::time::Instant;
 use crate::crypto::{AeadAlgorithm, CryptoProvider, KeyExchange, Prf, SecretBytes, SharedSecret};
 use crate::ike::Error;
 use crate::ike::config::{CryptoPolicy, Lifetime, RetransmitConfig};
-use crate::ike::keys::{ChildSaKeys, IkeKeyLengths, IkeSaKeys, skeyseed_rekey};
+use crate::ike::keys::{ChildSaKeys, IkeSaKeys, skeyseed_rekey};
 use crate::ike::proposal::{
     IkeChoice, IkeSelection, check_esp_choice, check_ike_choice, esp_answer, is_narrowing,
     select_esp, select_ike,
@@ -1573,11 +1573,7 @@ impl EstablishedSa {
     ) -> Result<IkeSa, Error> {
         let seed = skeyseed_rekey(&*old.prf, &old.sk_d, shared, nonce_i, nonce_r);
         let prf = self.provider.prf(choice.prf)?;
-        let lengths = IkeKeyLengths {
-            prf: prf.output_len(),
-            integ: 0,
-            encr: choice.encr.keymat_len(),
-        };
+        let lengths = choice.key_lengths(&*prf);
         let keys = IkeSaKeys::derive(
             &*prf, &seed, nonce_i, nonce_r, new_spi_i, new_spi_r, lengths,
         )?;

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::crypto::{CryptoProvider, KeyExchange, Prf, SecretBytes};
+use crate::ike::Error;
 use crate::ike::config::{InitiatorConfig, esp_proposals};
 use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
 use crate::ike::keys::{
-    ChildSaKeys, IkeKeyLengths, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
+    ChildSaKeys, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
     skeyseed_additional,
 };
 use crate::ike::proposal::{IkeChoice, check_esp_choice, check_ike_choice, is_narrowing};
@@ -29,7 +30,6 @@ use crate::ike::sa::{
     fake_nat_source, find_notify, first_error_notify, nat_detection_hash, random_bytes,
     random_esp_spi, random_spi,
 };
-use crate::ike::{Error, Mode};
 use crate::wire::{
     AuthMethod, AuthPayload, CfgType, ConfigAttribute, ConfigPayload, ExchangeType, Flags,
     HashAlgorithm, Header, Identification, KePayload, Message, Nonce, NotifyPayload, NotifyType,
@@ -641,11 +641,7 @@ impl Initiator {
         nonce_i: &[u8],
         nonce_r: &[u8],
     ) -> Result<IkeSaKeys, Error> {
-        let lengths = IkeKeyLengths {
-            prf: prf.output_len(),
-            integ: 0,
-            encr: choice.encr.keymat_len(),
-        };
+        let lengths = choice.key_lengths(prf);
         Ok(IkeSaKeys::derive(
             prf, seed, nonce_i, nonce_r, self.spi_i, self.spi_r, lengths,
         )?)
@@ -905,17 +901,7 @@ impl Initiator {
         if expected != SecretBytes::from_slice(&auth.data) {
             return Err(Error::AuthenticationFailed);
         }
-        let policy = &self.config.policy;
-        let suite = Suite {
-            mode: policy.mode,
-            ke: keyed.choice.ke,
-            addke: keyed.choice.addke.clone(),
-            encr: keyed.choice.encr,
-            prf: keyed.choice.prf,
-            quantum_safe: policy.mode != Mode::Classical
-                && (keyed.choice.ke.is_post_quantum()
-                    || keyed.choice.addke.iter().any(|m| m.is_post_quantum())),
-        };
+        let suite = keyed.choice.suite(self.config.policy.mode);
         self.events.push_back(Event::IkeSaEstablished {
             suite: suite.clone(),
         });

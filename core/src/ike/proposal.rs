@@ -18,6 +18,33 @@ pub(crate) struct IkeChoice {
 }
 
 impl IkeChoice {
+    /// Octets of each SK_* key for this choice: PRF-sized SK_d/SK_p, no SK_a with an AEAD,
+    /// key plus salt for SK_e (RFC 7296 §2.14, RFC 5282 §7).
+    pub(crate) fn key_lengths(
+        &self,
+        prf: &dyn crate::crypto::Prf,
+    ) -> crate::ike::keys::IkeKeyLengths {
+        crate::ike::keys::IkeKeyLengths {
+            prf: prf.output_len(),
+            integ: 0,
+            encr: self.encr.keymat_len(),
+        }
+    }
+
+    /// The summary UIs show for this choice under `mode`: quantum-safe only if a
+    /// post-quantum method contributed and the mode is not `classical`.
+    pub(crate) fn suite(&self, mode: Mode) -> crate::ike::Suite {
+        crate::ike::Suite {
+            mode,
+            ke: self.ke,
+            addke: self.addke.clone(),
+            encr: self.encr,
+            prf: self.prf,
+            quantum_safe: mode != Mode::Classical
+                && (self.ke.is_post_quantum() || self.addke.iter().any(|m| m.is_post_quantum())),
+        }
+    }
+
     /// The single-transform-per-type proposal that reports this choice (RFC 7296 §3.3).
     pub(crate) fn to_proposal(&self, number: u8) -> Proposal {
         let (encr, bits) = self.encr.transform();

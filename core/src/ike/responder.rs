@@ -22,13 +22,13 @@ use crate::crypto::{CryptoProvider, Prf, SecretBytes};
 use crate::ike::config::ResponderConfig;
 use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
 use crate::ike::keys::{
-    ChildSaKeys, IkeKeyLengths, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
+    ChildSaKeys, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
     skeyseed_additional,
 };
 use crate::ike::proposal::{IkeChoice, IkeSelection, esp_answer, narrow, select_esp, select_ike};
 use crate::ike::protect::{Reassembly, SkCipher, Unprotected, unprotect};
 use crate::ike::sa::{
-    ChildSaEstablished, Event, IKE_PORT, Outbox, Suite, Transmit, find_notify, nat_detection_hash,
+    ChildSaEstablished, Event, IKE_PORT, Outbox, Transmit, find_notify, nat_detection_hash,
     random_bytes, random_esp_spi, random_spi,
 };
 use crate::ike::{Error, Mode};
@@ -880,16 +880,7 @@ impl Responder {
         }
         self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
         sa.expires = None;
-        let suite = Suite {
-            mode: keyed.mode,
-            ke: keyed.choice.ke,
-            addke: keyed.choice.addke.clone(),
-            encr: keyed.choice.encr,
-            prf: keyed.choice.prf,
-            quantum_safe: keyed.mode != Mode::Classical
-                && (keyed.choice.ke.is_post_quantum()
-                    || keyed.choice.addke.iter().any(|m| m.is_post_quantum())),
-        };
+        let suite = keyed.choice.suite(keyed.mode);
         self.events.push_back((
             spi_r,
             Event::IkeSaEstablished {
@@ -1108,11 +1099,7 @@ fn derive(
     spi_i: u64,
     spi_r: u64,
 ) -> Result<IkeSaKeys, Error> {
-    let lengths = IkeKeyLengths {
-        prf: prf.output_len(),
-        integ: 0,
-        encr: choice.encr.keymat_len(),
-    };
+    let lengths = choice.key_lengths(prf);
     Ok(IkeSaKeys::derive(
         prf, seed, nonce_i, nonce_r, spi_i, spi_r, lengths,
     )?)
