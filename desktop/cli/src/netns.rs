@@ -294,14 +294,20 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let secs: f64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
+    // The source prints "<seconds> <checksum>", the sink "<octets> <checksum>".
+    let source_out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut source_fields = source_out.split_whitespace();
+    let secs: f64 = source_fields
+        .next()
+        .and_then(|s| s.parse().ok())
         .unwrap_or(f64::NAN);
-    let received: u64 = sink_out.trim().parse().unwrap_or(0);
-    if received != bytes {
+    let sent_sum = source_fields.next().unwrap_or("-");
+    let mut sink_fields = sink_out.split_whitespace();
+    let received: u64 = sink_fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let received_sum = sink_fields.next().unwrap_or("?");
+    if received != bytes || sent_sum != received_sum {
         return Err(format!(
-            "the TCP sink received {received} of {bytes} octets"
+            "the TCP sink received {received} of {bytes} octets (checksum {received_sum}, sent {sent_sum})"
         ));
     }
     println!(
