@@ -1,0 +1,541 @@
+#!/usr/bin/env bash
+# tests/interop/run.sh - interop of pqvpn with strongSwan 6.1 (hybrid X25519 +
+# ML-KEM-768, RFC 9370/9242; PQ-only ML-KEM-768) in two network namespaces.
+#
+# Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
+#                tests/interop/run.sh setup              (only build the chroot)
+# Scenarios: hybrid pqonly classical sw_initiator fragmentation
+# Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
+# of failures (0: all passed).
+#
+# strongSwan runs from a Debian trixie chroot with strongSwan 6.1 from forky
+# (trixie's 6.0.1 has no ML-KEM: Debian does not build the "ml" plugin and the
+# openssl plugin only has ML-KEM from 6.0.2 on). The chroot is built once by
+# debootstrap (about a minute, ~320 MB) and cached in $SW_ROOT.
+#
+# Environment:
+#   PQVPN      pqvpn binary to test (default: target/release/pqvpn, rebuilt first)
+#   SW_ROOT    chroot cache (default /var/tmp/pqvpn-sw6)
+#   SW_SUITE   suite strongSwan comes from (default forky), base suite trixie
+#   SW_MIRROR  Debian mirror for debootstrap (default: debootstrap's)
+#   KEEP_LOGS  keep the work directory with all logs even when everything passes
+#   MEGABYTES  size of the TCP transfer (default 50)
+#
+# Addresses (only inside the namespaces; nothing touches the host's netns):
+#   pqi-gw  veth-gw 198.18.0.1/24, 198.19.0.1/32 on lo (strongSwan's protected
+#           net 198.19.0.0/24), strongSwan pool 198.19.99.0/24 + DNS 198.19.0.53;
+#           `pqvpn gateway`: tunnel address 10.99.0.1/24, pool 10.99.0.10-200
+#   pqi-cl  veth-cl 198.18.0.2/24
+#
+# ESP: pqvpn does userspace ESP-in-UDP, so strongSwan uses `encap = yes`. If the
+# kernel cannot do XFRM ESP (no CONFIG_INET_ESP / rfc4106(gcm(aes))), charon
+# uses kernel-libipsec (userspace ESP on TUN ipsec0); detected automatically.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+TEMPLATES=$HERE/templates
+PQVPN_GIVEN=${PQVPN:+1}
+PQVPN=${PQVPN:-$REPO/target/release/pqvpn}
+SW_ROOT=${SW_ROOT:-/var/tmp/pqvpn-sw6}
+SW_BASE_SUITE=${SW_BASE_SUITE:-trixie}
+SW_SUITE=${SW_SUITE:-forky}
+SW_MIRROR=${SW_MIRROR:-}
+SW_IKE_LOGLEVEL=${SW_IKE_LOGLEVEL:-2}
+MEGABYTES=${MEGABYTES:-50}
+
+NS_GW=pqi-gw NS_CL=pqi-cl
+GW_ADDR=198.18.0.1 CL_ADDR=198.18.0.2
+GW_TS=198.19.0.0/24 GW_INNER=198.19.0.1
+POOL=198.19.99.0/24 POOL_DNS=198.19.0.53
+PQGW_ADDR=10.99.0.1 PQGW_NET=10.99.0.0/24 PQGW_POOL=10.99.0.10-10.99.0.200 PQGW_DNS=10.99.0.53
+GW_ID=gw.test CL_ID=client.test
+PSK=pqvpn-interop-test-psk-not-a-secret
+
+HYBRID_IKE=aes256gcm16-prfsha384-x25519-ke1_mlkem768
+PQONLY_IKE=aes256gcm16-prfsha384-mlkem768
+CLASSIC_IKE=aes256gcm16-prfsha384-x25519
+# The first CHILD_SA (in IKE_AUTH) never does a key exchange; the KE methods
+# only matter for CHILD_SA rekeying (CREATE_CHILD_SA + IKE_FOLLOWUP_KE).
+HYBRID_ESP=aes256gcm16-x25519-ke1_mlkem768,aes256gcm16
+PQONLY_ESP=aes256gcm16-mlkem768,aes256gcm16
+CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
+
+STATE=$SW_ROOT/opt/pqi          # host view; the chroot sees /opt/pqi
+CSTATE=/opt/pqi
+PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
+ALL_SCENARIOS=(hybrid pqonly classical sw_initiator fragmentation)
+
+log() { printf '[interop] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 100; }
+[ "$(id -u)" = 0 ] || die "must run as root"
+
+# ---------------------------------------------------------------- chroot
+# Run a command inside the chroot. $1: netns name or "-"; $2: host directory to
+# bind over the chroot's /run, or "". `ip netns exec` and `unshare -m` give the
+# command a private mount namespace, so the mounts never leak to the host. With
+# IN_CHROOT_EXEC=1 the calling subshell is replaced, so $! is the final pid.
+in_chroot() {
+    local ns=$1 run=$2; shift 2
+    local pre=(unshare -m)
+    [ "$ns" = - ] || pre=(ip netns exec "$ns")
+    [ "${IN_CHROOT_EXEC:-}" = 1 ] && pre=(exec "${pre[@]}")
+    "${pre[@]}" /bin/sh -c '
+        R=$1 run=$2; shift 2
+        mount -t proc proc "$R/proc" && mount --bind /dev "$R/dev" || exit 1
+        if [ -n "$run" ]; then mount --bind "$run" "$R/run" || exit 1; fi
+        exec chroot "$R" "$@"' sh "$SW_ROOT" "$run" "$@"
+}
+
+apt_in_chroot() {
+    # Check-Valid-Until=false: testing snapshots may carry an expired Release
+    # file; signatures are still verified.
+    in_chroot - "" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+        apt-get -q -o Acquire::Check-Valid-Until=false "$@"
+}
+
+has_mlkem() {   # the ml plugin, or an openssl plugin with the KEM API
+    local p=$SW_ROOT/usr/lib/ipsec/plugins
+    [ -f "$p/libstrongswan-ml.so" ] || grep -qa EVP_PKEY_encapsulate "$p/libstrongswan-openssl.so"
+}
+
+setup_chroot() {
+    local t0=$SECONDS stamp="$SW_BASE_SUITE+$SW_SUITE"
+    if [ -f "$SW_ROOT/.pqi-ready" ] && [ "$(cat "$SW_ROOT/.pqi-ready")" = "$stamp" ]; then
+        return 0
+    fi
+    if ! command -v debootstrap >/dev/null; then
+        log "installing debootstrap on the host"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null 2>&1 ||
+            { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; } ||
+            die "cannot install debootstrap"
+    fi
+    if [ ! -x "$SW_ROOT/usr/bin/apt-get" ]; then
+        # Restart an interrupted debootstrap (it leaves $SW_ROOT/debootstrap).
+        if [ -d "$SW_ROOT/debootstrap" ] && [ "$SW_ROOT" != / ]; then rm -rf "$SW_ROOT"; fi
+        [ ! -e "$SW_ROOT" ] || [ -z "$(ls -A "$SW_ROOT")" ] || die "$SW_ROOT exists and is not a chroot"
+        log "debootstrap --variant=minbase $SW_BASE_SUITE $SW_ROOT ${SW_MIRROR:-(default mirror)}"
+        debootstrap --variant=minbase "$SW_BASE_SUITE" "$SW_ROOT" ${SW_MIRROR:+"$SW_MIRROR"} \
+            >"$SW_ROOT.debootstrap.log" 2>&1 || die "debootstrap failed, see $SW_ROOT.debootstrap.log"
+    fi
+    # Never start services inside the chroot.
+    printf '#!/bin/sh\nexit 101\n' >"$SW_ROOT/usr/sbin/policy-rc.d"
+    chmod 755 "$SW_ROOT/usr/sbin/policy-rc.d"
+    local target=()
+    if [ -n "$SW_SUITE" ] && [ "$SW_SUITE" != "$SW_BASE_SUITE" ]; then
+        local mirror
+        mirror=$(awk '$1 == "deb" { print $2; exit }' "$SW_ROOT/etc/apt/sources.list")
+        [ -n "$mirror" ] || die "no mirror in $SW_ROOT/etc/apt/sources.list"
+        echo "deb $mirror $SW_SUITE main" >"$SW_ROOT/etc/apt/sources.list.d/pqi.list"
+        # Everything else stays on the base suite unless a dependency needs more.
+        printf 'Package: *\nPin: release n=%s\nPin-Priority: 100\n' "$SW_SUITE" \
+            >"$SW_ROOT/etc/apt/preferences.d/pqi"
+        target=(-t "$SW_SUITE")
+    fi
+    log "apt-get install ${PKGS[*]} ${target[*]}"
+    apt_in_chroot update >"$SW_ROOT.apt.log" 2>&1 || die "apt-get update failed, see $SW_ROOT.apt.log"
+    apt_in_chroot install -y --no-install-recommends "${target[@]}" "${PKGS[@]}" >>"$SW_ROOT.apt.log" 2>&1 \
+        || die "apt-get install failed, see $SW_ROOT.apt.log"
+    apt_in_chroot clean
+    has_mlkem || die "no ML-KEM in this strongSwan (needs >= 6.0.2 with OpenSSL >= 3.5, or the ml plugin)"
+    echo "$stamp" >"$SW_ROOT/.pqi-ready"
+    log "chroot ready in $((SECONDS - t0)) s: strongSwan $(in_chroot - "" dpkg-query -W -f '${Version}' strongswan-charon), $(du -sxh "$SW_ROOT" | cut -f1)"
+}
+
+# ---------------------------------------------------------------- config
+# render TEMPLATE OUT: replace @KEY@ with the value of shell variable V_KEY.
+render() {
+    local s var
+    s=$(<"$1")
+    for var in ${!V_*}; do s=${s//@${var#V_}@/${!var}}; done
+    [[ $s != *@[A-Z_]*@* ]] || die "unrendered placeholder in $1"
+    printf '%s\n' "$s" >"$2"
+}
+
+common_vars() {
+    V_GW_ADDR=$GW_ADDR V_CL_ADDR=$CL_ADDR V_GW_TS=$GW_TS V_POOL=$POOL V_POOL_DNS=$POOL_DNS
+    V_GW_ID=$GW_ID V_CL_ID=$CL_ID V_PSK=$PSK
+    V_PQGW_ADDR=$PQGW_ADDR V_PQGW_NET=$PQGW_NET V_PQGW_POOL=$PQGW_POOL V_PQGW_DNS=$PQGW_DNS
+}
+
+# write_charon INST IKE_PROPOSALS ESP_PROPOSALS [FRAGMENTATION]
+write_charon() {
+    local inst=$1 d=$STATE/$1
+    local V_INST=$inst V_IKE_LOGLEVEL=$SW_IKE_LOGLEVEL V_DATAPATH_PLUGINS
+    local V_IKE_PROPOSALS=$2 V_ESP_PROPOSALS=$3 V_FRAGMENTATION=${4:-yes} V_CL_REMOTE_TS=$PQGW_NET
+    local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
+          V_PQGW_ADDR V_PQGW_NET V_PQGW_POOL V_PQGW_DNS
+    common_vars
+    mkdir -p "$d/run"
+    rm -rf "$d/swanctl"
+    mkdir -p "$d/swanctl"/{x509,x509ca,x509ocsp,x509aa,x509ac,x509crl,pubkey,private,rsa,ecdsa,pkcs8,pkcs12}
+    [ "$DATAPATH" = kernel ] && V_DATAPATH_PLUGINS=kernel-netlink \
+                             || V_DATAPATH_PLUGINS="kernel-libipsec kernel-netlink"
+    render "$TEMPLATES/strongswan.conf.in" "$d/strongswan.conf"
+    render "$TEMPLATES/$inst.swanctl.conf.in" "$d/swanctl/swanctl.conf"
+}
+
+# write_pqvpn TEMPLATE OUT [MODE]
+write_pqvpn() {
+    local V_MODE=${3:-hybrid}
+    local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
+          V_PQGW_ADDR V_PQGW_NET V_PQGW_POOL V_PQGW_DNS
+    common_vars
+    render "$TEMPLATES/$1" "$2"
+    chmod 600 "$2"
+}
+
+# Kernel ESP usable? Probe with an ESP-in-UDP AES-GCM state in a scratch netns.
+detect_datapath() {
+    local ns=pqi-probe-$$ key
+    key=0x$(printf '%072d' 0)
+    ip netns add "$ns" || die "ip netns add failed"
+    if ip -n "$ns" xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x100 \
+           mode tunnel aead 'rfc4106(gcm(aes))' "$key" 128 \
+           encap espinudp 4500 4500 0.0.0.0 2>/dev/null; then
+        DATAPATH=kernel
+    else
+        DATAPATH=libipsec
+    fi
+    ip netns del "$ns"
+}
+
+# ---------------------------------------------------------------- processes
+# Pids we started: charon per instance, pqvpn processes. Only these are killed.
+declare -A CHARON_PID=()
+PQ_PIDS=()
+
+sw_ctl() {      # swanctl against instance $1 (gw|cl)
+    local inst=$1; shift
+    local ns=$NS_GW; [ "$inst" = cl ] && ns=$NS_CL
+    in_chroot "$ns" "" /usr/bin/env SWANCTL_DIR=$CSTATE/$inst/swanctl \
+        STRONGSWAN_CONF=$CSTATE/$inst/strongswan.conf swanctl --uri unix://$CSTATE/$inst/run/charon.vici "$@"
+}
+
+start_charon() {    # INST NETNS
+    local inst=$1 ns=$2 d=$STATE/$1 i pid
+    rm -f "$d/run/"* "$d/charon.log"
+    ( IN_CHROOT_EXEC=1 in_chroot "$ns" "$d/run" /usr/bin/env \
+        STRONGSWAN_CONF=$CSTATE/$inst/strongswan.conf /usr/lib/ipsec/charon \
+        </dev/null >"$d/charon.stdout" 2>&1 ) &
+    pid=$!
+    CHARON_PID[$inst]=$pid
+    for i in $(seq 100); do
+        [ -S "$d/run/charon.vici" ] && break
+        [ -d "/proc/$pid" ] || { log "$inst charon exited, see $d/charon.log"; return 1; }
+        sleep 0.1
+    done
+    [ -S "$d/run/charon.vici" ] || { log "$inst charon did not open its vici socket"; return 1; }
+    sw_ctl "$inst" --load-all --noprompt >"$d/load.log" 2>&1 || { cat "$d/load.log" >&2; return 1; }
+}
+
+stop_pid() {    # PID: TERM, wait up to 5 s, KILL
+    local pid=$1 i
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_charon() {
+    local inst=$1
+    [ -n "${CHARON_PID[$inst]:-}" ] || return 0
+    # Keep the log of this scenario next to pqvpn's.
+    [ -n "${SCEN_DIR:-}" ] && cp "$STATE/$inst/charon.log" "$SCEN_DIR/charon-$inst.log" 2>/dev/null
+    stop_pid "${CHARON_PID[$inst]}"
+    unset "CHARON_PID[$inst]"
+}
+
+pq_bg() {       # NETNS LOG ARGS...: pqvpn in the background; sets PQ_PID
+    local ns=$1 out=$2; shift 2
+    ip netns exec "$ns" "$PQVPN" "$@" </dev/null >"$out" 2>&1 &
+    PQ_PID=$!
+    PQ_PIDS+=("$PQ_PID")
+}
+
+ns_up() {
+    local ns
+    for ns in "$NS_GW" "$NS_CL"; do
+        ip netns add "$ns" || return 1
+    done
+    ip link add veth-gw netns "$NS_GW" type veth peer name veth-cl netns "$NS_CL" || return 1
+    ip -n "$NS_GW" addr add "$GW_ADDR/24" dev veth-gw
+    ip -n "$NS_CL" addr add "$CL_ADDR/24" dev veth-cl
+    ip -n "$NS_GW" addr add "$GW_INNER/32" dev lo
+    for ns in "$NS_GW" "$NS_CL"; do ip -n "$ns" link set lo up; done
+    ip -n "$NS_GW" link set veth-gw up
+    ip -n "$NS_CL" link set veth-cl up
+}
+
+ns_down() {
+    local ns
+    for ns in "$NS_GW" "$NS_CL"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+}
+
+# Everything a scenario started; also the EXIT trap.
+teardown() {
+    local pid
+    for pid in "${PQ_PIDS[@]}"; do stop_pid "$pid"; done
+    PQ_PIDS=()
+    stop_charon cl
+    stop_charon gw
+    ns_down
+}
+
+# ---------------------------------------------------------------- helpers
+FAILS=0 PASSES=0
+pass() { echo "PASS $1"; PASSES=$((PASSES + 1)); }
+fail() { echo "FAIL $1: $2"; FAILS=$((FAILS + 1)); log "logs: $SCEN_DIR"; KEEP_LOGS=1; }
+
+# begin NAME: fresh namespaces and a log directory for one scenario.
+begin() {
+    SCEN=$1 SCEN_DIR=$WORK/$1
+    mkdir -p "$SCEN_DIR"
+    ns_down
+    ns_up || { fail "$SCEN" "cannot create namespaces"; return 1; }
+    log "--- $SCEN"
+}
+
+status_json() {     # NAME: pqvpn's status --json (client)
+    ip netns exec "$NS_CL" "$PQVPN" status --json "$1" 2>/dev/null
+}
+
+jq_() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
+
+# wait_connected NAME PID SECONDS: poll status until connected; 0 if connected.
+wait_connected() {
+    local name=$1 pid=$2 i st
+    for i in $(seq $(($3 * 5))); do
+        st=$(status_json "$name" | jq_ 'd["state"]' 2>/dev/null)
+        [ "$st" = connected ] && return 0
+        [ -d "/proc/$pid" ] || return 1
+        sleep 0.2
+    done
+    return 1
+}
+
+# TCP transfer SRC_NS -> DST_NS:ADDR, compare octets and checksum. Sets XFER.
+tcp_transfer() {
+    local src_ns=$1 dst_ns=$2 addr=$3 bytes=$((MEGABYTES * 1000 * 1000)) sink_pid
+    ip netns exec "$dst_ns" "$PQVPN" __tcp-sink "$addr:5201" >"$SCEN_DIR/sink.out" 2>&1 &
+    sink_pid=$!
+    sleep 0.3
+    local retrans0; retrans0=$(ip netns exec "$src_ns" nstat -saz TcpRetransSegs 2>/dev/null | awk '/TcpRetransSegs/ { print $2 }')
+    if ! timeout 120 ip netns exec "$src_ns" "$PQVPN" __tcp-source "$addr:5201" "$bytes" >"$SCEN_DIR/source.out" 2>&1; then
+        stop_pid "$sink_pid"; XFER="source failed: $(tail -1 "$SCEN_DIR/source.out")"; return 1
+    fi
+    local i; for i in $(seq 50); do [ -d "/proc/$sink_pid" ] || break; sleep 0.1; done
+    stop_pid "$sink_pid"
+    local secs sum_src octets sum_dst
+    read -r secs sum_src <"$SCEN_DIR/source.out"
+    read -r octets sum_dst <"$SCEN_DIR/sink.out"
+    if [ "$octets" != "$bytes" ] || [ "$sum_src" != "$sum_dst" ]; then
+        XFER="sent $bytes octets ($sum_src), received ${octets:-?} (${sum_dst:-?})"; return 1
+    fi
+    local retrans1; retrans1=$(ip netns exec "$src_ns" nstat -saz TcpRetransSegs 2>/dev/null | awk '/TcpRetransSegs/ { print $2 }')
+    log "$SCEN: UDP drops during the transfer: pqvpn side $(ip netns exec "$src_ns" nstat -saz UdpSndbufErrors UdpRcvbufErrors | awk 'NR > 1 { printf "%s=%s ", $1, $2 }'), strongSwan side $(ip netns exec "$dst_ns" nstat -saz UdpSndbufErrors UdpRcvbufErrors | awk 'NR > 1 { printf "%s=%s ", $1, $2 }')"
+    XFER="$MEGABYTES MB in ${secs}s ($(awk -v b="$bytes" -v s="$secs" 'BEGIN { printf "%.0f", b * 8 / s / 1e6 }') Mbit/s), checksum $sum_src, $((${retrans1:-0} - ${retrans0:-0})) TCP segments retransmitted"
+    return 0
+}
+
+# ---------------------------------------------------------------- scenarios
+# Scenarios 1 and 2: pqvpn client -> strongSwan responder.
+client_to_sw() {    # NAME MODE IKE ESP EXPECT_KE_REGEX
+    local name=$1 mode=$2 ike=$3 esp=$4 expect=$5 prof st sas
+    begin "$name" || return
+    write_charon gw "$ike" "$esp"
+    start_charon gw "$NS_GW" || { fail "$name" "charon did not start"; teardown; return; }
+    prof=$SCEN_DIR/$name.toml
+    write_pqvpn client.toml.in "$prof" "$mode"
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up "$prof"
+    if ! wait_connected "$name" "$PQ_PID" 20; then
+        fail "$name" "pqvpn did not connect: $(grep -iE 'error|fail' "$SCEN_DIR/pqvpn.log" | tail -2 | tr '\n' ' ')"
+        teardown; return
+    fi
+    st=$(status_json "$name"); echo "$st" >"$SCEN_DIR/status.json"
+    sas=$(sw_ctl gw --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+    local reason=""
+    # pqvpn's side.
+    [ "$(jq_ 'd["quantum_safe"]' <<<"$st")" = True ] || reason+="pqvpn quantum_safe is not true; "
+    [ "$(jq_ 'd["mode"]' <<<"$st")" = "$mode" ] || reason+="pqvpn mode != $mode; "
+    local vip dns ke
+    vip=$(jq_ '",".join(d["virtual_ips"])' <<<"$st")
+    dns=$(jq_ '",".join(d["dns"])' <<<"$st")
+    ke=$(jq_ '" + ".join([d["ike"]["ke"]] + d["ike"]["addke"])' <<<"$st")
+    [[ $vip == 198.19.99.* ]] || reason+="pqvpn virtual_ips '$vip' not from the pool; "
+    [ "$dns" = "$POOL_DNS" ] || reason+="pqvpn dns '$dns' != $POOL_DNS; "
+    # strongSwan's side.
+    grep -q "rw: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED; "
+    grep -qE "$expect" <<<"$sas" || reason+="strongSwan IKE algorithms do not match /$expect/; "
+    grep -qE "remote '$CL_ID' @ $CL_ADDR\[[0-9]+\] \[${vip%/*}\]" <<<"$sas" || reason+="strongSwan does not show client.test with VIP ${vip%/*}; "
+    grep -q "net: #[0-9]*, reqid [0-9]*, INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256" <<<"$sas" || reason+="strongSwan CHILD_SA not INSTALLED (ESP-in-UDP AES-GCM-256); "
+    # strongSwan's log: config payload both ways, no retransmission (every message understood at
+    # once) and, hybrid only, pqvpn's ~1249-byte IKE_INTERMEDIATE request arrived in two RFC 7383
+    # fragments (our default fragment_size is 1280) and was reassembled.
+    local clog=$STATE/gw/charon.log
+    grep -qE "parsed IKE_AUTH request .*CPRQ\(ADDR DNS" "$clog" || reason+="strongSwan saw no CP(CFG_REQUEST) with ADDR and DNS; "
+    grep -qE "generating IKE_AUTH response .*CPRP\(ADDR DNS\)" "$clog" || reason+="strongSwan sent no CP(CFG_REPLY) with ADDR and DNS; "
+    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
+    if [ "$mode" = hybrid ]; then
+        grep -qE "received fragment #2 of 2, reassembled fragmented IKE message" "$clog" \
+            || reason+="strongSwan did not reassemble a fragmented IKE_INTERMEDIATE from pqvpn; "
+    fi
+    # Traffic.
+    ip netns exec "$NS_CL" ping -c 3 -i 0.2 -W 2 "$GW_INNER" >"$SCEN_DIR/ping.txt" 2>&1 || reason+="ping $GW_INNER failed; "
+    tcp_transfer "$NS_CL" "$NS_GW" "$GW_INNER" || reason+="TCP transfer: $XFER; "
+    # Both sides counted the transfer: pqvpn's bytes_out, and strongSwan's
+    # inbound CHILD_SA bytes (kernel) or what it wrote to its TUN (libipsec,
+    # which does not report SA counters to swanctl).
+    local bout sw_in
+    sleep 1.2   # pqvpn publishes its counters once a second (STATUS_INTERVAL)
+    bout=$(status_json "$name" | jq_ 'd["bytes_out"]')
+    if [ "$DATAPATH" = kernel ]; then
+        sw_in=$(sw_ctl gw --list-sas 2>&1 | sed -n 's/^ *in  *[0-9a-f]*[^,]*, *\([0-9]*\) bytes.*/\1/p' | head -1)
+    else
+        sw_in=$(ip netns exec "$NS_GW" cat /sys/class/net/ipsec0/statistics/rx_bytes 2>/dev/null)
+    fi
+    log "$name: counters after the transfer: pqvpn bytes_out ${bout:-?}, strongSwan in ${sw_in:-?}"
+    [ "${bout:-0}" -ge $((MEGABYTES * 1000 * 1000)) ] || reason+="pqvpn bytes_out ${bout:-?} < $MEGABYTES MB; "
+    [ "${sw_in:-0}" -ge $((MEGABYTES * 1000 * 1000)) ] || reason+="strongSwan inbound ${sw_in:-?} < $MEGABYTES MB; "
+    # Orderly close: pqvpn's down must delete the SA at strongSwan (INFORMATIONAL Delete).
+    ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1 || reason+="pqvpn down failed; "
+    local i; for i in $(seq 30); do [ -d "/proc/$PQ_PID" ] || break; sleep 0.2; done
+    sleep 0.5
+    grep -q "rw: #" <<<"$(sw_ctl gw --list-sas 2>&1)" && reason+="strongSwan still has the IKE SA after pqvpn down; "
+    if [ -z "$reason" ]; then
+        pass "$name"
+        log "$name: $ke, vip $vip, dns $dns, handshake $(jq_ 'd["handshake_ms"]' <<<"$st") ms, $XFER"
+    else
+        fail "$name" "${reason%; }"
+    fi
+    teardown
+}
+
+scenario_hybrid() {
+    client_to_sw hybrid hybrid "$HYBRID_IKE" "$HYBRID_ESP" \
+        'IKEv2 SPIs|AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768'
+}
+
+scenario_pqonly() {
+    client_to_sw pqonly pq-only "$PQONLY_IKE" "$PQONLY_ESP" \
+        'AES_GCM_16-256/PRF_HMAC_SHA2_384/ML_KEM_768'
+}
+
+# Scenario 3: strongSwan offers only classical proposals.
+scenario_classical() {
+    local name=classical prof reason="" before after rc st sas
+    begin "$name" || return
+    write_charon gw "$CLASSIC_IKE" "$CLASSIC_ESP"
+    start_charon gw "$NS_GW" || { fail "$name" "charon did not start"; teardown; return; }
+    # (a) hybrid must refuse, exit non-zero, name ML-KEM and leave nothing behind.
+    prof=$SCEN_DIR/$name.toml
+    write_pqvpn client.toml.in "$prof" hybrid
+    before=$(ip -n "$NS_CL" -j route show table all); ip -n "$NS_CL" -o link show >"$SCEN_DIR/links.before"
+    timeout 30 ip netns exec "$NS_CL" "$PQVPN" -vv up "$prof" </dev/null >"$SCEN_DIR/pqvpn-hybrid.log" 2>&1
+    rc=$?
+    after=$(ip -n "$NS_CL" -j route show table all); ip -n "$NS_CL" -o link show >"$SCEN_DIR/links.after"
+    [ "$rc" != 0 ] && [ "$rc" != 124 ] || reason+="pqvpn hybrid exit status $rc (want non-zero, no timeout); "
+    grep -q "ML-KEM" "$SCEN_DIR/pqvpn-hybrid.log" || reason+="pqvpn's error does not mention ML-KEM; "
+    [ "$before" = "$after" ] || reason+="routes changed: $(diff <(echo "$before") <(echo "$after") | tr '\n' ' '); "
+    diff -q <(cut -d: -f2 "$SCEN_DIR/links.before") <(cut -d: -f2 "$SCEN_DIR/links.after") >/dev/null \
+        || reason+="links changed (TUN left behind?); "
+    sleep 0.3
+    sas=$(sw_ctl gw --list-sas 2>&1)
+    grep -q "ESTABLISHED" <<<"$sas" && reason+="strongSwan has an ESTABLISHED IKE SA after the refusal; "
+    log "$name: hybrid refused (exit $rc): $(grep -m1 ML-KEM "$SCEN_DIR/pqvpn-hybrid.log")"
+    # (b) classical mode connects, quantum_safe false.
+    write_pqvpn client.toml.in "$prof" classical
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up "$prof"
+    if wait_connected "$name" "$PQ_PID" 20; then
+        st=$(status_json "$name"); echo "$st" >"$SCEN_DIR/status.json"
+        [ "$(jq_ 'd["quantum_safe"]' <<<"$st")" = False ] || reason+="classical: quantum_safe is not false; "
+        sas=$(sw_ctl gw --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+        grep -q "rw: #[0-9]*, ESTABLISHED" <<<"$sas" || reason+="classical: strongSwan IKE SA not ESTABLISHED; "
+        grep -q "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519$" <<<"$sas" || reason+="classical: strongSwan algorithms not AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519; "
+        grep -q "INSTALLED, TUNNEL-in-UDP" <<<"$sas" || reason+="classical: strongSwan CHILD_SA not INSTALLED; "
+        ip netns exec "$NS_CL" ping -c 3 -i 0.2 -W 2 "$GW_INNER" >"$SCEN_DIR/ping.txt" 2>&1 || reason+="classical: ping failed; "
+    else
+        reason+="classical: pqvpn did not connect: $(grep -iE 'error|fail' "$SCEN_DIR/pqvpn.log" | tail -2 | tr '\n' ' '); "
+    fi
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
+
+# Scenarios 7 and 8: strongSwan initiator (pqi-cl) -> pqvpn gateway (pqi-gw).
+sw_to_gateway() {   # NAME FRAGMENTATION
+    local name=$1 frag=$2 prof reason="" sas out vip
+    begin "$name" || return
+    prof=$SCEN_DIR/gateway.toml
+    write_pqvpn gateway.toml.in "$prof"
+    pq_bg "$NS_GW" "$SCEN_DIR/pqvpn-gateway.log" -vv gateway "$prof"
+    local gw_pid=$PQ_PID i
+    for i in $(seq 50); do
+        ip netns exec "$NS_GW" ss -uln 2>/dev/null | grep -q "$GW_ADDR:4500" && break
+        [ -d "/proc/$gw_pid" ] || break
+        sleep 0.1
+    done
+    [ -d "/proc/$gw_pid" ] || { fail "$name" "pqvpn gateway exited: $(tail -2 "$SCEN_DIR/pqvpn-gateway.log" | tr '\n' ' ')"; teardown; return; }
+    write_charon cl "$HYBRID_IKE" "$HYBRID_ESP" "$frag"
+    start_charon cl "$NS_CL" || { fail "$name" "charon did not start"; teardown; return; }
+    out=$(sw_ctl cl --initiate --timeout 30 --ike sw --child net 2>&1); echo "$out" >"$SCEN_DIR/initiate.txt"
+    grep -q "initiate completed successfully" <<<"$out" || reason+="swanctl --initiate failed: $(grep -E 'failed|received|error' <<<"$out" | tail -3 | tr '\n' ' '); "
+    sas=$(sw_ctl cl --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+    grep -q "sw: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED; "
+    grep -q "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="strongSwan IKE algorithms not hybrid; "
+    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256" <<<"$sas" || reason+="strongSwan CHILD_SA not INSTALLED; "
+    vip=$(sed -n "s/.*local  '$CL_ID' @ $CL_ADDR\[4500\] \[\([0-9.]*\)\].*/\1/p" <<<"$sas")
+    [[ $vip == 10.99.0.* ]] || reason+="strongSwan got no virtual IP from pqvpn's pool ('$vip'); "
+    # The gateway's side: it logged the established SA for client.test.
+    # The gateway's side (it has no status socket): its log names the client and the address it leased.
+    grep -qE "client connected client=$CL_ADDR:[0-9]+ virtual_ips=\[$vip\]" "$SCEN_DIR/pqvpn-gateway.log" \
+        || reason+="pqvpn gateway did not log client $CL_ADDR connected with $vip; "
+    if [ -n "$vip" ]; then
+        ip netns exec "$NS_CL" ping -c 3 -i 0.2 -W 2 -I "$vip" "$PQGW_ADDR" >"$SCEN_DIR/ping.txt" 2>&1 || reason+="ping $PQGW_ADDR from $vip failed; "
+    fi
+    grep -q "processing INTERNAL_IP4_DNS attribute" "$STATE/cl/charon.log" || reason+="pqvpn gateway pushed no DNS server; "
+    grep -q "retransmit" "$STATE/cl/charon.log" && reason+="strongSwan retransmitted; "
+    if [ "$frag" = yes ]; then
+        grep -qE "splitting IKE message \([0-9]+ bytes\) into 2 fragments" "$STATE/cl/charon.log" || reason+="strongSwan did not split a message into 2 fragments; "
+        grep -qE "generating IKE_INTERMEDIATE request [0-9]+ \[ EF\(1/2\) \]" "$STATE/cl/charon.log" || reason+="strongSwan's IKE_INTERMEDIATE was not fragmented; "
+    else
+        grep -q "EF(" "$STATE/cl/charon.log" && reason+="strongSwan fragmented with fragmentation = no; "
+    fi
+    sw_ctl cl --terminate --ike sw >/dev/null 2>&1
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
+
+scenario_sw_initiator() { sw_to_gateway sw_initiator no; }
+scenario_fragmentation() { sw_to_gateway fragmentation yes; }
+
+# ---------------------------------------------------------------- main
+main() {
+    local t0=$SECONDS s
+    setup_chroot
+    [ "${1:-}" = setup ] && exit 0
+    if [ -z "${PQVPN_GIVEN:-}" ]; then
+        # Always (re)build: a stale binary would test old code. Incremental when up to date.
+        log "building pqvpn (cargo build --release -p pqvpn-cli)"
+        (cd "$REPO" && cargo build --release --locked -p pqvpn-cli) || die "build failed"
+    fi
+    [ -x "$PQVPN" ] || die "no pqvpn binary at $PQVPN"
+    for s in "$@"; do declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (${ALL_SCENARIOS[*]})"; done
+    [ $# -gt 0 ] || set -- "${ALL_SCENARIOS[@]}"
+    for s in "$NS_GW" "$NS_CL"; do
+        ip netns list | awk '{ print $1 }' | grep -qxF "$s" && die "netns $s already exists (another run?)"
+    done
+    detect_datapath
+    WORK=$(mktemp -d /tmp/pqvpn-interop.XXXXXX)
+    trap 'teardown' EXIT
+    trap 'exit 130' INT TERM
+    log "strongSwan $(in_chroot - "" dpkg-query -W -f '${Version}' strongswan-charon), ESP datapath $DATAPATH, pqvpn $("$PQVPN" --version), logs $WORK"
+    for s in "$@"; do "scenario_$s"; done
+    log "$PASSES passed, $FAILS failed in $((SECONDS - t0)) s"
+    if [ "$FAILS" = 0 ] && [ -z "${KEEP_LOGS:-}" ]; then rm -rf "$WORK"; else log "logs kept in $WORK"; fi
+    exit "$FAILS"
+}
+
+main "$@"
