@@ -79,6 +79,16 @@ fn random_array<const N: usize>(provider: &dyn CryptoProvider) -> Result<[u8; N]
     Ok(out)
 }
 
+/// The responding side of a Diffie-Hellman exchange: our fresh key pair `ours`, agreed with
+/// the peer's public value; our public value goes back in KEr.
+fn respond_dh(ours: &dyn KeyExchange, peer_value: &[u8]) -> Result<KeyExchangeResponse, Error> {
+    let shared_secret = ours.complete(peer_value)?;
+    Ok(KeyExchangeResponse {
+        public_value: ours.public_value().to_vec(),
+        shared_secret,
+    })
+}
+
 // ----------------------------------------------------------------------------- X25519
 
 /// X25519 as IKEv2 group 31 (RFC 8031 §2): 32-octet public values, 32-octet shared secret.
@@ -118,12 +128,7 @@ impl X25519 {
         provider: &dyn CryptoProvider,
         peer_value: &[u8],
     ) -> Result<KeyExchangeResponse, Error> {
-        let ours = Self::generate(provider)?;
-        let shared_secret = ours.agree(peer_value)?;
-        Ok(KeyExchangeResponse {
-            public_value: ours.public.to_vec(),
-            shared_secret,
-        })
+        respond_dh(&Self::generate(provider)?, peer_value)
     }
 }
 
@@ -196,12 +201,7 @@ impl Ecp384 {
         provider: &dyn CryptoProvider,
         peer_value: &[u8],
     ) -> Result<KeyExchangeResponse, Error> {
-        let ours = Self::generate(provider)?;
-        let shared_secret = ours.agree(peer_value)?;
-        Ok(KeyExchangeResponse {
-            public_value: ours.public.to_vec(),
-            shared_secret,
-        })
+        respond_dh(&Self::generate(provider)?, peer_value)
     }
 }
 

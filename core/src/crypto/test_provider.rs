@@ -6,6 +6,43 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use super::aead::{AeadAlgorithm, AeadCipher};
+
+/// Every `CryptoProvider` method except `fill_random`, delegated to the RustCrypto
+/// implementations: the test providers differ from the real one only in their randomness.
+macro_rules! rustcrypto_algorithms {
+    () => {
+        fn supports_key_exchange(&self, method: KeyExchangeMethod) -> bool {
+            rustcrypto::supports_key_exchange(method)
+        }
+
+        fn start_key_exchange(
+            &self,
+            method: KeyExchangeMethod,
+        ) -> Result<Box<dyn KeyExchange>, Error> {
+            rustcrypto::start_key_exchange(self, method)
+        }
+
+        fn respond_key_exchange(
+            &self,
+            method: KeyExchangeMethod,
+            peer_value: &[u8],
+        ) -> Result<KeyExchangeResponse, Error> {
+            rustcrypto::respond_key_exchange(self, method, peer_value)
+        }
+
+        fn prf(&self, algorithm: PrfAlgorithm) -> Result<Box<dyn Prf>, Error> {
+            rustcrypto::prf(algorithm)
+        }
+
+        fn aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn AeadCipher>, Error> {
+            rustcrypto::aead(algorithm, key)
+        }
+
+        fn sha1(&self, parts: &[&[u8]]) -> [u8; 20] {
+            rustcrypto::sha1(parts)
+        }
+    };
+}
 use super::{CryptoProvider, Error, KeyExchange, KeyExchangeResponse, Prf, rustcrypto};
 use crate::wire::{KeyExchangeMethod, PrfAlgorithm};
 
@@ -34,33 +71,7 @@ impl CryptoProvider for DeterministicProvider {
         Ok(())
     }
 
-    fn supports_key_exchange(&self, method: KeyExchangeMethod) -> bool {
-        rustcrypto::supports_key_exchange(method)
-    }
-
-    fn start_key_exchange(&self, method: KeyExchangeMethod) -> Result<Box<dyn KeyExchange>, Error> {
-        rustcrypto::start_key_exchange(self, method)
-    }
-
-    fn respond_key_exchange(
-        &self,
-        method: KeyExchangeMethod,
-        peer_value: &[u8],
-    ) -> Result<KeyExchangeResponse, Error> {
-        rustcrypto::respond_key_exchange(self, method, peer_value)
-    }
-
-    fn prf(&self, algorithm: PrfAlgorithm) -> Result<Box<dyn Prf>, Error> {
-        rustcrypto::prf(algorithm)
-    }
-
-    fn aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn AeadCipher>, Error> {
-        rustcrypto::aead(algorithm, key)
-    }
-
-    fn sha1(&self, parts: &[&[u8]]) -> [u8; 20] {
-        rustcrypto::sha1(parts)
-    }
+    rustcrypto_algorithms!();
 }
 
 /// A provider whose randomness is a fixed byte string, consumed in order: known-answer tests
@@ -100,33 +111,7 @@ impl CryptoProvider for ReplayProvider {
         Ok(())
     }
 
-    fn supports_key_exchange(&self, method: KeyExchangeMethod) -> bool {
-        rustcrypto::supports_key_exchange(method)
-    }
-
-    fn start_key_exchange(&self, method: KeyExchangeMethod) -> Result<Box<dyn KeyExchange>, Error> {
-        rustcrypto::start_key_exchange(self, method)
-    }
-
-    fn respond_key_exchange(
-        &self,
-        method: KeyExchangeMethod,
-        peer_value: &[u8],
-    ) -> Result<KeyExchangeResponse, Error> {
-        rustcrypto::respond_key_exchange(self, method, peer_value)
-    }
-
-    fn prf(&self, algorithm: PrfAlgorithm) -> Result<Box<dyn Prf>, Error> {
-        rustcrypto::prf(algorithm)
-    }
-
-    fn aead(&self, algorithm: AeadAlgorithm, key: &[u8]) -> Result<Box<dyn AeadCipher>, Error> {
-        rustcrypto::aead(algorithm, key)
-    }
-
-    fn sha1(&self, parts: &[&[u8]]) -> [u8; 20] {
-        rustcrypto::sha1(parts)
-    }
+    rustcrypto_algorithms!();
 }
 
 /// Decapsulates `ct` with an ML-KEM decapsulation key in the FIPS 203 expanded encoding
