@@ -44,7 +44,10 @@ SW_MIRROR=${SW_MIRROR:-}
 SW_IKE_LOGLEVEL=${SW_IKE_LOGLEVEL:-2}
 MEGABYTES=${MEGABYTES:-50}
 
-NS_GW=pqi-gw NS_CL=pqi-cl
+# PQI_PREFIX names the namespaces and the per-instance state directory, so a
+# benchmark (tests/interop/bench.sh) can run next to the tests.
+PQI_PREFIX=${PQI_PREFIX:-pqi}
+NS_GW=$PQI_PREFIX-gw NS_CL=$PQI_PREFIX-cl
 GW_ADDR=198.18.0.1 CL_ADDR=198.18.0.2
 GW_TS=198.19.0.0/24 GW_INNER=198.19.0.1
 POOL=198.19.99.0/24 POOL_DNS=198.19.0.53
@@ -61,8 +64,8 @@ HYBRID_ESP=aes256gcm16-x25519-ke1_mlkem768,aes256gcm16
 PQONLY_ESP=aes256gcm16-mlkem768,aes256gcm16
 CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 
-STATE=$SW_ROOT/opt/pqi          # host view; the chroot sees /opt/pqi
-CSTATE=/opt/pqi
+STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
+CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
 ALL_SCENARIOS=(hybrid pqonly classical sw_initiator fragmentation)
 
@@ -161,7 +164,7 @@ common_vars() {
 # write_charon INST IKE_PROPOSALS ESP_PROPOSALS [FRAGMENTATION]
 write_charon() {
     local inst=$1 d=$STATE/$1
-    local V_INST=$inst V_IKE_LOGLEVEL=$SW_IKE_LOGLEVEL V_DATAPATH_PLUGINS
+    local V_INST=$inst V_CSTATE=$CSTATE V_IKE_LOGLEVEL=$SW_IKE_LOGLEVEL V_DATAPATH_PLUGINS
     local V_IKE_PROPOSALS=$2 V_ESP_PROPOSALS=$3 V_FRAGMENTATION=${4:-yes} V_CL_REMOTE_TS=$PQGW_NET
     local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
           V_PQGW_ADDR V_PQGW_NET V_PQGW_POOL V_PQGW_DNS
@@ -538,4 +541,5 @@ main() {
     exit "$FAILS"
 }
 
-main "$@"
+# Sourced by bench.sh for its helpers; run as a script, it runs the scenarios.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"
