@@ -6,9 +6,10 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use pqvpn_core::crypto::{AeadAlgorithm, SecretBytes};
-use pqvpn_core::ike::{CryptoPolicy, InitiatorConfig, Mode, ResponderConfig};
+use pqvpn_core::ike::{CryptoPolicy, InitiatorConfig, Lifetime, Mode, ResponderConfig};
 use pqvpn_core::wire::{IkeId, KeyExchangeMethod, TrafficSelector};
 use serde::Deserialize;
 
@@ -238,6 +239,66 @@ struct Ike {
     force_udp_encapsulation: Option<bool>,
     /// Largest IP datagram for fragmented IKE messages.
     fragment_size: Option<usize>,
+    /// Rekey the IKE SA after this long (strongSwan's `rekey_time`, default 4 h).
+    rekey_time: Option<DurationValue>,
+    /// Rekey each Child SA after this long (strongSwan's `children.<name>.rekey_time`, 1 h).
+    child_rekey_time: Option<DurationValue>,
+    /// Liveness check after this long without traffic from the gateway; 0 disables (30 s).
+    dpd_delay: Option<DurationValue>,
+    /// Transmissions of one request before the gateway counts as gone (1 s, doubling; 6).
+    retransmit_tries: Option<u32>,
+}
+
+/// A duration in a profile: seconds as an integer, or a string with a unit, `"90s"`, `"30m"`,
+/// `"4h"`, `"1d"`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn parse(&self, key: &str) -> Result<Duration, String> {
+        let text = match self {
+            Self::Seconds(s) => return Ok(Duration::from_secs(*s)),
+            Self::Text(t) => t.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit_secs = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => 0,
+        };
+        number
+            .parse::<u64>()
+            .ok()
+            .filter(|_| unit_secs > 0)
+            .and_then(|n| n.checked_mul(unit_secs))
+            .map(Duration::from_secs)
+            .ok_or_else(|| {
+                format!("{key} = \"{text}\": expected a duration like \"90s\", \"30m\", \"4h\" or \"1d\"")
+            })
+    }
+}
+
+/// Shortest rekey time a profile may set: shorter ones would keep the gateway busy rekeying.
+const MIN_REKEY_TIME: Duration = Duration::from_secs(10);
+/// Longest rekey time a profile may set (RFC 7296 §2.8 leaves it to policy; strongSwan's
+/// defaults are hours).
+const MAX_REKEY_TIME: Duration = Duration::from_secs(30 * 86_400);
+
+fn rekey_time(key: &str, value: &DurationValue) -> Result<Duration, String> {
+    let d = value.parse(key)?;
+    if !(MIN_REKEY_TIME..=MAX_REKEY_TIME).contains(&d) {
+        return Err(format!("{key} = {}s: expected 10s..=30d", d.as_secs()));
+    }
+    Ok(d)
 }
 
 /// A client profile.
@@ -323,6 +384,26 @@ impl Profile {
                 return Err(format!("ike.fragment_size = {size}: expected 576..=9000"));
             }
             initiator.fragment_size = size;
+        }
+        if let Some(v) = &file.ike.rekey_time {
+            initiator.ike_lifetime = Lifetime::new(rekey_time("ike.rekey_time", v)?);
+        }
+        if let Some(v) = &file.ike.child_rekey_time {
+            initiator.child_lifetime = Lifetime::new(rekey_time("ike.child_rekey_time", v)?);
+        }
+        if let Some(v) = &file.ike.dpd_delay {
+            let d = v.parse("ike.dpd_delay")?;
+            initiator.dpd_interval = match d.as_secs() {
+                0 => None,
+                1..=3600 => Some(d),
+                s => return Err(format!("ike.dpd_delay = {s}s: expected 0 (off) or 1s..=1h")),
+            };
+        }
+        if let Some(tries) = file.ike.retransmit_tries {
+            if !(1..=10).contains(&tries) {
+                return Err(format!("ike.retransmit_tries = {tries}: expected 1..=10"));
+            }
+            initiator.retransmit.attempts = tries;
         }
         if !(576..=9000).contains(&file.network.mtu) {
             return Err(format!(
@@ -568,6 +649,45 @@ psk = "a-test-psk"
         assert!(e.contains("mode") && e.contains("quantum"), "{e}");
         let e = Profile::parse("t", "gateway = 5\n").unwrap_err();
         assert!(e.contains("gateway") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn ike_timers_take_durations_with_units_and_refuse_nonsense() {
+        let p = Profile::parse("t", GOOD).unwrap();
+        assert_eq!(p.initiator.ike_lifetime, Lifetime::ike_default());
+        assert_eq!(p.initiator.child_lifetime, Lifetime::child_default());
+        assert_eq!(p.initiator.dpd_interval, Some(Duration::from_secs(30)));
+        assert_eq!(p.initiator.retransmit.attempts, 6);
+        let text = format!(
+            "{GOOD}[ike]\nrekey_time = \"2h\"\nchild_rekey_time = 900\ndpd_delay = \"5s\"\n\
+             retransmit_tries = 3\n"
+        );
+        let p = Profile::parse("t", &text).unwrap();
+        assert_eq!(
+            p.initiator.ike_lifetime,
+            Lifetime::new(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            p.initiator.child_lifetime,
+            Lifetime::new(Duration::from_secs(900))
+        );
+        assert_eq!(p.initiator.dpd_interval, Some(Duration::from_secs(5)));
+        assert_eq!(p.initiator.retransmit.attempts, 3);
+        let p = Profile::parse("t", &format!("{GOOD}[ike]\ndpd_delay = 0\n")).unwrap();
+        assert_eq!(p.initiator.dpd_interval, None);
+        for (line, key) in [
+            ("rekey_time = \"5s\"", "ike.rekey_time"),
+            ("rekey_time = \"31d\"", "ike.rekey_time"),
+            ("child_rekey_time = \"1 fortnight\"", "ike.child_rekey_time"),
+            ("child_rekey_time = \"h\"", "ike.child_rekey_time"),
+            ("dpd_delay = \"2h\"", "ike.dpd_delay"),
+            ("rekey_time = \"99999999999999999999d\"", "ike.rekey_time"),
+            ("retransmit_tries = 0", "ike.retransmit_tries"),
+            ("retransmit_tries = 11", "ike.retransmit_tries"),
+        ] {
+            let e = Profile::parse("t", &format!("{GOOD}[ike]\n{line}\n")).unwrap_err();
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]
