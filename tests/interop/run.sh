@@ -4,7 +4,7 @@
 #
 # Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
 #                tests/interop/run.sh setup              (only build the chroot)
-# Scenarios: hybrid pqonly classical sw_initiator fragmentation
+# Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -67,7 +67,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_initiator fragmentation)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -162,10 +162,15 @@ common_vars() {
 }
 
 # write_charon INST IKE_PROPOSALS ESP_PROPOSALS [FRAGMENTATION]
+# CL_REMOTE_TS (default $PQGW_NET, the pqvpn gateway's net) is what the initiator
+# (cl) asks for; bench.sh sets $GW_TS to run it against the strongSwan responder.
 write_charon() {
     local inst=$1 d=$STATE/$1
     local V_INST=$inst V_CSTATE=$CSTATE V_IKE_LOGLEVEL=$SW_IKE_LOGLEVEL V_DATAPATH_PLUGINS
-    local V_IKE_PROPOSALS=$2 V_ESP_PROPOSALS=$3 V_FRAGMENTATION=${4:-yes} V_CL_REMOTE_TS=$PQGW_NET
+    local V_IKE_PROPOSALS=$2 V_ESP_PROPOSALS=$3 V_FRAGMENTATION=${4:-yes} V_CL_REMOTE_TS=${CL_REMOTE_TS:-$PQGW_NET}
+    # Scenarios set GW_IKE_REKEY, GW_CHILD_REKEY, GW_DPD_DELAY (strongSwan durations) locally.
+    local V_GW_IKE_REKEY=${GW_IKE_REKEY:-0s} V_GW_CHILD_REKEY=${GW_CHILD_REKEY:-0s} \
+          V_GW_DPD_DELAY=${GW_DPD_DELAY:-0s}
     local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
           V_PQGW_ADDR V_PQGW_NET V_PQGW_POOL V_PQGW_DNS
     common_vars
@@ -179,8 +184,9 @@ write_charon() {
 }
 
 # write_pqvpn TEMPLATE OUT [MODE]
+# The scenario's PQ_IKE_EXTRA (lines for the profile's [ike] table) is added.
 write_pqvpn() {
-    local V_MODE=${3:-hybrid}
+    local V_MODE=${3:-hybrid} V_IKE_EXTRA=${PQ_IKE_EXTRA:-}
     local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
           V_PQGW_ADDR V_PQGW_NET V_PQGW_POOL V_PQGW_DNS
     common_vars
@@ -425,6 +431,135 @@ scenario_hybrid() {
 scenario_pqonly() {
     client_to_sw pqonly pq-only "$PQONLY_IKE" "$PQONLY_ESP" \
         'AES_GCM_16-256/PRF_HMAC_SHA2_384/ML_KEM_768'
+}
+
+# connect_to_sw NAME MODE: strongSwan responder with the hybrid proposals (and
+# the scenario's GW_* timers), pqvpn client up with the scenario's PQ_IKE_EXTRA.
+# Sets PQ_PID; on failure it reports FAIL, tears down and returns 1.
+connect_to_sw() {
+    local name=$1 mode=$2 prof
+    begin "$name" || return 1
+    write_charon gw "$HYBRID_IKE" "$HYBRID_ESP"
+    start_charon gw "$NS_GW" || { fail "$name" "charon did not start"; teardown; return 1; }
+    prof=$SCEN_DIR/$name.toml
+    write_pqvpn client.toml.in "$prof" "$mode"
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up "$prof"
+    if ! wait_connected "$name" "$PQ_PID" 20; then
+        fail "$name" "pqvpn did not connect: $(grep -iE 'error|fail' "$SCEN_DIR/pqvpn.log" | tail -2 | tr '\n' ' ')"
+        teardown; return 1
+    fi
+}
+
+# ping_loss COUNT: ping the protected address every 0.2 s, COUNT times; prints
+# the number of lost echo replies.
+ping_loss() {
+    local out
+    out=$(ip netns exec "$NS_CL" ping -c "$1" -i 0.2 -W 1 "$GW_INNER" 2>&1)
+    echo "$out" >"$SCEN_DIR/ping.txt"
+    sed -n 's/^\([0-9]*\) packets transmitted, \([0-9]*\) received.*/\1 \2/p' <<<"$out" |
+        awk -v n="$1" 'NF == 2 { print $1 - $2; found = 1 } END { if (!found) print n }'
+}
+
+# Scenarios 4 and 5: rekeys with ML-KEM while a ping runs every 0.2 s for 46 s.
+# DRIVER sw: strongSwan rekeys (IKE SA every 20 s, Child SA every 10 s, minus
+# its 10 % jitter); pqvpn: the profile's rekey_time/child_rekey_time, same times.
+# Each rekey must do X25519 in CREATE_CHILD_SA and ML-KEM-768 in IKE_FOLLOWUP_KE
+# (RFC 9370 §2.2.2, §2.2.4): strongSwan's esp_proposals carry ke1_mlkem768 and
+# pqvpn's rekeys always use the IKE SA's own key exchanges.
+rekey_under_traffic() {     # NAME DRIVER
+    local name=$1 driver=$2 reason="" st sas lost
+    local GW_IKE_REKEY=0s GW_CHILD_REKEY=0s PQ_IKE_EXTRA=""
+    if [ "$driver" = sw ]; then
+        GW_IKE_REKEY=20s GW_CHILD_REKEY=10s
+    else
+        PQ_IKE_EXTRA=$'rekey_time = "20s"\nchild_rekey_time = "10s"'
+    fi
+    connect_to_sw "$name" hybrid || return
+    lost=$(ping_loss 230)
+    st=$(status_json "$name"); echo "$st" >"$SCEN_DIR/status.json"
+    sas=$(sw_ctl gw --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+    local clog=$STATE/gw/charon.log
+    local child_n ike_n sw_child sw_ike sw_followup
+    child_n=$(jq_ 'd["child_sa_rekeys"]' <<<"$st")
+    ike_n=$(jq_ 'd["ike_sa_rekeys"]' <<<"$st")
+    [ "$(jq_ 'd["state"]' <<<"$st")" = connected ] || reason+="pqvpn not connected after the rekeys; "
+    [ "${child_n:-0}" -ge 3 ] || reason+="pqvpn counted ${child_n:-?} Child SA rekeys (< 3); "
+    [ "${ike_n:-0}" -ge 2 ] || reason+="pqvpn counted ${ike_n:-?} IKE SA rekeys (< 2); "
+    [ "${lost:-99}" -le 1 ] || reason+="$lost of 230 pings lost (> 1); "
+    # strongSwan's side: who started the rekeys, and that each one did ML-KEM.
+    local dir=request
+    [ "$driver" = sw ] || dir=response
+    sw_child=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ (N\(REKEY_SA\) )?SA No KE TSi TSr" "$clog")
+    sw_ike=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ SA No KE( N\(ADD_KE\))? \]$" "$clog")
+    sw_followup=$(grep -cE "generating IKE_FOLLOWUP_KE $dir [0-9]+ \[ KE" "$clog")
+    log "$name: pqvpn counted $child_n Child SA and $ike_n IKE SA rekeys; strongSwan generated $sw_child Child SA and $sw_ike IKE SA CREATE_CHILD_SA ${dir}s and $sw_followup IKE_FOLLOWUP_KE ${dir}s; $lost of 230 pings lost"
+    [ "$sw_child" -ge 3 ] || reason+="strongSwan log shows $sw_child Child SA rekey ${dir}s (< 3); "
+    [ "$sw_ike" -ge 2 ] || reason+="strongSwan log shows $sw_ike IKE SA rekey ${dir}s (< 2); "
+    [ "$sw_followup" -ge $((sw_child + sw_ike)) ] || reason+="strongSwan did $sw_followup IKE_FOLLOWUP_KE for $((sw_child + sw_ike)) rekeys (ML-KEM skipped?); "
+    grep -q "rw: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED after the rekeys; "
+    grep -q "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="strongSwan's rekeyed IKE SA is not X25519 + ML-KEM-768; "
+    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="strongSwan's rekeyed CHILD_SA did not use X25519 + ML-KEM-768; "
+    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
+    grep -qE "received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)" "$clog" && reason+="strongSwan received an error notify: $(grep -m1 -oE 'received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)[^,]*' "$clog"); "
+    ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
+
+scenario_sw_rekey() { rekey_under_traffic sw_rekey sw; }
+scenario_pq_rekey() { rekey_under_traffic pq_rekey pqvpn; }
+
+# Scenario 6: liveness checks (RFC 7296 §2.4) both ways.
+# (a) strongSwan's DPD (every 2 s) gets answers from pqvpn; once pqvpn is frozen
+#     (SIGSTOP, a laptop lid closing) strongSwan gives up and deletes the SA.
+# (b) pqvpn's DPD (dpd_delay 2 s, 3 tries: 1 + 2 + 4 s) notices a killed
+#     strongSwan, exits non-zero naming the dead peer, and restores the routes.
+scenario_dpd() {
+    local name=dpd reason="" st rc i before after
+    local GW_DPD_DELAY=2s PQ_IKE_EXTRA=$'dpd_delay = "2s"\nretransmit_tries = 3'
+    connect_to_sw "$name" hybrid || return
+    local clog=$STATE/gw/charon.log
+    # (a) Idle tunnel: strongSwan's DPD requests are empty INFORMATIONALs.
+    sleep 7
+    local dpd_req dpd_resp
+    dpd_req=$(grep -cE "generating INFORMATIONAL request [0-9]+ \[ \]" "$clog")
+    dpd_resp=$(grep -cE "parsed INFORMATIONAL response [0-9]+ \[ \]" "$clog")
+    log "$name: strongSwan sent $dpd_req DPD requests to the idle pqvpn, got $dpd_resp answers"
+    [ "$dpd_req" -ge 1 ] && [ "$dpd_resp" -ge "$dpd_req" ] || reason+="strongSwan DPD: $dpd_req requests, $dpd_resp answers; "
+    [ "$(status_json "$name" | jq_ 'd["state"]')" = connected ] || reason+="pqvpn not connected during DPD; "
+    kill -STOP "$PQ_PID"
+    for i in $(seq 40); do grep -q "giving up after" "$clog" && break; sleep 0.5; done
+    sleep 0.5
+    grep -q "giving up after 3 retransmits" "$clog" || reason+="strongSwan did not give up on the frozen pqvpn; "
+    grep -q "rw: #" <<<"$(sw_ctl gw --list-sas 2>&1)" && reason+="strongSwan kept the IKE SA of the frozen pqvpn; "
+    kill -CONT "$PQ_PID"
+    ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1
+    for i in $(seq 30); do [ -d "/proc/$PQ_PID" ] || break; sleep 0.2; done
+    wait "$PQ_PID" 2>/dev/null
+    # (b) A fresh connection; then strongSwan dies without a word.
+    stop_charon gw
+    mv "$SCEN_DIR/charon-gw.log" "$SCEN_DIR/charon-gw-a.log"
+    start_charon gw "$NS_GW" || { fail "$name" "charon did not restart"; teardown; return; }
+    before=$(ip -n "$NS_CL" -j route show table all)
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn-b.log" -vv up "$SCEN_DIR/$name.toml"
+    if wait_connected "$name" "$PQ_PID" 20; then
+        kill -KILL "${CHARON_PID[gw]}"
+        wait "${CHARON_PID[gw]}" 2>/dev/null
+        local t0=$SECONDS
+        for i in $(seq 150); do [ -d "/proc/$PQ_PID" ] || break; sleep 0.2; done
+        wait "$PQ_PID"; rc=$?
+        log "$name: pqvpn exited $rc $((SECONDS - t0)) s after strongSwan was killed: $(tail -1 "$SCEN_DIR/pqvpn-b.log")"
+        [ "$rc" != 0 ] || reason+="pqvpn exited 0 after losing the gateway; "
+        [ $((SECONDS - t0)) -le 20 ] || reason+="pqvpn took $((SECONDS - t0)) s to notice (dpd 2 s + 7 s of retransmissions); "
+        grep -q "stopped answering (dead peer)" "$SCEN_DIR/pqvpn-b.log" || reason+="pqvpn's error does not name the dead peer; "
+        after=$(ip -n "$NS_CL" -j route show table all)
+        [ "$before" = "$after" ] || reason+="routes not restored: $(diff <(echo "$before") <(echo "$after") | tr '\n' ' '); "
+        ip -n "$NS_CL" link show pqi0 >/dev/null 2>&1 && reason+="TUN pqi0 left behind; "
+    else
+        reason+="(b) pqvpn did not connect; "
+    fi
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
 }
 
 # Scenario 3: strongSwan offers only classical proposals.
