@@ -312,6 +312,15 @@ status_json() {     # NAME: pqvpn's status --json (client)
     ip netns exec "$NS_CL" "$PQVPN" status --json "$1" 2>/dev/null
 }
 
+# The client's routes (v4 and v6, every table) that someone added: the kernel's
+# own (connected, local, and the IPv6 link-local ones that appear a moment after
+# the veth goes up) are left out; a TUN left behind is checked through links.
+routes_snapshot() {
+    ip -n "$NS_CL" -j route show table all | python3 -c 'import json,sys
+for r in json.load(sys.stdin):
+    if r.get("protocol") != "kernel": print(json.dumps(r, sort_keys=True))'
+}
+
 jq_() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
 
 # wait_connected NAME PID SECONDS: poll status until connected; 0 if connected.
@@ -540,7 +549,7 @@ scenario_dpd() {
     stop_charon gw
     mv "$SCEN_DIR/charon-gw.log" "$SCEN_DIR/charon-gw-a.log"
     start_charon gw "$NS_GW" || { fail "$name" "charon did not restart"; teardown; return; }
-    before=$(ip -n "$NS_CL" -j route show table all)
+    before=$(routes_snapshot)
     pq_bg "$NS_CL" "$SCEN_DIR/pqvpn-b.log" -vv up "$SCEN_DIR/$name.toml"
     if wait_connected "$name" "$PQ_PID" 20; then
         kill -KILL "${CHARON_PID[gw]}"
@@ -552,7 +561,7 @@ scenario_dpd() {
         [ "$rc" != 0 ] || reason+="pqvpn exited 0 after losing the gateway; "
         [ $((SECONDS - t0)) -le 20 ] || reason+="pqvpn took $((SECONDS - t0)) s to notice (dpd 2 s + 7 s of retransmissions); "
         grep -q "stopped answering (dead peer)" "$SCEN_DIR/pqvpn-b.log" || reason+="pqvpn's error does not name the dead peer; "
-        after=$(ip -n "$NS_CL" -j route show table all)
+        after=$(routes_snapshot)
         [ "$before" = "$after" ] || reason+="routes not restored: $(diff <(echo "$before") <(echo "$after") | tr '\n' ' '); "
         ip -n "$NS_CL" link show pqi0 >/dev/null 2>&1 && reason+="TUN pqi0 left behind; "
     else
@@ -571,10 +580,10 @@ scenario_classical() {
     # (a) hybrid must refuse, exit non-zero, name ML-KEM and leave nothing behind.
     prof=$SCEN_DIR/$name.toml
     write_pqvpn client.toml.in "$prof" hybrid
-    before=$(ip -n "$NS_CL" -j route show table all); ip -n "$NS_CL" -o link show >"$SCEN_DIR/links.before"
+    before=$(routes_snapshot); ip -n "$NS_CL" -o link show >"$SCEN_DIR/links.before"
     timeout 30 ip netns exec "$NS_CL" "$PQVPN" -vv up "$prof" </dev/null >"$SCEN_DIR/pqvpn-hybrid.log" 2>&1
     rc=$?
-    after=$(ip -n "$NS_CL" -j route show table all); ip -n "$NS_CL" -o link show >"$SCEN_DIR/links.after"
+    after=$(routes_snapshot); ip -n "$NS_CL" -o link show >"$SCEN_DIR/links.after"
     [ "$rc" != 0 ] && [ "$rc" != 124 ] || reason+="pqvpn hybrid exit status $rc (want non-zero, no timeout); "
     grep -q "ML-KEM" "$SCEN_DIR/pqvpn-hybrid.log" || reason+="pqvpn's error does not mention ML-KEM; "
     [ "$before" = "$after" ] || reason+="routes changed: $(diff <(echo "$before") <(echo "$after") | tr '\n' ' '); "

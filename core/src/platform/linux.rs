@@ -168,18 +168,21 @@ fn install(
 fn plan_routing(config: &NetworkConfig) -> Vec<Change> {
     let oif = config.tun_index;
     if !config.full_tunnel {
-        return config
-            .routes
-            .iter()
-            .map(|&(address, prefix)| {
-                Change::Route(RouteSpec {
-                    destination: network(address, prefix),
-                    prefix,
-                    table: TABLE_MAIN,
-                    oif,
-                })
-            })
-            .collect();
+        // The profile's routes and the gateway's INTERNAL_IP4_SUBNETs may name the same network
+        // (a second RTM_NEWROUTE would fail with EEXIST): one route per network, first kept.
+        let mut changes: Vec<Change> = Vec::with_capacity(config.routes.len());
+        for &(address, prefix) in &config.routes {
+            let route = Change::Route(RouteSpec {
+                destination: network(address, prefix),
+                prefix,
+                table: TABLE_MAIN,
+                oif,
+            });
+            if !changes.contains(&route) {
+                changes.push(route);
+            }
+        }
+        return changes;
     }
     let unspecified = [
         IpAddr::V4(Ipv4Addr::UNSPECIFIED),

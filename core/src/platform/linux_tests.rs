@@ -59,6 +59,10 @@ fn split_tunnel_plan_routes_only_the_subnets() {
         (IpAddr::V4(Ipv4Addr::new(10, 99, 3, 4)), 16),
         ("fd99::1".parse().unwrap(), 48),
         (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), 32),
+        // The same networks again, as a gateway's INTERNAL_IP4_SUBNET may push them.
+        (IpAddr::V4(Ipv4Addr::new(10, 99, 0, 0)), 16),
+        ("fd99::".parse().unwrap(), 48),
+        (IpAddr::V4(Ipv4Addr::new(10, 99, 0, 0)), 24),
     ];
     let plan = plan_routing(&config);
     let text: Vec<String> = plan
@@ -74,6 +78,7 @@ fn split_tunnel_plan_routes_only_the_subnets() {
             "10.99.0.0/16 dev #4 table 254",
             "fd99::/48 dev #4 table 254",
             "203.0.113.7/32 dev #4 table 254",
+            "10.99.0.0/24 dev #4 table 254",
         ]
     );
 }
