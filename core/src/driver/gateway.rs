@@ -1,6 +1,5 @@
 //! The gateway task: the project's own responder with its ESP SAs and a packet device.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -116,7 +115,6 @@ pub async fn run_gateway<D: PacketDevice>(
     let mut responder = Responder::new(provider.clone(), options.responder.clone())?;
     let mut demux = Demux::new();
     let mut clients: Vec<Client> = Vec::new();
-    let mut ike_peers: HashMap<u64, SocketAddr> = HashMap::new();
     let mut buf = vec![0u8; BUF_LEN];
     let mut nat_t_buf = vec![0u8; BUF_LEN];
     let mut out = vec![0u8; BUF_LEN];
@@ -134,7 +132,7 @@ pub async fn run_gateway<D: PacketDevice>(
         while let Some((spi_r, event)) = responder.poll_event() {
             match event {
                 Event::ChildSaEstablished(child) => {
-                    let Some(&address) = ike_peers.get(&spi_r) else {
+                    let Some(address) = responder.remote(spi_r) else {
                         continue;
                     };
                     let mut config = SaConfig::new(child.encr);
@@ -171,6 +169,10 @@ pub async fn run_gateway<D: PacketDevice>(
                     client.outbound = outbound;
                     client.rekey_requested = false;
                     demux.insert(inbound);
+                    tracing::info!(client = %client.address, spi_in = new.spi_r, spi_out = new.spi_i, "Child SA rekeyed");
+                }
+                Event::IkeSaRekeyed { suite } => {
+                    tracing::info!(client = ?responder.remote(spi_r), suite = %suite, "IKE SA rekeyed");
                 }
                 Event::ChildSaDeleted { spi_r: inbound, .. } => {
                     demux.remove(EspSpi(inbound));
@@ -189,7 +191,6 @@ pub async fn run_gateway<D: PacketDevice>(
                         }
                         clients_count.send_replace(clients.len());
                     }
-                    ike_peers.remove(&spi_r);
                 }
                 _ => {}
             }
@@ -198,14 +199,12 @@ pub async fn run_gateway<D: PacketDevice>(
             r = ike_socket.recv_from(&mut buf) => {
                 let (n, from) = r.map_err(DriverError::io("receive on the IKE port"))?;
                 let datagram = buf.get(..n).unwrap_or_default();
-                note_peer(&mut ike_peers, datagram, from);
                 responder.handle_datagram(Instant::now(), ike_local, from, datagram);
             }
             r = nat_t_socket.recv_from(&mut nat_t_buf) => {
                 let (n, from) = r.map_err(DriverError::io("receive on the NAT-T port"))?;
                 match demux.handle_udp4500(nat_t_buf.get(..n).unwrap_or_default(), &mut out) {
                     Ok(Received::Ike(message)) => {
-                        note_peer(&mut ike_peers, message, from);
                         responder.handle_datagram(Instant::now(), nat_t_local, from, message);
                     }
                     Ok(Received::Esp { spi, packet: Inbound::Ipv4(p) | Inbound::Ipv6(p) }) => {
@@ -263,15 +262,4 @@ fn gateway_sas(
         InboundSa::new(provider, config, EspSpi(child.spi_r), &child.keys.encr_i)?,
         OutboundSa::new(provider, config, EspSpi(child.spi_i), &child.keys.encr_r)?,
     ))
-}
-
-/// Remembers where the IKE messages of responder SPI `spi_r` come from.
-fn note_peer(peers: &mut HashMap<u64, SocketAddr>, message: &[u8], from: SocketAddr) {
-    let Some(spi_r) = message.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
-        return;
-    };
-    let spi_r = u64::from_be_bytes(spi_r);
-    if spi_r != 0 {
-        peers.insert(spi_r, from);
-    }
 }

@@ -251,6 +251,14 @@ impl Responder {
         }
     }
 
+    /// Where the peer of IKE SA `id` sends from: the source of its latest request
+    /// ([RFC 7296 §2.11]); `None` for an unknown id.
+    ///
+    /// [RFC 7296 §2.11]: https://www.rfc-editor.org/rfc/rfc7296#section-2.11
+    pub fn remote(&self, id: u64) -> Option<SocketAddr> {
+        self.sas.get(&id).map(|sa| sa.remote)
+    }
+
     /// Ids of the established IKE SAs.
     pub fn established_ids(&self) -> Vec<u64> {
         self.sas
