@@ -5,6 +5,7 @@
 # Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
 #                tests/interop/run.sh setup              (only build the chroot)
 # Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
+#            gw_rekey p384_chacha
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -67,7 +68,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey p384_chacha)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -170,7 +171,8 @@ write_charon() {
     local V_IKE_PROPOSALS=$2 V_ESP_PROPOSALS=$3 V_FRAGMENTATION=${4:-yes} V_CL_REMOTE_TS=${CL_REMOTE_TS:-$PQGW_NET}
     # Scenarios set GW_IKE_REKEY, GW_CHILD_REKEY, GW_DPD_DELAY (strongSwan durations) locally.
     local V_GW_IKE_REKEY=${GW_IKE_REKEY:-0s} V_GW_CHILD_REKEY=${GW_CHILD_REKEY:-0s} \
-          V_GW_DPD_DELAY=${GW_DPD_DELAY:-0s}
+          V_GW_DPD_DELAY=${GW_DPD_DELAY:-0s} \
+          V_CL_IKE_REKEY=${CL_IKE_REKEY:-0s} V_CL_CHILD_REKEY=${CL_CHILD_REKEY:-0s}
     local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
           V_PQGW_ADDR V_PQGW_NET V_PQGW_POOL V_PQGW_DNS
     common_vars
@@ -389,7 +391,11 @@ client_to_sw() {    # NAME MODE IKE ESP EXPECT_KE_REGEX
     grep -q "rw: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED; "
     grep -qE "$expect" <<<"$sas" || reason+="strongSwan IKE algorithms do not match /$expect/; "
     grep -qE "remote '$CL_ID' @ $CL_ADDR\[[0-9]+\] \[${vip%/*}\]" <<<"$sas" || reason+="strongSwan does not show client.test with VIP ${vip%/*}; "
-    grep -q "net: #[0-9]*, reqid [0-9]*, INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256" <<<"$sas" || reason+="strongSwan CHILD_SA not INSTALLED (ESP-in-UDP AES-GCM-256); "
+    local esp=${ESP_EXPECT:-AES_GCM_16-256}
+    grep -q "net: #[0-9]*, reqid [0-9]*, INSTALLED, TUNNEL-in-UDP, ESP:$esp" <<<"$sas" || reason+="strongSwan CHILD_SA not INSTALLED (ESP-in-UDP $esp); "
+    if [ -n "${LOG_EXPECT:-}" ]; then
+        grep -qE "$LOG_EXPECT" "$STATE/gw/charon.log" || reason+="strongSwan's log lacks /$LOG_EXPECT/; "
+    fi
     # strongSwan's log: config payload both ways, no retransmission (every message understood at
     # once) and, hybrid only, pqvpn's ~1249-byte IKE_INTERMEDIATE request arrived in two RFC 7383
     # fragments (our default fragment_size is 1280) and was reassembled.
@@ -459,11 +465,11 @@ connect_to_sw() {
     fi
 }
 
-# ping_loss COUNT: ping the protected address every 0.2 s, COUNT times; prints
-# the number of lost echo replies.
+# ping_loss COUNT [TARGET [SOURCE]]: ping TARGET (default: strongSwan's
+# protected address) every 0.2 s, COUNT times; prints the number of lost replies.
 ping_loss() {
     local out
-    out=$(ip netns exec "$NS_CL" ping -c "$1" -i 0.2 -W 1 "$GW_INNER" 2>&1)
+    out=$(ip netns exec "$NS_CL" ping -c "$1" -i 0.2 -W 1 ${3:+-I "$3"} "${2:-$GW_INNER}" 2>&1)
     echo "$out" >"$SCEN_DIR/ping.txt"
     sed -n 's/^\([0-9]*\) packets transmitted, \([0-9]*\) received.*/\1 \2/p' <<<"$out" |
         awk -v n="$1" 'NF == 2 { print $1 - $2; found = 1 } END { if (!found) print n }'
@@ -571,6 +577,17 @@ scenario_dpd() {
     teardown
 }
 
+# A gateway that wants P-384 (as Cloudflare's does) and ChaCha20-Poly1305 ESP:
+# strongSwan answers pqvpn's X25519 KEi with INVALID_KE_PAYLOAD(ECP_384)
+# (RFC 7296 §1.2), pqvpn restarts IKE_SA_INIT with P-384, ML-KEM-768 follows
+# in IKE_INTERMEDIATE; ESP is pqvpn's second choice, ChaCha20-Poly1305.
+scenario_p384_chacha() {
+    local ESP_EXPECT=CHACHA20_POLY1305 LOG_EXPECT="unacceptable, requesting ECP_384"
+    client_to_sw p384_chacha hybrid aes256gcm16-prfsha384-ecp384-ke1_mlkem768 \
+        chacha20poly1305-ecp384-ke1_mlkem768,chacha20poly1305 \
+        'AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384/KE1_ML_KEM_768'
+}
+
 # Scenario 3: strongSwan offers only classical proposals.
 scenario_classical() {
     local name=classical prof reason="" before after rc st sas
@@ -612,19 +629,28 @@ scenario_classical() {
 }
 
 # Scenarios 7 and 8: strongSwan initiator (pqi-cl) -> pqvpn gateway (pqi-gw).
-sw_to_gateway() {   # NAME FRAGMENTATION
-    local name=$1 frag=$2 prof reason="" sas out vip
-    begin "$name" || return
-    prof=$SCEN_DIR/gateway.toml
+# start_pq_gateway NAME: `pqvpn gateway` in pqi-gw, listening; on failure it
+# reports FAIL, tears down and returns 1.
+start_pq_gateway() {
+    local name=$1 prof=$SCEN_DIR/gateway.toml gw_pid i
     write_pqvpn gateway.toml.in "$prof"
     pq_bg "$NS_GW" "$SCEN_DIR/pqvpn-gateway.log" -vv gateway "$prof"
-    local gw_pid=$PQ_PID i
+    gw_pid=$PQ_PID
     for i in $(seq 50); do
         ip netns exec "$NS_GW" ss -uln 2>/dev/null | grep -q "$GW_ADDR:4500" && break
         [ -d "/proc/$gw_pid" ] || break
         sleep 0.1
     done
-    [ -d "/proc/$gw_pid" ] || { fail "$name" "pqvpn gateway exited: $(tail -2 "$SCEN_DIR/pqvpn-gateway.log" | tr '\n' ' ')"; teardown; return; }
+    [ -d "/proc/$gw_pid" ] && return 0
+    fail "$name" "pqvpn gateway exited: $(tail -2 "$SCEN_DIR/pqvpn-gateway.log" | tr '\n' ' ')"
+    teardown
+    return 1
+}
+
+sw_to_gateway() {   # NAME FRAGMENTATION
+    local name=$1 frag=$2 reason="" sas out vip
+    begin "$name" || return
+    start_pq_gateway "$name" || return
     write_charon cl "$HYBRID_IKE" "$HYBRID_ESP" "$frag"
     start_charon cl "$NS_CL" || { fail "$name" "charon did not start"; teardown; return; }
     out=$(sw_ctl cl --initiate --timeout 30 --ike sw --child net 2>&1); echo "$out" >"$SCEN_DIR/initiate.txt"
@@ -650,6 +676,51 @@ sw_to_gateway() {   # NAME FRAGMENTATION
     else
         grep -q "EF(" "$STATE/cl/charon.log" && reason+="strongSwan fragmented with fragmentation = no; "
     fi
+    sw_ctl cl --terminate --ike sw >/dev/null 2>&1
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
+
+# Rekeys against pqvpn's gateway: the strongSwan initiator rekeys the IKE SA
+# every 20 s and the CHILD_SA every 10 s (minus jitter) with X25519 +
+# ML-KEM-768 while pinging the gateway for 46 s. pqvpn's gateway requires the
+# IKE SA's key exchanges in a CHILD_SA rekey (PFS, RFC 7296 §1.3.1 lets the
+# responder refuse a proposal without KE), so esp_proposals carry ke1_mlkem768.
+scenario_gw_rekey() {
+    local name=gw_rekey reason="" sas out vip lost
+    local CL_IKE_REKEY=20s CL_CHILD_REKEY=10s
+    begin "$name" || return
+    start_pq_gateway "$name" || return
+    write_charon cl "$HYBRID_IKE" "$HYBRID_ESP"
+    start_charon cl "$NS_CL" || { fail "$name" "charon did not start"; teardown; return; }
+    out=$(sw_ctl cl --initiate --timeout 30 --ike sw --child net 2>&1); echo "$out" >"$SCEN_DIR/initiate.txt"
+    if ! grep -q "initiate completed successfully" <<<"$out"; then
+        fail "$name" "swanctl --initiate failed: $(grep -E 'failed|received|error' <<<"$out" | tail -3 | tr '\n' ' ')"
+        teardown; return
+    fi
+    vip=$(sw_ctl cl --list-sas 2>&1 | sed -n "s/.*local  '$CL_ID' @ $CL_ADDR\[4500\] \[\([0-9.]*\)\].*/\1/p")
+    lost=$(ping_loss 230 "$PQGW_ADDR" "$vip")
+    sas=$(sw_ctl cl --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+    local clog=$STATE/cl/charon.log glog=$SCEN_DIR/pqvpn-gateway.log
+    local sw_child sw_ike sw_followup pq_child pq_ike
+    sw_child=$(grep -cE "generating CREATE_CHILD_SA request [0-9]+ \[ N\(REKEY_SA\) SA No KE TSi TSr" "$clog")
+    sw_ike=$(grep -cE "generating CREATE_CHILD_SA request [0-9]+ \[ SA No KE( N\(ADD_KE\))? \]$" "$clog")
+    sw_followup=$(grep -cE "generating IKE_FOLLOWUP_KE request [0-9]+ \[ KE" "$clog")
+    pq_child=$(grep -c "Child SA rekeyed" "$glog")
+    pq_ike=$(grep -c "IKE SA rekeyed" "$glog")
+    log "$name: strongSwan sent $sw_child Child SA and $sw_ike IKE SA rekey requests and $sw_followup IKE_FOLLOWUP_KE; the gateway logged $pq_child Child SA and $pq_ike IKE SA rekeys; ${lost:-?} of 230 pings from ${vip:-?} lost"
+    [ -n "$vip" ] || reason+="strongSwan got no virtual IP; "
+    [ "$sw_child" -ge 3 ] || reason+="$sw_child Child SA rekeys (< 3); "
+    [ "$sw_ike" -ge 2 ] || reason+="$sw_ike IKE SA rekeys (< 2); "
+    [ "$sw_followup" -ge $((sw_child + sw_ike)) ] || reason+="$sw_followup IKE_FOLLOWUP_KE for $((sw_child + sw_ike)) rekeys; "
+    [ "$pq_child" -ge "$sw_child" ] || reason+="the gateway logged $pq_child of $sw_child Child SA rekeys; "
+    [ "$pq_ike" -ge "$sw_ike" ] || reason+="the gateway logged $pq_ike of $sw_ike IKE SA rekeys; "
+    [ "${lost:-99}" -le 1 ] || reason+="$lost of 230 pings lost (> 1); "
+    grep -q "sw: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED after the rekeys; "
+    grep -q "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="rekeyed IKE SA not X25519 + ML-KEM-768; "
+    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="rekeyed CHILD_SA not X25519 + ML-KEM-768; "
+    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
+    grep -qE "received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)" "$clog" && reason+="strongSwan received an error notify; "
     sw_ctl cl --terminate --ike sw >/dev/null 2>&1
     [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
     teardown
