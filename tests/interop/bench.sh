@@ -360,15 +360,21 @@ print("%.0f %s" % (mbps, d["end"]["sum_sent"].get("retransmits", "-")))' "$json"
 
 tp_fail() { TP_ERR[$1]=$2; log "${TP_LABEL[$1]}: $2"; }
 
+# tp_pqvpn ROW NAME ADDR: pqvpn client up with $WORK/NAME.toml, iperf3 to ADDR, down.
+tp_pqvpn() {
+    local row=$1 name=$2 addr=$3
+    pq_bg "$NS_CL" "$WORK/$name.log" up "$WORK/$name.toml"
+    if wait_connected "$name" "$PQ_PID" 20; then
+        run_iperf "$row" "$addr"
+    else
+        tp_fail "$row" "pqvpn did not connect: $(pq_why "$WORK/$name.log")"
+    fi
+    pq_down "$name" "$PQ_PID"
+}
+
 tp_pq_sw() {
     bench_profile client.toml.in "$WORK/$TP_NAME.toml"
-    pq_bg "$NS_CL" "$WORK/$TP_NAME.log" up "$WORK/$TP_NAME.toml"
-    if wait_connected "$TP_NAME" "$PQ_PID" 20; then
-        run_iperf pq_sw "$GW_INNER"
-    else
-        tp_fail pq_sw "pqvpn did not connect: $(pq_why "$WORK/$TP_NAME.log")"
-    fi
-    pq_down "$TP_NAME" "$PQ_PID"
+    tp_pqvpn pq_sw "$TP_NAME" "$GW_INNER"
     gw_idle || log "strongSwan still holds the IKE SA after pqvpn down"
 }
 
@@ -395,13 +401,7 @@ tp_pq_pq() {
         tp_fail pq_pq "pqvpn gateway did not start: $(pq_why "$WORK/bench-gateway.log")"
         stop_pid "$gw_pid"; return
     fi
-    pq_bg "$NS_CL" "$WORK/$PQGW_CL_NAME.log" up "$WORK/$PQGW_CL_NAME.toml"
-    if wait_connected "$PQGW_CL_NAME" "$PQ_PID" 20; then
-        run_iperf pq_pq "$PQGW_ADDR"
-    else
-        tp_fail pq_pq "pqvpn did not connect: $(pq_why "$WORK/$PQGW_CL_NAME.log")"
-    fi
-    pq_down "$PQGW_CL_NAME" "$PQ_PID"
+    tp_pqvpn pq_pq "$PQGW_CL_NAME" "$PQGW_ADDR"
     stop_pid "$gw_pid"
 }
 
