@@ -5,7 +5,7 @@
 # Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
 #                tests/interop/run.sh setup              (only build the chroot)
 # Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
-#            gw_rekey p384_chacha
+#            gw_rekey gw_drives_rekey p384_chacha
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -68,7 +68,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey p384_chacha)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -681,14 +681,21 @@ sw_to_gateway() {   # NAME FRAGMENTATION
     teardown
 }
 
-# Rekeys against pqvpn's gateway: the strongSwan initiator rekeys the IKE SA
-# every 20 s and the CHILD_SA every 10 s (minus jitter) with X25519 +
-# ML-KEM-768 while pinging the gateway for 46 s. pqvpn's gateway requires the
-# IKE SA's key exchanges in a CHILD_SA rekey (PFS, RFC 7296 §1.3.1 lets the
-# responder refuse a proposal without KE), so esp_proposals carry ke1_mlkem768.
-scenario_gw_rekey() {
-    local name=gw_rekey reason="" sas out vip lost
-    local CL_IKE_REKEY=20s CL_CHILD_REKEY=10s
+# Rekeys against pqvpn's gateway while the strongSwan initiator pings the
+# gateway from its virtual IP for 46 s: the IKE SA every 20 s and the CHILD_SA
+# every 10 s (minus jitter), X25519 + ML-KEM-768. DRIVER sw: strongSwan's
+# rekey_time; pqvpn: the gateway profile's [ike] rekey_time/child_rekey_time.
+# pqvpn's gateway requires the IKE SA's key exchanges in a CHILD_SA rekey (PFS;
+# RFC 7296 §1.3.1 lets the responder refuse a proposal without KE), so
+# strongSwan's esp_proposals carry ke1_mlkem768.
+gateway_rekey_under_traffic() {     # NAME DRIVER
+    local name=$1 driver=$2 reason="" sas out vip lost
+    local CL_IKE_REKEY=0s CL_CHILD_REKEY=0s PQ_IKE_EXTRA="" dir=request
+    if [ "$driver" = sw ]; then
+        CL_IKE_REKEY=20s CL_CHILD_REKEY=10s
+    else
+        PQ_IKE_EXTRA=$'rekey_time = "20s"\nchild_rekey_time = "10s"' dir=response
+    fi
     begin "$name" || return
     start_pq_gateway "$name" || return
     write_charon cl "$HYBRID_IKE" "$HYBRID_ESP"
@@ -703,12 +710,12 @@ scenario_gw_rekey() {
     sas=$(sw_ctl cl --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
     local clog=$STATE/cl/charon.log glog=$SCEN_DIR/pqvpn-gateway.log
     local sw_child sw_ike sw_followup pq_child pq_ike
-    sw_child=$(grep -cE "generating CREATE_CHILD_SA request [0-9]+ \[ N\(REKEY_SA\) SA No KE TSi TSr" "$clog")
-    sw_ike=$(grep -cE "generating CREATE_CHILD_SA request [0-9]+ \[ SA No KE( N\(ADD_KE\))? \]$" "$clog")
-    sw_followup=$(grep -cE "generating IKE_FOLLOWUP_KE request [0-9]+ \[ KE" "$clog")
+    sw_child=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ (N\(REKEY_SA\) )?SA No KE TSi TSr" "$clog")
+    sw_ike=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ SA No KE( N\(ADD_KE\))? \]$" "$clog")
+    sw_followup=$(grep -cE "generating IKE_FOLLOWUP_KE $dir [0-9]+ \[ KE" "$clog")
     pq_child=$(grep -c "Child SA rekeyed" "$glog")
     pq_ike=$(grep -c "IKE SA rekeyed" "$glog")
-    log "$name: strongSwan sent $sw_child Child SA and $sw_ike IKE SA rekey requests and $sw_followup IKE_FOLLOWUP_KE; the gateway logged $pq_child Child SA and $pq_ike IKE SA rekeys; ${lost:-?} of 230 pings from ${vip:-?} lost"
+    log "$name: strongSwan generated $sw_child Child SA and $sw_ike IKE SA rekey ${dir}s and $sw_followup IKE_FOLLOWUP_KE ${dir}s; the gateway logged $pq_child Child SA and $pq_ike IKE SA rekeys; ${lost:-?} of 230 pings from ${vip:-?} lost"
     [ -n "$vip" ] || reason+="strongSwan got no virtual IP; "
     [ "$sw_child" -ge 3 ] || reason+="$sw_child Child SA rekeys (< 3); "
     [ "$sw_ike" -ge 2 ] || reason+="$sw_ike IKE SA rekeys (< 2); "
@@ -725,6 +732,9 @@ scenario_gw_rekey() {
     [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
     teardown
 }
+
+scenario_gw_rekey() { gateway_rekey_under_traffic gw_rekey sw; }
+scenario_gw_drives_rekey() { gateway_rekey_under_traffic gw_drives_rekey pqvpn; }
 
 scenario_sw_initiator() { sw_to_gateway sw_initiator no; }
 scenario_fragmentation() { sw_to_gateway fragmentation yes; }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pqvpn_core::crypto::{AeadAlgorithm, SecretBytes};
-use pqvpn_core::ike::{CryptoPolicy, InitiatorConfig, Lifetime, Mode, ResponderConfig};
+use pqvpn_core::ike::{
+    CryptoPolicy, InitiatorConfig, Lifetime, Mode, ResponderConfig, RetransmitConfig,
+};
 use pqvpn_core::wire::{IkeId, KeyExchangeMethod, TrafficSelector};
 use serde::Deserialize;
 
@@ -249,6 +251,49 @@ struct Ike {
     retransmit_tries: Option<u32>,
 }
 
+/// The `[ike]` settings both roles have, borrowed from an `InitiatorConfig` or a
+/// `ResponderConfig`.
+struct IkeKnobs<'a> {
+    fragment_size: &'a mut usize,
+    ike_lifetime: &'a mut Lifetime,
+    child_lifetime: &'a mut Lifetime,
+    dpd_interval: &'a mut Option<Duration>,
+    retransmit: &'a mut RetransmitConfig,
+}
+
+impl Ike {
+    /// Checks the settings that are present and writes them into `knobs`.
+    fn apply(&self, knobs: &mut IkeKnobs<'_>) -> Result<(), String> {
+        if let Some(size) = self.fragment_size {
+            if !(576..=9000).contains(&size) {
+                return Err(format!("ike.fragment_size = {size}: expected 576..=9000"));
+            }
+            *knobs.fragment_size = size;
+        }
+        if let Some(v) = &self.rekey_time {
+            *knobs.ike_lifetime = Lifetime::new(rekey_time("ike.rekey_time", v)?);
+        }
+        if let Some(v) = &self.child_rekey_time {
+            *knobs.child_lifetime = Lifetime::new(rekey_time("ike.child_rekey_time", v)?);
+        }
+        if let Some(v) = &self.dpd_delay {
+            let d = v.parse("ike.dpd_delay")?;
+            *knobs.dpd_interval = match d.as_secs() {
+                0 => None,
+                1..=3600 => Some(d),
+                s => return Err(format!("ike.dpd_delay = {s}s: expected 0 (off) or 1s..=1h")),
+            };
+        }
+        if let Some(tries) = self.retransmit_tries {
+            if !(1..=10).contains(&tries) {
+                return Err(format!("ike.retransmit_tries = {tries}: expected 1..=10"));
+            }
+            knobs.retransmit.attempts = tries;
+        }
+        Ok(())
+    }
+}
+
 /// A duration in a profile: seconds as an integer, or a string with a unit, `"90s"`, `"30m"`,
 /// `"4h"`, `"1d"`.
 #[derive(Debug, Deserialize, Clone)]
@@ -379,32 +424,13 @@ impl Profile {
         if let Some(force) = file.ike.force_udp_encapsulation {
             initiator.force_udp_encapsulation = force;
         }
-        if let Some(size) = file.ike.fragment_size {
-            if !(576..=9000).contains(&size) {
-                return Err(format!("ike.fragment_size = {size}: expected 576..=9000"));
-            }
-            initiator.fragment_size = size;
-        }
-        if let Some(v) = &file.ike.rekey_time {
-            initiator.ike_lifetime = Lifetime::new(rekey_time("ike.rekey_time", v)?);
-        }
-        if let Some(v) = &file.ike.child_rekey_time {
-            initiator.child_lifetime = Lifetime::new(rekey_time("ike.child_rekey_time", v)?);
-        }
-        if let Some(v) = &file.ike.dpd_delay {
-            let d = v.parse("ike.dpd_delay")?;
-            initiator.dpd_interval = match d.as_secs() {
-                0 => None,
-                1..=3600 => Some(d),
-                s => return Err(format!("ike.dpd_delay = {s}s: expected 0 (off) or 1s..=1h")),
-            };
-        }
-        if let Some(tries) = file.ike.retransmit_tries {
-            if !(1..=10).contains(&tries) {
-                return Err(format!("ike.retransmit_tries = {tries}: expected 1..=10"));
-            }
-            initiator.retransmit.attempts = tries;
-        }
+        file.ike.apply(&mut IkeKnobs {
+            fragment_size: &mut initiator.fragment_size,
+            ike_lifetime: &mut initiator.ike_lifetime,
+            child_lifetime: &mut initiator.child_lifetime,
+            dpd_interval: &mut initiator.dpd_interval,
+            retransmit: &mut initiator.retransmit,
+        })?;
         if !(576..=9000).contains(&file.network.mtu) {
             return Err(format!(
                 "network.mtu = {}: expected 576..=9000",
@@ -516,6 +542,9 @@ struct GatewayFile {
     #[serde(default = "default_mtu")]
     mtu: u16,
     interface: Option<String>,
+    /// Timers and fragments, as in a client profile (`force_udp_encapsulation` is the client's).
+    #[serde(default)]
+    ike: Ike,
 }
 
 pub(crate) fn default_listen() -> String {
@@ -608,6 +637,16 @@ impl GatewayProfile {
                 .map(|&(ip, len)| prefix_ts(ip, len))
                 .collect();
         }
+        if file.ike.force_udp_encapsulation.is_some() {
+            return Err("ike.force_udp_encapsulation is a client setting".into());
+        }
+        file.ike.apply(&mut IkeKnobs {
+            fragment_size: &mut responder.fragment_size,
+            ike_lifetime: &mut responder.ike_lifetime,
+            child_lifetime: &mut responder.child_lifetime,
+            dpd_interval: &mut responder.dpd_interval,
+            retransmit: &mut responder.retransmit,
+        })?;
         let address = parse_prefix("address", &file.address)?;
         Ok(Self {
             listen,
@@ -795,5 +834,37 @@ ipv4 = "10.99.0.10-10.99.0.20"
         assert_eq!(g.responder.policies.len(), 2);
         assert_eq!(g.address, (IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1)), 24));
         assert!(GatewayProfile::parse("local_id = \"g\"\n").is_err());
+    }
+
+    #[test]
+    fn gateway_profile_takes_the_ike_timers_but_not_client_settings() {
+        let base = r#"
+local_id = "gw.test"
+address = "10.99.0.1/24"
+[auth]
+psk = "x"
+[pool]
+ipv4 = "10.99.0.10-10.99.0.20"
+[ike]
+"#;
+        let g = GatewayProfile::parse(&format!(
+            "{base}rekey_time = \"1h\"\nchild_rekey_time = \"20m\"\ndpd_delay = 0\nfragment_size = 1400\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            g.responder.ike_lifetime,
+            Lifetime::new(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            g.responder.child_lifetime,
+            Lifetime::new(Duration::from_secs(1200))
+        );
+        assert_eq!(g.responder.dpd_interval, None);
+        assert_eq!(g.responder.fragment_size, 1400);
+        let e =
+            GatewayProfile::parse(&format!("{base}force_udp_encapsulation = true\n")).unwrap_err();
+        assert!(e.contains("client setting"), "{e}");
+        let e = GatewayProfile::parse(&format!("{base}rekey_time = \"1s\"\n")).unwrap_err();
+        assert!(e.contains("ike.rekey_time"), "{e}");
     }
 }
