@@ -43,8 +43,8 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [[ $SECONDS_PER_RUN =~ ^[1-9][0-9]*$ ]] || die "SECONDS_PER_RUN must be a positive integer"
 IPERF_PORT=5201
-# pqvpn records its routes in /run/pqvpn/state/<TUN name>.json, which is shared
-# by all network namespaces; the tests' client TUN is pqi0, ours must differ.
+# A TUN name of its own (the tests' client uses pqi0) keeps the two apart in
+# logs and in pqvpn's state directory, /run/pqvpn/state.
 BENCH_TUN=${PQI_PREFIX}0
 # Profile stems name the control sockets /run/pqvpn/<stem>.sock (host-wide too).
 HS_NAME=bench-hs TP_NAME=bench-tput PQGW_CL_NAME=bench-pqgw

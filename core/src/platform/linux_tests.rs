@@ -135,7 +135,12 @@ fn resolv_conf_file_is_restored_byte_for_byte() {
     let applied = apply(&dns_config(&resolv), &state_dir).unwrap();
     assert_eq!(std::fs::read_to_string(&resolv).unwrap(), PUSHED);
     assert_eq!(
-        std::fs::read(state_dir.join("pqt0.resolv.conf")).unwrap(),
+        std::fs::read(
+            super::super::state::path_for(&state_dir, "pqt0")
+                .unwrap()
+                .with_extension("resolv.conf")
+        )
+        .unwrap(),
         original
     );
     applied.restore().unwrap();
@@ -393,7 +398,11 @@ fn netns_full_tunnel_applies_and_restores_exactly() {
 
         let dir = TempDir::new("full");
         let applied = apply(&config("pqt0", tun.index(), true), &dir.0).unwrap();
-        assert!(dir.0.join("pqt0.json").exists());
+        assert!(
+            super::super::state::path_for(&dir.0, "pqt0")
+                .unwrap()
+                .exists()
+        );
 
         // Everything goes into the tunnel, IPv4 and IPv6 ...
         assert_eq!(route_dev(&["198.51.100.1"]), "pqt0");
@@ -424,7 +433,11 @@ fn netns_full_tunnel_applies_and_restores_exactly() {
 
         applied.restore().unwrap();
         assert_eq!(snapshot(), before);
-        assert!(!dir.0.join("pqt0.json").exists());
+        assert!(
+            !super::super::state::path_for(&dir.0, "pqt0")
+                .unwrap()
+                .exists()
+        );
         drop(tun);
     });
 }
@@ -488,6 +501,31 @@ fn netns_recover_after_a_crash_restores_everything() {
         // Idempotent.
         assert!(recover(&state_dir).unwrap().is_empty());
     });
+}
+
+#[test]
+fn netns_state_files_of_one_tun_name_are_per_namespace() {
+    let dir = TempDir::new("per-netns");
+    let outer = StateFile::create(&dir.0, "pqt0").unwrap();
+    let outer_path = outer.path().to_owned();
+    in_netns(
+        "netns_state_files_of_one_tun_name_are_per_namespace",
+        |_| {
+            // Another namespace's tunnel of the same name is not a stale file of ours.
+            assert_eq!(StateFile::existing(&dir.0, "pqt0").unwrap(), None);
+            let inner = StateFile::create(&dir.0, "pqt0").unwrap();
+            assert_ne!(inner.path(), outer_path);
+            assert_eq!(StateFile::list(&dir.0).unwrap().len(), 2);
+            // recover() in this namespace leaves the outer file alone.
+            drop(inner);
+            recover(&dir.0).unwrap();
+            assert!(outer_path.exists());
+        },
+    );
+    assert_eq!(
+        StateFile::existing(&dir.0, "pqt0").unwrap(),
+        Some(outer_path)
+    );
 }
 
 #[test]

@@ -8,8 +8,8 @@
 //! | [`Applied::restore`] | undoes everything `apply` changed, in reverse order |
 //! | [`recover`] | undoes what a stale state file from a crashed run lists |
 //!
-//! Every change [`apply`] makes is first written to `STATE_DIR/<tun_name>.json` (fsync'd, mode
-//! 0600), then made. A crash therefore leaves a file that [`recover`] reads at the next start to
+//! Every change [`apply`] makes is first written to `STATE_DIR/<tun_name>.netns-<inode>.json`
+//! (one file per TUN name and network namespace; fsync'd, mode 0600), then made. A crash therefore leaves a file that [`recover`] reads at the next start to
 //! put the routing tables, rules and DNS back; undoing tolerates things that are already gone.
 //!
 //! Only Linux has an implementation (netlink for addresses, routes and rules; systemd-resolved
@@ -381,9 +381,9 @@ impl Drop for Applied {
 }
 
 /// Installs the routes and DNS of `config`, recording each change in
-/// `state_dir/<tun_name>.json` before making it.
+/// `state_dir/<tun_name>.netns-<inode>.json` before making it.
 ///
-/// A stale state file for the same TUN name is [`recover`]ed first. When a step fails, the
+/// A stale state file for the same TUN name in this network namespace is [`recover`]ed first. When a step fails, the
 /// changes made so far are undone before the error is returned.
 ///
 /// # Errors

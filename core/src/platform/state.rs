@@ -396,7 +396,8 @@ fn create_dir(state_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn path_for(state_dir: &Path, tun_name: &str) -> Result<PathBuf, Error> {
+/// The state file of `tun_name` in this network namespace.
+pub(super) fn path_for(state_dir: &Path, tun_name: &str) -> Result<PathBuf, Error> {
     let valid = !tun_name.is_empty()
         && tun_name.len() < 16
         && tun_name != "."
@@ -407,7 +408,12 @@ fn path_for(state_dir: &Path, tun_name: &str) -> Result<PathBuf, Error> {
             "{tun_name:?} is not a valid interface name"
         )));
     }
-    Ok(state_dir.join(format!("{tun_name}.json")))
+    // One file per TUN name and network namespace: the same name in two namespaces (containers,
+    // the test namespaces) is two tunnels, and one must never undo the other's changes.
+    Ok(match current_netns() {
+        0 => state_dir.join(format!("{tun_name}.json")),
+        netns => state_dir.join(format!("{tun_name}.netns-{netns}.json")),
+    })
 }
 
 fn state_error(what: &'static str, path: &Path, source: io::Error) -> Error {

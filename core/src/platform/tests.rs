@@ -69,7 +69,7 @@ fn state_file_round_trips_and_is_private() {
     for change in sample_changes() {
         state.record(change).unwrap();
     }
-    let path = state_dir.join("pqt0.json");
+    let path = super::state::path_for(&state_dir, "pqt0").unwrap();
     assert_eq!(state.path(), path);
 
     let loaded = StateFile::load(&path).unwrap();
