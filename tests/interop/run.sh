@@ -5,7 +5,7 @@
 # Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
 #                tests/interop/run.sh setup              (only build the chroot)
 # Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
-#            gw_rekey gw_drives_rekey p384_chacha
+#            gw_rekey gw_drives_rekey p384_chacha child_delete
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -68,7 +68,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -586,6 +586,34 @@ scenario_p384_chacha() {
     client_to_sw p384_chacha hybrid aes256gcm16-prfsha384-ecp384-ke1_mlkem768 \
         chacha20poly1305-ecp384-ke1_mlkem768,chacha20poly1305 \
         'AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384/KE1_ML_KEM_768'
+}
+
+# The gateway deletes the tunnel's only CHILD_SA (`swanctl --terminate --child`,
+# an INFORMATIONAL Delete for ESP, RFC 7296 §1.4.1) and keeps the IKE SA: pqvpn
+# must not stay "connected" to a tunnel that carries nothing. It closes the IKE
+# SA, exits non-zero naming the deleted tunnel and restores the routes.
+scenario_child_delete() {
+    local name=child_delete reason="" rc i
+    connect_to_sw "$name" hybrid || return
+    local clog=$STATE/gw/charon.log
+    sw_ctl gw --terminate --child net --timeout 10 >"$SCEN_DIR/terminate.txt" 2>&1
+    for i in $(seq 50); do [ -d "/proc/$PQ_PID" ] || break; sleep 0.2; done
+    if [ -d "/proc/$PQ_PID" ]; then
+        reason+="pqvpn still runs 10 s after strongSwan deleted its CHILD_SA ($(status_json "$name" | jq_ 'd["state"]')); "
+    else
+        wait "$PQ_PID"; rc=$?
+        log "$name: pqvpn exited $rc: $(tail -1 "$SCEN_DIR/pqvpn.log")"
+        [ "$rc" != 0 ] || reason+="pqvpn exited 0; "
+        grep -q "deleted the tunnel" "$SCEN_DIR/pqvpn.log" || reason+="pqvpn's error does not say the tunnel was deleted; "
+    fi
+    grep -qE "parsed INFORMATIONAL response [0-9]+ \[ D \]" "$clog" || reason+="strongSwan's Delete was not answered; "
+    grep -qE "parsed INFORMATIONAL request [0-9]+ \[ D \]" "$clog" || reason+="pqvpn did not delete the IKE SA; "
+    sleep 0.3
+    grep -q "rw: #" <<<"$(sw_ctl gw --list-sas 2>&1)" && reason+="strongSwan still has the IKE SA; "
+    [ -z "$(routes_snapshot)" ] || reason+="routes left behind: $(routes_snapshot | tr '\n' ' '); "
+    ip -n "$NS_CL" link show pqi0 >/dev/null 2>&1 && reason+="TUN pqi0 left behind; "
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
 }
 
 # Scenario 3: strongSwan offers only classical proposals.

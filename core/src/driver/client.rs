@@ -277,8 +277,15 @@ async fn run<F: DeviceFactory>(
                     status.send_modify(|s| s.child_sa_rekeys += 1);
                     tracing::info!(spi_in = new.spi_i, spi_out = new.spi_r, "Child SA rekeyed");
                 }
-                Event::ChildSaDeleted { spi_i, .. } => {
+                Event::ChildSaDeleted { spi_i, spi_r } => {
                     demux.remove(EspSpi(spi_i));
+                    if outbound.spi().0 == spi_r {
+                        // Not the old half of a rekey (the driver sends on the new SA by now):
+                        // nothing carries the tunnel any more. Say goodbye to the gateway.
+                        tracing::warn!(spi_out = spi_r, "the tunnel's Child SA is gone");
+                        close(&mut ike, &socket, &mut buf).await;
+                        return Err(DriverError::ChildSaGone);
+                    }
                 }
                 Event::IkeSaRekeyed { suite } => {
                     status.send_modify(|s| s.ike_sa_rekeys += 1);

@@ -174,10 +174,19 @@ pub async fn run_gateway<D: PacketDevice>(
                 Event::IkeSaRekeyed { suite } => {
                     tracing::info!(client = ?responder.remote(spi_r), suite = %suite, "IKE SA rekeyed");
                 }
-                Event::ChildSaDeleted { spi_r: inbound, .. } => {
+                Event::ChildSaDeleted {
+                    spi_i: outbound,
+                    spi_r: inbound,
+                } => {
                     demux.remove(EspSpi(inbound));
                     if let Some(client) = clients.iter_mut().find(|c| c.ike_spi_r == spi_r) {
                         client.inbound_spis.retain(|s| s.0 != inbound);
+                        if client.outbound.spi().0 == outbound {
+                            // The SA we send to this client on is gone without a successor: an
+                            // IKE SA without a tunnel only holds the address lease. Close it.
+                            tracing::info!(client = %client.address, "the client's Child SA is gone; closing its IKE SA");
+                            responder.close(Instant::now(), spi_r);
+                        }
                     }
                 }
                 Event::Failed(_) | Event::Closed => {

@@ -39,6 +39,10 @@ pub enum DriverError {
     /// The gateway deleted the IKE SA (an orderly close from its side).
     #[error("the gateway closed the connection")]
     Closed,
+    /// The Child SA the tunnel sends on is gone without a successor: the gateway deleted it, or
+    /// it reached its hard lifetime without a rekey. The IKE SA is closed too.
+    #[error("the gateway deleted the tunnel (its Child SA), or it expired without a rekey")]
+    ChildSaGone,
     /// An ESP SA could not be keyed.
     #[error("Failed to set up ESP: {0}")]
     Esp(#[from] crate::esp::Error),

@@ -34,23 +34,38 @@ fn packet(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
     p
 }
 
-/// Client and gateway on `ip`:4500 with the given Child SA lifetime; packets flow for
-/// `duration`, reflected by the gateway. Returns (sent, received, final client status).
-async fn run_tunnel(
-    ip: Ipv4Addr,
-    mode: Mode,
-    child_rekey: Duration,
-    duration: Duration,
-) -> (u32, u32, Status) {
-    let psk = SecretBytes::from_slice(b"driver-test");
+const PSK: &[u8] = b"driver-test";
+
+/// A gateway config for `mode` with a small pool and 1 h Child SAs.
+fn gateway_config(mode: Mode) -> ResponderConfig {
     let mut gateway = ResponderConfig::new(
         vec![CryptoPolicy::for_mode(mode)],
-        psk.clone(),
+        SecretBytes::from_slice(PSK),
         IkeId::Fqdn("gw".into()),
     );
     gateway.pool_v4 = Some((Ipv4Addr::new(10, 7, 0, 2), Ipv4Addr::new(10, 7, 0, 9)));
     gateway.child_lifetime = Lifetime::new(Duration::from_secs(3600));
-    let mut options = GatewayOptions::new(gateway, IpAddr::V4(ip));
+    gateway
+}
+
+fn client_config(mode: Mode) -> InitiatorConfig {
+    InitiatorConfig::new(
+        mode,
+        SecretBytes::from_slice(PSK),
+        IkeId::Fqdn("c".into()),
+        Some(IkeId::Fqdn("gw".into())),
+    )
+}
+
+type Task = tokio::task::JoinHandle<Result<(), DriverError>>;
+
+/// The gateway on `ip`:4500 (IKE on an ephemeral port) reflecting every packet back to its
+/// sender. Returns its task, its stop switch and its client count.
+async fn spawn_gateway(
+    ip: Ipv4Addr,
+    config: ResponderConfig,
+) -> (Task, watch::Sender<bool>, watch::Receiver<usize>) {
+    let mut options = GatewayOptions::new(config, IpAddr::V4(ip));
     options.ike_port = 0;
     let (gw_dev, gw_app) = memory_device_pair(1024);
     let (gw_tx, mut gw_rx) = gw_app.split();
@@ -66,8 +81,8 @@ async fn run_tunnel(
         }
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (count_tx, _count_rx) = watch::channel(0);
-    let gateway_task = tokio::spawn(async move {
+    let (count_tx, count_rx) = watch::channel(0);
+    let task = tokio::spawn(async move {
         run_gateway(
             options,
             Arc::new(DeterministicProvider::new(7)),
@@ -78,42 +93,66 @@ async fn run_tunnel(
         .await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
+    (task, stop_tx, count_rx)
+}
 
-    let mut initiator = InitiatorConfig::new(
-        mode,
-        psk,
-        IkeId::Fqdn("c".into()),
-        Some(IkeId::Fqdn("gw".into())),
-    );
-    initiator.child_lifetime = Lifetime::new(child_rekey);
-    let client_options = ClientOptions::new(initiator, SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT));
-    let (cl_dev, cl_app) = memory_device_pair(1024);
-    let (cl_tx, mut cl_rx) = cl_app.split();
-    let (status_tx, mut status_rx) = watch::channel(Status::default());
-    let (client_stop_tx, client_stop_rx) = watch::channel(false);
-    let client_task = tokio::spawn(async move {
+struct Client {
+    task: Task,
+    stop: watch::Sender<bool>,
+    status: watch::Receiver<Status>,
+    app: MemoryDevice,
+}
+
+/// The client against `ip`:4500, connected (panics after 5 s).
+async fn spawn_client(ip: Ipv4Addr, config: InitiatorConfig) -> Client {
+    let options = ClientOptions::new(config, SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT));
+    let (cl_dev, app) = memory_device_pair(1024);
+    let (status_tx, mut status) = watch::channel(Status::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
         let mut factory = Memory(Some(cl_dev));
         run_client(
-            client_options,
+            options,
             Arc::new(DeterministicProvider::new(8)),
             &mut factory,
             &status_tx,
-            client_stop_rx,
+            stop_rx,
         )
         .await
     });
-    while status_rx.borrow_and_update().state != State::Connected {
-        tokio::time::timeout(Duration::from_secs(5), status_rx.changed())
+    while status.borrow_and_update().state != State::Connected {
+        tokio::time::timeout(Duration::from_secs(5), status.changed())
             .await
             .unwrap()
             .unwrap();
     }
-    let me: Ipv4Addr = status_rx.borrow().virtual_ips[0]
+    Client {
+        task,
+        stop,
+        status,
+        app,
+    }
+}
+
+/// Client and gateway on `ip`:4500 with the given Child SA lifetime; packets flow for
+/// `duration`, reflected by the gateway. Returns (sent, received, final client status).
+async fn run_tunnel(
+    ip: Ipv4Addr,
+    mode: Mode,
+    child_rekey: Duration,
+    duration: Duration,
+) -> (u32, u32, Status) {
+    let (gateway_task, stop_tx, _count) = spawn_gateway(ip, gateway_config(mode)).await;
+    let mut initiator = client_config(mode);
+    initiator.child_lifetime = Lifetime::new(child_rekey);
+    let client = spawn_client(ip, initiator).await;
+    let me: Ipv4Addr = client.status.borrow().virtual_ips[0]
         .split('/')
         .next()
         .unwrap()
         .parse()
         .unwrap();
+    let (cl_tx, mut cl_rx) = client.app.split();
     let (mut sent, mut received) = (0u32, 0u32);
     let end = tokio::time::Instant::now() + duration;
     while tokio::time::Instant::now() < end {
@@ -127,11 +166,11 @@ async fn run_tunnel(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    client_stop_tx.send(true).unwrap();
-    client_task.await.unwrap().unwrap();
+    client.stop.send(true).unwrap();
+    client.task.await.unwrap().unwrap();
     stop_tx.send(true).unwrap();
     gateway_task.await.unwrap().unwrap();
-    let status = status_rx.borrow().clone();
+    let status = client.status.borrow().clone();
     (sent, received, status)
 }
 
@@ -154,4 +193,34 @@ async fn traffic_flows_and_child_sa_rekeys_do_not_interrupt_it() {
     );
     assert_eq!(status.state, State::Disconnected);
     assert!(status.bytes_out >= u64::from(sent) * 64 - 64);
+}
+
+/// A gateway whose Child SAs die (hard lifetime) before anyone rekeys them: it deletes the
+/// client's only Child SA. The client must not stay "connected" to a tunnel that carries
+/// nothing: it ends with `ChildSaGone`, and the gateway drops the client.
+#[tokio::test]
+async fn a_deleted_child_sa_without_successor_ends_the_tunnel() {
+    let ip = Ipv4Addr::new(127, 0, 0, 4);
+    let mut gateway = gateway_config(Mode::Hybrid);
+    gateway.child_lifetime = Lifetime {
+        rekey: Duration::from_secs(3600),
+        jitter: Duration::ZERO,
+        hard: Duration::from_millis(1500),
+    };
+    let (gateway_task, stop_tx, mut count) = spawn_gateway(ip, gateway).await;
+    let client = spawn_client(ip, client_config(Mode::Hybrid)).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), client.task)
+        .await
+        .expect("the client noticed within 10 s")
+        .unwrap();
+    assert!(
+        matches!(result, Err(DriverError::ChildSaGone)),
+        "{result:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), count.wait_for(|&n| n == 0))
+        .await
+        .expect("the gateway dropped the client")
+        .unwrap();
+    stop_tx.send(true).unwrap();
+    gateway_task.await.unwrap().unwrap();
 }
