@@ -334,6 +334,9 @@ pub(crate) struct Faults {
     /// Send KEi of the next Child SA rekey with this method (after INVALID_KE_PAYLOAD the
     /// right one is used).
     pub(crate) child_rekey_ke: Option<KeyExchangeMethod>,
+    /// Answer every CREATE_CHILD_SA request with NO_PROPOSAL_CHOSEN (a peer that will not
+    /// rekey).
+    pub(crate) refuse_create_child_sa: bool,
 }
 
 /// Every IKE SA and Child SA of one tunnel after IKE_AUTH, and the exchanges between them.
@@ -1988,6 +1991,10 @@ impl EstablishedSa {
             .to_vec();
         if sa.spis() != self.current || self.peer_rekey.is_some() {
             return Err(Error::ExchangeInProgress);
+        }
+        #[cfg(test)]
+        if self.faults.refuse_create_child_sa {
+            return Err(Error::NoProposalChosen);
         }
         if sa_payload
             .proposals

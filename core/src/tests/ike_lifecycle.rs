@@ -676,3 +676,62 @@ fn message_ids_count_up_independently_in_both_directions() {
     }
     assert!(checked > 50, "{checked} messages checked");
 }
+
+/// A gateway that refuses every rekey: the Child SA dies at its hard lifetime (deleted on both
+/// sides, the tunnel's driver then ends it) and the IKE SA fails at its own (RFC 7296 §2.8).
+#[test]
+fn refused_rekeys_end_at_the_hard_lifetimes() {
+    let (client, gateway) = configs(Mode::Hybrid, 10 * MINUTE, HOUR, 10 * HOUR, 10 * HOUR);
+    let mut pair = established_pair(940, client, gateway);
+    let id = pair.gateway_sa();
+    let first = pair.initiator.child_sas()[0].clone();
+    pair.responder
+        .established_mut(id)
+        .unwrap()
+        .faults
+        .refuse_create_child_sa = true;
+    let start = pair.now;
+
+    // Soft lifetime (10 min minus jitter): refused. Hard lifetime (11 min): gone.
+    pair.run_until(start + 10 * MINUTE + MINUTE / 2, None);
+    assert!(
+        pair.initiator_events.iter().any(|e| matches!(
+            e,
+            Event::ChildSaFailed(Error::NotifyReceived(NotifyType::NoProposalChosen))
+        )),
+        "{:?}",
+        pair.initiator_events
+    );
+    assert_eq!(
+        pair.initiator.child_sas().len(),
+        1,
+        "still usable before the hard lifetime"
+    );
+    pair.run_until(start + 11 * MINUTE + MINUTE / 2, None);
+    let deleted = |events: &[Event]| {
+        events.iter().any(|e| {
+            matches!(e, Event::ChildSaDeleted { spi_i, spi_r }
+                if *spi_i == first.spi_i && *spi_r == first.spi_r)
+        })
+    };
+    assert!(deleted(&pair.initiator_events), "client deleted it");
+    assert!(
+        deleted(&pair.responder_events),
+        "the gateway heard the Delete"
+    );
+    assert!(pair.initiator.child_sas().is_empty());
+    assert!(pair.responder.child_sas(id).is_empty());
+    assert!(pair.initiator.is_established(), "the IKE SA lives on");
+
+    // The IKE SA: refused at 1 h minus jitter, failed at its hard lifetime of 66 min.
+    pair.run_until(start + 65 * MINUTE, None);
+    assert!(!pair.initiator.is_failed());
+    pair.run_until(start + 67 * MINUTE, None);
+    assert!(
+        pair.initiator_events
+            .iter()
+            .any(|e| matches!(e, Event::Failed(Error::IkeSaExpired))),
+        "{:?}",
+        failures(&pair.initiator_events)
+    );
+}
