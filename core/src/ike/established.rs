@@ -858,8 +858,9 @@ impl EstablishedSa {
         }
         let mut expired = Vec::new();
         let mut due = Vec::new();
+        let rekeying: Vec<(u32, u32)> = self.rekeys_in_flight();
         for c in &mut self.children {
-            if now >= c.expire_at {
+            if now >= c.expire_at && !rekeying.contains(&Self::pair(&c.sa)) {
                 expired.push(Self::pair(&c.sa));
             } else if now >= c.rekey_at && !c.replaced && !c.deleting {
                 c.rekey_at = c.expire_at;
@@ -899,6 +900,22 @@ impl EstablishedSa {
             }
         }
         self.start_next(now);
+    }
+
+    /// The Child SAs (normalized pairs) whose rekey is under way, by us or by the peer. Their
+    /// hard lifetime waits for the exchange to end: it either replaces them, or fails within the
+    /// retransmission time and lets them expire. Expiring one mid-rekey would cut the tunnel
+    /// for the seconds the successor is late.
+    fn rekeys_in_flight(&self) -> Vec<(u32, u32)> {
+        let ours = self.sas.iter().filter_map(|s| match &s.active {
+            Some((_, Exchange::RekeyChildSa(x))) => Some(x.old),
+            _ => None,
+        });
+        let theirs = self.peer_rekey.iter().filter_map(|p| match &p.kind {
+            PeerRekeyKind::Child(parts) => Some(parts.old),
+            PeerRekeyKind::Ike { .. } => None,
+        });
+        ours.chain(theirs).collect()
     }
 
     fn remove_child(&mut self, pair: (u32, u32)) -> bool {
