@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::DriverError;
 use super::device::PacketDevice;
+use super::outbound::Outbound;
 use super::socket::{SocketHook, bind_udp};
 use super::status::{EspStatus, IkeStatus, State, Status};
 use crate::crypto::CryptoProvider;
@@ -233,7 +234,8 @@ async fn run<F: DeviceFactory>(
     let mut sa_config = SaConfig::new(child.encr);
     sa_config.esn = child.esn;
     sa_config.replay = options.esp_replay;
-    let (mut outbound, inbound) = client_sas(&*provider, &sa_config, &child)?;
+    let (outbound, inbound) = client_sas(&*provider, &sa_config, &child)?;
+    let mut outbound = Outbound::new(outbound);
     let mut demux = Demux::new();
     demux.insert(inbound);
     let mut rekey_requested = false;
@@ -272,16 +274,16 @@ async fn run<F: DeviceFactory>(
                     config.esn = new.esn;
                     let (out_sa, in_sa) = client_sas(&*provider, &config, &new)?;
                     demux.insert(in_sa);
-                    outbound = out_sa;
+                    outbound.rekeyed(out_sa);
                     rekey_requested = false;
                     status.send_modify(|s| s.child_sa_rekeys += 1);
                     tracing::info!(spi_in = new.spi_i, spi_out = new.spi_r, "Child SA rekeyed");
                 }
                 Event::ChildSaDeleted { spi_i, spi_r } => {
                     demux.remove(EspSpi(spi_i));
-                    if outbound.spi().0 == spi_r {
-                        // Not the old half of a rekey (the driver sends on the new SA by now):
-                        // nothing carries the tunnel any more. Say goodbye to the gateway.
+                    if outbound.deleted(EspSpi(spi_r)).is_err() {
+                        // No SA is left to send on: the tunnel carries nothing any more. Say
+                        // goodbye to the gateway.
                         tracing::warn!(spi_out = spi_r, "the tunnel's Child SA is gone");
                         close(&mut ike, &socket, &mut buf).await;
                         return Err(DriverError::ChildSaGone);
@@ -294,8 +296,11 @@ async fn run<F: DeviceFactory>(
                 _ => {}
             }
         }
-        if outbound.needs_rekey() && !rekey_requested {
-            rekey_requested = ike.rekey_child_sa(Instant::now(), outbound.spi().0).is_ok();
+        if outbound.current().needs_rekey() && !rekey_requested {
+            let spi = outbound.current().spi().0;
+            rekey_requested = ike.rekey_child_sa(Instant::now(), spi).is_ok();
+            // Send the request now, not at the next wake-up.
+            flush(&mut ike, &socket, &mut buf, Instant::now()).await?;
         }
         let deadline = [ike.poll_timeout(), Some(next_keepalive), Some(next_status)]
             .into_iter()
@@ -305,7 +310,7 @@ async fn run<F: DeviceFactory>(
             r = device.recv(&mut tun_buf) => {
                 let n = r.map_err(DriverError::io("read from the tunnel device"))?;
                 let packet = tun_buf.get(..n).unwrap_or_default();
-                match outbound.seal(packet, &mut out) {
+                match outbound.current().seal(packet, &mut out) {
                     Ok(len) => {
                         bytes_out += n as u64;
                         let datagram = out.get(..len).unwrap_or_default();

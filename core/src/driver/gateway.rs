@@ -4,11 +4,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use super::DriverError;
 use super::client::sleep_until;
 use super::device::PacketDevice;
+use super::outbound::Outbound;
 use super::socket::bind_udp;
 use crate::crypto::CryptoProvider;
 use crate::esp::{
@@ -52,7 +54,7 @@ struct Client {
     ike_spi_r: u64,
     /// Every inbound SA of the client (two while a rekey completes).
     inbound_spis: Vec<EspSpi>,
-    outbound: OutboundSa,
+    outbound: Outbound,
     rekey_requested: bool,
     /// Where its ESP comes from (updated from authenticated packets, RFC 3948 NAT float).
     address: SocketAddr,
@@ -121,14 +123,7 @@ pub async fn run_gateway<D: PacketDevice>(
     let mut tun_buf = vec![0u8; BUF_LEN];
     tracing::info!(%ike_local, %nat_t_local, "gateway listening");
     loop {
-        // Send what the responder queued, from the socket of the port it names.
-        while let Some(t) = responder.poll_transmit(Instant::now(), &mut buf) {
-            let socket = if t.nat_t { &nat_t_socket } else { &ike_socket };
-            let datagram = buf.get(..t.size).unwrap_or_default();
-            if let Err(e) = socket.send_to(datagram, t.destination).await {
-                tracing::debug!(error = %e, "IKE datagram not sent");
-            }
-        }
+        send_queued(&mut responder, &ike_socket, &nat_t_socket, &mut buf).await;
         while let Some((spi_r, event)) = responder.poll_event() {
             match event {
                 Event::ChildSaEstablished(child) => {
@@ -149,9 +144,11 @@ pub async fn run_gateway<D: PacketDevice>(
                     clients.push(Client {
                         ike_spi_r: spi_r,
                         inbound_spis: vec![inbound.spi()],
-                        outbound,
+                        outbound: Outbound::new(outbound),
                         rekey_requested: false,
-                        address: SocketAddr::new(address.ip(), NAT_T_PORT),
+                        // Where its IKE_AUTH came from: after the float to 4500 (and through any
+                        // NAT) that is where its ESP comes from too (RFC 3948 §2.1).
+                        address,
                         virtual_ips,
                     });
                     demux.insert(inbound);
@@ -166,7 +163,7 @@ pub async fn run_gateway<D: PacketDevice>(
                     config.replay = options.esp_replay;
                     let (inbound, outbound) = gateway_sas(&*provider, &config, &new)?;
                     client.inbound_spis.push(inbound.spi());
-                    client.outbound = outbound;
+                    client.outbound.rekeyed(outbound);
                     client.rekey_requested = false;
                     demux.insert(inbound);
                     tracing::info!(client = %client.address, spi_in = new.spi_r, spi_out = new.spi_i, "Child SA rekeyed");
@@ -181,9 +178,9 @@ pub async fn run_gateway<D: PacketDevice>(
                     demux.remove(EspSpi(inbound));
                     if let Some(client) = clients.iter_mut().find(|c| c.ike_spi_r == spi_r) {
                         client.inbound_spis.retain(|s| s.0 != inbound);
-                        if client.outbound.spi().0 == outbound {
-                            // The SA we send to this client on is gone without a successor: an
-                            // IKE SA without a tunnel only holds the address lease. Close it.
+                        if client.outbound.deleted(EspSpi(outbound)).is_err() {
+                            // No SA is left to send to this client on: an IKE SA without a
+                            // tunnel only holds the address lease. Close it.
                             tracing::info!(client = %client.address, "the client's Child SA is gone; closing its IKE SA");
                             responder.close(Instant::now(), spi_r);
                         }
@@ -204,6 +201,9 @@ pub async fn run_gateway<D: PacketDevice>(
                 _ => {}
             }
         }
+        // What handling the events queued (a Delete, a rekey) goes out now, not at the next
+        // wake-up.
+        send_queued(&mut responder, &ike_socket, &nat_t_socket, &mut buf).await;
         tokio::select! {
             r = ike_socket.recv_from(&mut buf) => {
                 let (n, from) = r.map_err(DriverError::io("receive on the IKE port"))?;
@@ -236,12 +236,13 @@ pub async fn run_gateway<D: PacketDevice>(
                 let Some(client) = clients.iter_mut().find(|c| c.virtual_ips.contains(&dst)) else {
                     continue;
                 };
-                if client.outbound.needs_rekey() && !client.rekey_requested {
+                let outbound = client.outbound.current();
+                if outbound.needs_rekey() && !client.rekey_requested {
                     client.rekey_requested = responder
-                        .rekey_child_sa(Instant::now(), client.ike_spi_r, client.outbound.spi().0)
+                        .rekey_child_sa(Instant::now(), client.ike_spi_r, outbound.spi().0)
                         .is_ok();
                 }
-                match client.outbound.seal(packet, &mut out) {
+                match outbound.seal(packet, &mut out) {
                     Ok(len) => {
                         let datagram = out.get(..len).unwrap_or_default();
                         if let Err(e) = nat_t_socket.send_to(datagram, client.address).await {
@@ -256,6 +257,22 @@ pub async fn run_gateway<D: PacketDevice>(
             }
             () = sleep_until(responder.poll_timeout()) => responder.handle_timeout(Instant::now()),
             _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// Sends what the responder queued, from the socket of the port it names.
+async fn send_queued(
+    responder: &mut Responder,
+    ike_socket: &UdpSocket,
+    nat_t_socket: &UdpSocket,
+    buf: &mut [u8],
+) {
+    while let Some(t) = responder.poll_transmit(Instant::now(), buf) {
+        let socket = if t.nat_t { nat_t_socket } else { ike_socket };
+        let datagram = buf.get(..t.size).unwrap_or_default();
+        if let Err(e) = socket.send_to(datagram, t.destination).await {
+            tracing::debug!(error = %e, "IKE datagram not sent");
         }
     }
 }

@@ -15,6 +15,7 @@
 mod client;
 mod device;
 mod gateway;
+mod outbound;
 mod socket;
 mod status;
 #[cfg(test)]
