@@ -409,7 +409,14 @@ pub fn recover(state_dir: &Path) -> Result<Vec<String>, Error> {
     let mut recovered = Vec::new();
     let mut first_error = None;
     for path in state::StateFile::list(state_dir)? {
-        let result = state::StateFile::load(&path).and_then(|state| {
+        let loaded = match state::StateFile::load(&path) {
+            // Its owner (another namespace's tunnel) restored and removed it meanwhile.
+            Err(Error::StateFile { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                continue;
+            }
+            loaded => loaded,
+        };
+        let result = loaded.and_then(|state| {
             if state.owner_alive() || state.other_netns() {
                 return Ok(None);
             }
