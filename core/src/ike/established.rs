@@ -779,11 +779,16 @@ impl EstablishedSa {
             next.push(self.ike_rekey_at);
         }
         next.push(self.ike_expire_at);
+        // A hard lifetime waits while the SA's rekey is in flight; that exchange's own timers
+        // are in `next`, so an expiry postponed by it is not reported as due over and over.
+        let rekeying = self.rekeys_in_flight();
         for c in &self.children {
             if !c.replaced && !c.deleting && c.rekey_at < c.expire_at {
                 next.push(c.rekey_at);
             }
-            next.push(c.expire_at);
+            if !rekeying.contains(&Self::pair(&c.sa)) {
+                next.push(c.expire_at);
+            }
         }
         next.extend(self.retries.iter().map(|(t, _)| *t));
         next.extend(

@@ -116,7 +116,8 @@ pub enum Event {
     /// A Child SA was rekeyed ([RFC 7296 §2.8]): install `new` for both directions and send on
     /// it; keep accepting packets on `old` until [`Event::ChildSaDeleted`] names it
     /// (make-before-break). After a rekey collision (§2.8.1) the same `old` can be followed by
-    /// two `ChildSaRekeyed`; send on the newest, the redundant one is deleted shortly after.
+    /// two `ChildSaRekeyed`; send on the newest, the redundant one is deleted shortly after. It
+    /// may be the newest: then send on the one it replaced again, until the survivor arrives.
     ///
     /// [RFC 7296 §2.8]: https://www.rfc-editor.org/rfc/rfc7296#section-2.8
     ChildSaRekeyed {

@@ -735,3 +735,57 @@ fn refused_rekeys_end_at_the_hard_lifetimes() {
         failures(&pair.initiator_events)
     );
 }
+
+/// The Child SA's hard lifetime passes while its rekey is still being retransmitted: the SA
+/// stays until the rekey completes, so the tunnel never goes without one.
+#[test]
+fn the_hard_lifetime_waits_for_a_rekey_in_flight() {
+    let (mut client, gateway) = configs(Mode::Hybrid, 10 * MINUTE, 10 * HOUR, 10 * HOUR, 10 * HOUR);
+    let second = Duration::from_secs(1);
+    client.child_lifetime = Lifetime {
+        rekey: 10 * MINUTE,
+        jitter: Duration::ZERO,
+        hard: 10 * MINUTE + 20 * second,
+    };
+    let mut pair = established_pair(950, client, gateway);
+    let first = pair.initiator.child_sas()[0].clone();
+    let start = pair.now;
+    pair.run_until(start + 10 * MINUTE - second, None);
+    // The client's requests vanish for 30 s: transmissions at +0, +1, +3, +7 and +15 s are
+    // lost, the one at +31 s gets through, 11 s after the hard lifetime.
+    let black_hole_until = start + 10 * MINUTE + 30 * second;
+    let mut timers = 0;
+    while let Some(t) = pair
+        .initiator
+        .poll_timeout()
+        .filter(|&t| t < black_hole_until)
+    {
+        // A timer that stays due after firing would spin the driver.
+        timers += 1;
+        assert!(
+            timers < 100,
+            "the client's timer does not move on from {t:?}"
+        );
+        pair.now = pair.now.max(t);
+        pair.initiator.handle_timeout(pair.now);
+        pair.responder.handle_timeout(pair.now);
+        pair.collect();
+        pair.to_responder.clear();
+    }
+    assert_eq!(
+        pair.initiator.child_sas().len(),
+        1,
+        "the SA outlived its hard lifetime while the rekey was in flight"
+    );
+    pair.run_until(start + 12 * MINUTE, None);
+    let position = |f: &dyn Fn(&Event) -> bool| pair.initiator_events.iter().position(|e| f(e));
+    let rekeyed =
+        position(&|e| matches!(e, Event::ChildSaRekeyed { old, .. } if old.0 == first.spi_i))
+            .expect("the rekey completed");
+    let deleted =
+        position(&|e| matches!(e, Event::ChildSaDeleted { spi_i, .. } if *spi_i == first.spi_i))
+            .expect("the old SA was deleted");
+    assert!(rekeyed < deleted, "{:?}", pair.initiator_events);
+    assert!(failures(&pair.initiator_events).is_empty());
+    assert_children_agree(&pair);
+}
