@@ -265,6 +265,14 @@ pub struct InitiatorConfig {
     /// Send a liveness check (an empty INFORMATIONAL, RFC 7296 §2.4) after this long without
     /// any IKE message or reported ESP packet from the peer; `None` disables it.
     pub dpd_interval: Option<Duration>,
+    /// Refuse Child SA rekeys without a key exchange. Either way ours offer PFS first, with
+    /// every key exchange of the IKE SA (hybrid: X25519 + ML-KEM, RFC 9370 §2.2.1). Off, a
+    /// gateway configured without PFS (strongSwan's `esp_proposals = aes256gcm16`, a common
+    /// setup) can still rekey: the new keys then come from `SK_d` alone (RFC 7296 §2.17), which
+    /// the IKE SA's key exchanges, ML-KEM included, made; only forward secrecy between Child
+    /// SAs of one IKE SA is lost, and each IKE SA rekey (always with every key exchange)
+    /// restores it.
+    pub require_child_pfs: bool,
 }
 
 impl InitiatorConfig {
@@ -289,6 +297,7 @@ impl InitiatorConfig {
             ike_lifetime: Lifetime::ike_default(),
             child_lifetime: Lifetime::child_default(),
             dpd_interval: Some(DEFAULT_DPD_INTERVAL),
+            require_child_pfs: false,
         }
     }
 }
@@ -329,6 +338,8 @@ pub struct ResponderConfig {
     pub child_lifetime: Lifetime,
     /// Liveness check interval, as for the initiator; `None` disables it.
     pub dpd_interval: Option<Duration>,
+    /// Refuse Child SA rekeys without a key exchange, as for the initiator.
+    pub require_child_pfs: bool,
 }
 
 impl ResponderConfig {
@@ -351,6 +362,7 @@ impl ResponderConfig {
             ike_lifetime: Lifetime::ike_default(),
             child_lifetime: Lifetime::child_default(),
             dpd_interval: Some(DEFAULT_DPD_INTERVAL),
+            require_child_pfs: false,
         }
     }
 }

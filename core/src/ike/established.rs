@@ -68,6 +68,8 @@ pub(crate) struct Settings {
     pub(crate) ike_lifetime: Lifetime,
     pub(crate) child_lifetime: Lifetime,
     pub(crate) dpd_interval: Option<Duration>,
+    /// Refuse Child SA rekeys without a key exchange (see `InitiatorConfig::require_child_pfs`).
+    pub(crate) require_child_pfs: bool,
 }
 
 /// The keys and message ID state of one IKE SA.
@@ -337,6 +339,8 @@ pub(crate) struct Faults {
     /// Answer every CREATE_CHILD_SA request with NO_PROPOSAL_CHOSEN (a peer that will not
     /// rekey).
     pub(crate) refuse_create_child_sa: bool,
+    /// Offer only this PFS level in our Child SA rekeys (a peer configured that way).
+    pub(crate) child_rekey_offer: Option<Pfs>,
 }
 
 /// Every IKE SA and Child SA of one tunnel after IKE_AUTH, and the exchanges between them.
@@ -494,6 +498,53 @@ fn offers_method(proposal: &Proposal, t: TransformType, m: KeyExchangeMethod) ->
         .transforms
         .iter()
         .any(|x| x.transform_type == t && x.key_exchange_method() == Some(m))
+}
+
+/// How much of the IKE SA's key exchange a Child SA rekey proposal repeats (RFC 7296 §1.3.1,
+/// RFC 9370 §2.2.1), strongest first in preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Pfs {
+    /// No key exchange: KEYMAT from `SK_d` and the nonces alone.
+    None,
+    /// The KE method without the additional ones (a gateway with a classical PFS group).
+    KeOnly,
+    /// Every key exchange of the IKE SA.
+    Full,
+}
+
+impl Pfs {
+    /// The additional key exchanges this level runs, of the IKE SA's `addke`.
+    fn addke(self, addke: &[KeyExchangeMethod]) -> &[KeyExchangeMethod] {
+        if self == Self::Full { addke } else { &[] }
+    }
+}
+
+/// The PFS level a proposal asks for, `None` when it is none of ours (some but not all of our
+/// additional key exchanges, or additional ones without a KE).
+fn pfs_of(proposal: &Proposal, addke: &[KeyExchangeMethod]) -> Option<Pfs> {
+    let real = |t: &&Transform| {
+        t.key_exchange_method()
+            .is_some_and(|m| m != KeyExchangeMethod::None)
+    };
+    let ke = proposal
+        .transforms
+        .iter()
+        .filter(real)
+        .any(|t| t.transform_type == TransformType::KeyExchange);
+    let rounds = proposal
+        .transforms
+        .iter()
+        .filter(real)
+        .any(|t| t.transform_type.additional_key_exchange_round().is_some());
+    let all_rounds = (1u8..).zip(addke).all(|(round, &m)| {
+        TransformType::additional_key_exchange(round).is_some_and(|t| offers_method(proposal, t, m))
+    });
+    match (ke, rounds) {
+        (false, false) => Some(Pfs::None),
+        (true, _) if all_rounds && (rounds || addke.is_empty()) => Some(Pfs::Full),
+        (true, false) => Some(Pfs::KeOnly),
+        _ => None,
+    }
 }
 
 /// Responder: the PFS method of a Child SA rekey. Every ADDKE round of our construction must be
@@ -1112,25 +1163,30 @@ impl EstablishedSa {
         let ke = self.provider.start_key_exchange(ke_method)?;
         let new_spi = random_esp_spi(&*self.provider)?;
         let nonce_i = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
-        let inner = vec![
+        let proposals = self.child_rekey_proposals(encr, new_spi, &offered, &choice.addke);
+        // KEi goes with offers that have a KE (RFC 7296 §1.3.1).
+        let with_ke = proposals
+            .iter()
+            .any(|p| pfs_of(p, &choice.addke).is_some_and(|l| l != Pfs::None));
+        let mut inner = vec![
             Payload::Notify(NotifyPayload {
                 protocol_id: ProtocolId::Esp,
                 spi: old_in.to_be_bytes().to_vec(),
                 notify_type: NotifyType::RekeySa,
                 data: Vec::new(),
             }),
-            Payload::Sa(SaPayload {
-                proposals: vec![esp_rekey_proposal(encr, new_spi, &offered, &choice.addke)],
-            }),
+            Payload::Sa(SaPayload { proposals }),
             nonce_payload(&nonce_i)?,
-            ke_payload(&*ke),
-            Payload::TsI(TsPayload {
-                selectors: ts_i.clone(),
-            }),
-            Payload::TsR(TsPayload {
-                selectors: ts_r.clone(),
-            }),
         ];
+        if with_ke {
+            inner.push(ke_payload(&*ke));
+        }
+        inner.push(Payload::TsI(TsPayload {
+            selectors: ts_i.clone(),
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: ts_r.clone(),
+        }));
         let exchange = RekeyChildSa {
             old: pair,
             encr,
@@ -1155,6 +1211,40 @@ impl EstablishedSa {
         )
     }
 
+    /// Our Child SA rekey offers: every key exchange of the IKE SA first; unless PFS is
+    /// required, then the KE alone (a gateway with a classical PFS group) and none (a gateway
+    /// configured without PFS). KEi goes with the first two (RFC 7296 §1.3.1).
+    fn child_rekey_proposals(
+        &self,
+        encr: AeadAlgorithm,
+        spi: u32,
+        ke: &[KeyExchangeMethod],
+        addke: &[KeyExchangeMethod],
+    ) -> Vec<Proposal> {
+        let mut levels = vec![(ke, addke)];
+        if !self.settings.require_child_pfs {
+            if !addke.is_empty() {
+                levels.push((ke, &[]));
+            }
+            levels.push((&[], &[]));
+        }
+        #[cfg(test)]
+        if let Some(only) = self.faults.child_rekey_offer {
+            levels = match only {
+                Pfs::Full => vec![(ke, addke)],
+                Pfs::KeOnly => vec![(ke, &[])],
+                Pfs::None => vec![(&[], &[])],
+            };
+        }
+        (1u8..)
+            .zip(levels)
+            .map(|(number, (ke, addke))| Proposal {
+                number,
+                ..esp_rekey_proposal(encr, spi, ke, addke)
+            })
+            .collect()
+    }
+
     /// A response to our Child SA rekey (CREATE_CHILD_SA or IKE_FOLLOWUP_KE).
     fn on_child_rekey_response(
         &mut self,
@@ -1166,18 +1256,25 @@ impl EstablishedSa {
         if let Some(error) = first_error_notify(payloads) {
             return self.child_rekey_refused(now, sa, &x, error, payloads);
         }
-        let ker = payload_ke(payloads).ok_or(Error::MissingPayload("KE"))?;
-        if ker.method != x.ke.method() {
-            return Err(Error::WrongKeyExchangeMethod {
-                expected: x.ke.method(),
-                got: ker.method,
-            });
-        }
+        let mut pfs = Pfs::Full;
         if x.answer.is_none() {
             let sa_payload = payload_sa(payloads).ok_or(Error::MissingPayload("SA"))?;
             let esp = check_esp_choice(&[x.encr], &sa_payload.proposals)?;
             if let [p] = &sa_payload.proposals[..] {
-                check_pfs_answer(p, x.ke.method(), &sa.choice.addke)?;
+                pfs = pfs_of(p, &sa.choice.addke).ok_or(Error::ProposalMismatch(
+                    "key exchanges of the Child SA rekey",
+                ))?;
+                if self.settings.require_child_pfs && pfs != Pfs::Full {
+                    return Err(Error::ProposalMismatch(
+                        "the Child SA rekey without every key exchange (PFS is required)",
+                    ));
+                }
+                if pfs != Pfs::None {
+                    check_pfs_answer(p, x.ke.method(), pfs.addke(&sa.choice.addke))?;
+                }
+                if pfs != Pfs::Full {
+                    x.rounds.remaining.clear();
+                }
             }
             let nonce_r = payload_nonce(payloads).ok_or(Error::MissingPayload("Nonce"))?;
             let (ts_i, ts_r) = payload_ts(payloads);
@@ -1203,7 +1300,16 @@ impl EstablishedSa {
                 collision.ours = Some(min_nonce(&x.nonce_i, &a.nonce_r));
             }
         }
-        x.rounds.shared.push(x.ke.complete(&ker.data)?);
+        if pfs != Pfs::None {
+            let ker = payload_ke(payloads).ok_or(Error::MissingPayload("KE"))?;
+            if ker.method != x.ke.method() {
+                return Err(Error::WrongKeyExchangeMethod {
+                    expected: x.ke.method(),
+                    got: ker.method,
+                });
+            }
+            x.rounds.shared.push(x.ke.complete(&ker.data)?);
+        }
         let link = link_of(payloads);
         if let Some(method) = x.rounds.remaining.pop_front() {
             // Another round: the response must carry the link (RFC 9370 §2.2.4).
@@ -2054,12 +2160,35 @@ impl EstablishedSa {
         {
             return Err(Error::ExchangeInProgress);
         }
-        let (number, esp) = select_esp(&self.settings.esp, &sa_payload.proposals)?;
+        // The strongest PFS offered wins, then our cipher preference (RFC 7296 §1.3.1 leaves
+        // PFS to policy: a gateway configured without it still rekeys, see
+        // `InitiatorConfig::require_child_pfs`).
+        let weakest = if self.settings.require_child_pfs {
+            Pfs::Full
+        } else {
+            Pfs::None
+        };
+        let (number, esp, pfs) = [Pfs::Full, Pfs::KeOnly, Pfs::None]
+            .into_iter()
+            .filter(|&level| level >= weakest)
+            .find_map(|level| {
+                let offers: Vec<Proposal> = sa_payload
+                    .proposals
+                    .iter()
+                    .filter(|p| pfs_of(p, &sa.choice.addke) == Some(level))
+                    .cloned()
+                    .collect();
+                select_esp(&self.settings.esp, &offers)
+                    .ok()
+                    .map(|(number, esp)| (number, esp, level))
+            })
+            .ok_or(Error::NoProposalChosen)?;
         let proposal = sa_payload
             .proposals
             .iter()
             .find(|p| p.number == number && p.protocol_id == ProtocolId::Esp)
             .ok_or(Error::NoProposalChosen)?;
+        let addke = pfs.addke(&sa.choice.addke).to_vec();
         let mut allowed = vec![sa.choice.ke];
         allowed.extend(
             self.settings
@@ -2069,10 +2198,19 @@ impl EstablishedSa {
                 .copied()
                 .filter(|&m| m != sa.choice.ke),
         );
-        let kei = payload_ke(payloads);
-        let method = select_pfs(proposal, &allowed, &sa.choice.addke, kei.map(|k| k.method))?;
-        let kei = kei.ok_or(Error::MissingPayload("KE"))?;
-        let response = self.provider.respond_key_exchange(method, &kei.data)?;
+        // Without PFS a KEi is ignored (RFC 7296 §1.3.1: it goes with the offers that have KE).
+        let exchange = match pfs {
+            Pfs::None => None,
+            Pfs::KeOnly | Pfs::Full => {
+                let kei = payload_ke(payloads);
+                let method = select_pfs(proposal, &allowed, &addke, kei.map(|k| k.method))?;
+                let kei = kei.ok_or(Error::MissingPayload("KE"))?;
+                Some((
+                    method,
+                    self.provider.respond_key_exchange(method, &kei.data)?,
+                ))
+            }
+        };
         let (ts_i, ts_r) = payload_ts(payloads);
         ts_i.ok_or(Error::MissingPayload("TSi"))?;
         ts_r.ok_or(Error::MissingPayload("TSr"))?;
@@ -2100,22 +2238,32 @@ impl EstablishedSa {
                 theirs: Some(min_nonce(&nonce_i, &nonce_r)),
             });
         }
+        let (answer, shared) = match exchange {
+            Some((method, response)) => (
+                (
+                    pfs_answer(number, &esp, our_spi, method, &addke),
+                    Some(Payload::Ke(KePayload {
+                        method,
+                        data: response.public_value,
+                    })),
+                ),
+                vec![response.shared_secret],
+            ),
+            None => ((esp_answer(number, &esp, our_spi), None), Vec::new()),
+        };
         let mut inner = vec![
             Payload::Sa(SaPayload {
-                proposals: vec![pfs_answer(number, &esp, our_spi, method, &sa.choice.addke)],
+                proposals: vec![answer.0],
             }),
             nonce_payload(&nonce_r)?,
-            Payload::Ke(KePayload {
-                method,
-                data: response.public_value,
-            }),
-            Payload::TsI(TsPayload {
-                selectors: ts_i.clone(),
-            }),
-            Payload::TsR(TsPayload {
-                selectors: ts_r.clone(),
-            }),
         ];
+        inner.extend(answer.1);
+        inner.push(Payload::TsI(TsPayload {
+            selectors: ts_i.clone(),
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: ts_r.clone(),
+        }));
         let parts = ChildParts {
             old,
             encr: esp.encr,
@@ -2126,8 +2274,8 @@ impl EstablishedSa {
             ts_r,
         };
         let rounds = Rounds {
-            remaining: rounds_after(&sa.choice),
-            shared: vec![response.shared_secret],
+            remaining: addke.iter().copied().collect(),
+            shared,
         };
         self.after_first_round(
             now,

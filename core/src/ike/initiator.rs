@@ -929,6 +929,7 @@ impl Initiator {
             ike_lifetime: c.ike_lifetime,
             child_lifetime: c.child_lifetime,
             dpd_interval: c.dpd_interval,
+            require_child_pfs: c.require_child_pfs,
         };
         let ike = IkeSa::new(
             self.spi_i,

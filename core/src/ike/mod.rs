@@ -16,6 +16,8 @@
 pub mod config;
 mod error;
 mod established;
+#[cfg(test)]
+pub(crate) use established::Pfs;
 mod initiator;
 pub mod keys;
 mod proposal;

@@ -932,6 +932,7 @@ impl Responder {
             ike_lifetime: c.ike_lifetime,
             child_lifetime: c.child_lifetime,
             dpd_interval: c.dpd_interval,
+            require_child_pfs: c.require_child_pfs,
         };
         let keyed = *keyed;
         let ike = IkeSa::new(

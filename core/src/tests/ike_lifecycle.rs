@@ -778,7 +778,7 @@ fn the_hard_lifetime_waits_for_a_rekey_in_flight() {
         "the SA outlived its hard lifetime while the rekey was in flight"
     );
     pair.run_until(start + 12 * MINUTE, None);
-    let position = |f: &dyn Fn(&Event) -> bool| pair.initiator_events.iter().position(|e| f(e));
+    let position = |f: &dyn Fn(&Event) -> bool| pair.initiator_events.iter().position(f);
     let rekeyed =
         position(&|e| matches!(e, Event::ChildSaRekeyed { old, .. } if old.0 == first.spi_i))
             .expect("the rekey completed");
@@ -788,4 +788,75 @@ fn the_hard_lifetime_waits_for_a_rekey_in_flight() {
     assert!(rekeyed < deleted, "{:?}", pair.initiator_events);
     assert!(failures(&pair.initiator_events).is_empty());
     assert_children_agree(&pair);
+}
+
+/// Gateways configured without PFS (strongSwan's `esp_proposals = aes256gcm16`) or with only a
+/// classical group rekey Child SAs with less than every key exchange: accepted unless PFS is
+/// required, with KEYMAT from `SK_d` (and the one KE), and no IKE_FOLLOWUP_KE.
+#[test]
+fn child_sa_rekeys_with_less_pfs_are_accepted_unless_required() {
+    use crate::ike::Pfs;
+    for (seed, level, ke_sizes_expected) in
+        [(960, Pfs::None, &[][..]), (961, Pfs::KeOnly, &[32, 32][..])]
+    {
+        let mut pair = established_pair(
+            seed,
+            client_config(Mode::Hybrid),
+            gateway_config(vec![CryptoPolicy::default()]),
+        );
+        let c = pair.initiator.child_sas()[0].clone();
+        pair.initiator
+            .established_mut()
+            .unwrap()
+            .faults
+            .child_rekey_offer = Some(level);
+        pair.initiator.rekey_child_sa(pair.now, c.spi_i).unwrap();
+        pair.settle();
+        let (ti, _) = assert_children_agree(&pair);
+        assert_eq!(ti.rekeys.len(), 1, "{level:?}");
+        assert!(failures(&pair.initiator_events).is_empty(), "{level:?}");
+        let mut kes = ke_sizes(&sent(&mut pair, true), ExchangeType::CreateChildSa);
+        // KEr: in the gateway's CREATE_CHILD_SA responses.
+        kes.extend(sent(&mut pair, false).iter().filter_map(|(h, p)| {
+            (h.exchange_type == ExchangeType::CreateChildSa && h.flags.response)
+                .then(|| {
+                    p.iter().find_map(|x| match x {
+                        Payload::Ke(k) => Some(k.data.len()),
+                        _ => None,
+                    })
+                })
+                .flatten()
+        }));
+        let expected: Vec<usize> = match level {
+            // The client sends KEi only with an offer that has a KE.
+            Pfs::None => Vec::new(),
+            _ => ke_sizes_expected.to_vec(),
+        };
+        assert_eq!(kes, expected, "{level:?}: KEi and KEr");
+        let followups = pair
+            .log
+            .iter()
+            .filter(|(_, d)| {
+                Header::parse(d).is_ok_and(|h| h.exchange_type == ExchangeType::IkeFollowupKe)
+            })
+            .count();
+        assert_eq!(followups, 0, "{level:?}: no ML-KEM round");
+    }
+
+    // A gateway that requires PFS refuses an offer without it.
+    let mut gateway = gateway_config(vec![CryptoPolicy::default()]);
+    gateway.require_child_pfs = true;
+    let mut pair = established_pair(962, client_config(Mode::Hybrid), gateway);
+    let c = pair.initiator.child_sas()[0].clone();
+    pair.initiator
+        .established_mut()
+        .unwrap()
+        .faults
+        .child_rekey_offer = Some(Pfs::None);
+    pair.initiator.rekey_child_sa(pair.now, c.spi_i).unwrap();
+    pair.settle();
+    assert!(pair.initiator_events.iter().any(|e| matches!(
+        e,
+        Event::ChildSaFailed(Error::NotifyReceived(NotifyType::NoProposalChosen))
+    )));
 }
