@@ -249,6 +249,9 @@ struct Ike {
     dpd_delay: Option<DurationValue>,
     /// Transmissions of one request before the gateway counts as gone (1 s, doubling; 6).
     retransmit_tries: Option<u32>,
+    /// Refuse Child SA rekeys that do not repeat every key exchange (default false: accepted
+    /// from gateways configured without PFS; ours always offer it first).
+    require_child_pfs: Option<bool>,
 }
 
 /// The `[ike]` settings both roles have, borrowed from an `InitiatorConfig` or a
@@ -259,6 +262,7 @@ struct IkeKnobs<'a> {
     child_lifetime: &'a mut Lifetime,
     dpd_interval: &'a mut Option<Duration>,
     retransmit: &'a mut RetransmitConfig,
+    require_child_pfs: &'a mut bool,
 }
 
 impl Ike {
@@ -289,6 +293,9 @@ impl Ike {
                 return Err(format!("ike.retransmit_tries = {tries}: expected 1..=10"));
             }
             knobs.retransmit.attempts = tries;
+        }
+        if let Some(require) = self.require_child_pfs {
+            *knobs.require_child_pfs = require;
         }
         Ok(())
     }
@@ -430,6 +437,7 @@ impl Profile {
             child_lifetime: &mut initiator.child_lifetime,
             dpd_interval: &mut initiator.dpd_interval,
             retransmit: &mut initiator.retransmit,
+            require_child_pfs: &mut initiator.require_child_pfs,
         })?;
         if !(576..=9000).contains(&file.network.mtu) {
             return Err(format!(
@@ -646,6 +654,7 @@ impl GatewayProfile {
             child_lifetime: &mut responder.child_lifetime,
             dpd_interval: &mut responder.dpd_interval,
             retransmit: &mut responder.retransmit,
+            require_child_pfs: &mut responder.require_child_pfs,
         })?;
         let address = parse_prefix("address", &file.address)?;
         Ok(Self {
@@ -712,8 +721,14 @@ psk = "a-test-psk"
         );
         assert_eq!(p.initiator.dpd_interval, Some(Duration::from_secs(5)));
         assert_eq!(p.initiator.retransmit.attempts, 3);
-        let p = Profile::parse("t", &format!("{GOOD}[ike]\ndpd_delay = 0\n")).unwrap();
+        assert!(!p.initiator.require_child_pfs);
+        let p = Profile::parse(
+            "t",
+            &format!("{GOOD}[ike]\ndpd_delay = 0\nrequire_child_pfs = true\n"),
+        )
+        .unwrap();
         assert_eq!(p.initiator.dpd_interval, None);
+        assert!(p.initiator.require_child_pfs);
         for (line, key) in [
             ("rekey_time = \"5s\"", "ike.rekey_time"),
             ("rekey_time = \"31d\"", "ike.rekey_time"),
