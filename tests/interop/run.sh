@@ -5,7 +5,7 @@
 # Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
 #                tests/interop/run.sh setup              (only build the chroot)
 # Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
-#            gw_rekey gw_drives_rekey p384_chacha child_delete
+#            gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -68,7 +68,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -530,6 +530,37 @@ rekey_under_traffic() {     # NAME DRIVER
 }
 
 scenario_sw_rekey() { rekey_under_traffic sw_rekey sw; }
+
+# A gateway configured without ESP PFS (`esp_proposals = aes256gcm16`, a common
+# strongSwan setup): both sides rekey the CHILD_SA every 10 s for 26 s. pqvpn
+# offers X25519 + ML-KEM first, then the KE alone, then none (RFC 7296 §1.3.1);
+# strongSwan picks none, and rekeys it starts carry no KE, which pqvpn accepts
+# (require_child_pfs = false): KEYMAT from SK_d of the hybrid IKE SA (§2.17).
+scenario_no_pfs() {
+    local name=no_pfs reason="" st sas lost
+    local GW_CHILD_REKEY=10s PQ_IKE_EXTRA='child_rekey_time = "10s"'
+    local HYBRID_ESP=aes256gcm16
+    connect_to_sw "$name" hybrid || return
+    lost=$(ping_loss 130)
+    st=$(status_json "$name"); echo "$st" >"$SCEN_DIR/status.json"
+    sas=$(sw_ctl gw --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+    local clog=$STATE/gw/charon.log child_n sw_req sw_resp
+    child_n=$(jq_ 'd["child_sa_rekeys"]' <<<"$st")
+    sw_req=$(grep -cE "generating CREATE_CHILD_SA request [0-9]+ \[ N\(REKEY_SA\) SA No TSi TSr \]" "$clog")
+    sw_resp=$(grep -cE "generating CREATE_CHILD_SA response [0-9]+ \[ SA No TSi TSr \]" "$clog")
+    log "$name: pqvpn counted $child_n Child SA rekeys; strongSwan sent $sw_req rekey requests and $sw_resp responses without KE; $lost of 130 pings lost"
+    [ "$(jq_ 'd["state"]' <<<"$st")" = connected ] || reason+="pqvpn not connected after the rekeys; "
+    [ "${child_n:-0}" -ge 2 ] || reason+="pqvpn counted ${child_n:-?} Child SA rekeys (< 2); "
+    [ $((sw_req + sw_resp)) -ge 2 ] || reason+="strongSwan's log shows $sw_req + $sw_resp rekeys without KE (< 2); "
+    [ "${lost:-99}" -le 1 ] || reason+="$lost of 130 pings lost (> 1); "
+    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256" <<<"$sas" || reason+="strongSwan CHILD_SA not INSTALLED; "
+    grep -q "IKE_FOLLOWUP_KE" "$clog" && reason+="an IKE_FOLLOWUP_KE without PFS; "
+    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
+    grep -qE "received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX)" "$clog" && reason+="strongSwan received an error notify; "
+    ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
 scenario_pq_rekey() { rekey_under_traffic pq_rekey pqvpn; }
 
 # Scenario 6: liveness checks (RFC 7296 §2.4) both ways.
