@@ -5,7 +5,7 @@
 # Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
 #                tests/interop/run.sh setup              (only build the chroot)
 # Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
-#            gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs
+#            gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs gw_no_pfs
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -68,7 +68,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs gw_no_pfs)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -813,6 +813,43 @@ gateway_rekey_under_traffic() {     # NAME DRIVER
 }
 
 scenario_gw_rekey() { gateway_rekey_under_traffic gw_rekey sw; }
+
+# no_pfs the other way round: a strongSwan initiator with the default-style
+# `esp_proposals = aes256gcm16` against pqvpn's gateway, both rekeying the
+# CHILD_SA every 10 s for 26 s. strongSwan offers no KE, pqvpn's gateway
+# accepts it; pqvpn offers PFS first and strongSwan picks none.
+scenario_gw_no_pfs() {
+    local name=gw_no_pfs reason="" sas out vip lost
+    local CL_CHILD_REKEY=10s PQ_IKE_EXTRA='child_rekey_time = "10s"'
+    begin "$name" || return
+    start_pq_gateway "$name" || return
+    write_charon cl "$HYBRID_IKE" aes256gcm16
+    start_charon cl "$NS_CL" || { fail "$name" "charon did not start"; teardown; return; }
+    out=$(sw_ctl cl --initiate --timeout 30 --ike sw --child net 2>&1); echo "$out" >"$SCEN_DIR/initiate.txt"
+    if ! grep -q "initiate completed successfully" <<<"$out"; then
+        fail "$name" "swanctl --initiate failed: $(grep -E 'failed|received|error' <<<"$out" | tail -3 | tr '\n' ' ')"
+        teardown; return
+    fi
+    vip=$(sw_ctl cl --list-sas 2>&1 | sed -n "s/.*local  '$CL_ID' @ $CL_ADDR\[4500\] \[\([0-9.]*\)\].*/\1/p")
+    lost=$(ping_loss 130 "$PQGW_ADDR" "$vip")
+    sas=$(sw_ctl cl --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+    local clog=$STATE/cl/charon.log glog=$SCEN_DIR/pqvpn-gateway.log sw_req sw_resp pq_child
+    sw_req=$(grep -cE "generating CREATE_CHILD_SA request [0-9]+ \[ N\(REKEY_SA\) SA No TSi TSr \]" "$clog")
+    sw_resp=$(grep -cE "generating CREATE_CHILD_SA response [0-9]+ \[ SA No TSi TSr \]" "$clog")
+    pq_child=$(grep -c "Child SA rekeyed" "$glog")
+    log "$name: strongSwan sent $sw_req rekey requests and $sw_resp responses without KE; the gateway logged $pq_child Child SA rekeys; ${lost:-?} of 130 pings from ${vip:-?} lost"
+    [ -n "$vip" ] || reason+="strongSwan got no virtual IP; "
+    [ $((sw_req + sw_resp)) -ge 2 ] || reason+="strongSwan's log shows $sw_req + $sw_resp rekeys without KE (< 2); "
+    [ "$pq_child" -ge $((sw_req + sw_resp)) ] || reason+="the gateway logged $pq_child of $((sw_req + sw_resp)) rekeys; "
+    [ "${lost:-99}" -le 1 ] || reason+="$lost of 130 pings lost (> 1); "
+    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256" <<<"$sas" || reason+="strongSwan CHILD_SA not INSTALLED; "
+    grep -q "IKE_FOLLOWUP_KE" "$clog" && reason+="an IKE_FOLLOWUP_KE without PFS; "
+    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
+    grep -qE "received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX)" "$clog" && reason+="strongSwan received an error notify; "
+    sw_ctl cl --terminate --ike sw >/dev/null 2>&1
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
 scenario_gw_drives_rekey() { gateway_rekey_under_traffic gw_drives_rekey pqvpn; }
 
 scenario_sw_initiator() { sw_to_gateway sw_initiator no; }
