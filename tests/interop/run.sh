@@ -768,24 +768,33 @@ sw_to_gateway() {   # NAME FRAGMENTATION
 # pqvpn's gateway requires the IKE SA's key exchanges in a CHILD_SA rekey (PFS;
 # RFC 7296 §1.3.1 lets the responder refuse a proposal without KE), so
 # strongSwan's esp_proposals carry ke1_mlkem768.
+# sw_connect_to_gateway NAME ESP_PROPOSALS: `pqvpn gateway`, then the strongSwan
+# initiator (hybrid IKE proposals, the scenario's CL_* timers) connected; sets
+# VIP to its virtual IP. On failure it reports FAIL, tears down and returns 1.
+sw_connect_to_gateway() {
+    local name=$1 out
+    begin "$name" || return 1
+    start_pq_gateway "$name" || return 1
+    write_charon cl "$HYBRID_IKE" "$2"
+    start_charon cl "$NS_CL" || { fail "$name" "charon did not start"; teardown; return 1; }
+    out=$(sw_ctl cl --initiate --timeout 30 --ike sw --child net 2>&1); echo "$out" >"$SCEN_DIR/initiate.txt"
+    if ! grep -q "initiate completed successfully" <<<"$out"; then
+        fail "$name" "swanctl --initiate failed: $(grep -E 'failed|received|error' <<<"$out" | tail -3 | tr '\n' ' ')"
+        teardown; return 1
+    fi
+    VIP=$(sw_ctl cl --list-sas 2>&1 | sed -n "s/.*local  '$CL_ID' @ $CL_ADDR\[4500\] \[\([0-9.]*\)\].*/\1/p")
+}
+
 gateway_rekey_under_traffic() {     # NAME DRIVER
-    local name=$1 driver=$2 reason="" sas out vip lost
+    local name=$1 driver=$2 reason="" sas vip lost
     local CL_IKE_REKEY=0s CL_CHILD_REKEY=0s PQ_IKE_EXTRA="" dir=request
     if [ "$driver" = sw ]; then
         CL_IKE_REKEY=20s CL_CHILD_REKEY=10s
     else
         PQ_IKE_EXTRA=$'rekey_time = "20s"\nchild_rekey_time = "10s"' dir=response
     fi
-    begin "$name" || return
-    start_pq_gateway "$name" || return
-    write_charon cl "$HYBRID_IKE" "$HYBRID_ESP"
-    start_charon cl "$NS_CL" || { fail "$name" "charon did not start"; teardown; return; }
-    out=$(sw_ctl cl --initiate --timeout 30 --ike sw --child net 2>&1); echo "$out" >"$SCEN_DIR/initiate.txt"
-    if ! grep -q "initiate completed successfully" <<<"$out"; then
-        fail "$name" "swanctl --initiate failed: $(grep -E 'failed|received|error' <<<"$out" | tail -3 | tr '\n' ' ')"
-        teardown; return
-    fi
-    vip=$(sw_ctl cl --list-sas 2>&1 | sed -n "s/.*local  '$CL_ID' @ $CL_ADDR\[4500\] \[\([0-9.]*\)\].*/\1/p")
+    sw_connect_to_gateway "$name" "$HYBRID_ESP" || return
+    vip=$VIP
     lost=$(ping_loss 230 "$PQGW_ADDR" "$vip")
     sas=$(sw_ctl cl --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
     local clog=$STATE/cl/charon.log glog=$SCEN_DIR/pqvpn-gateway.log
@@ -820,18 +829,10 @@ scenario_gw_rekey() { gateway_rekey_under_traffic gw_rekey sw; }
 # CHILD_SA every 10 s for 26 s. strongSwan offers no KE, pqvpn's gateway
 # accepts it; pqvpn offers PFS first and strongSwan picks none.
 scenario_gw_no_pfs() {
-    local name=gw_no_pfs reason="" sas out vip lost
+    local name=gw_no_pfs reason="" sas vip lost
     local CL_CHILD_REKEY=10s PQ_IKE_EXTRA='child_rekey_time = "10s"'
-    begin "$name" || return
-    start_pq_gateway "$name" || return
-    write_charon cl "$HYBRID_IKE" aes256gcm16
-    start_charon cl "$NS_CL" || { fail "$name" "charon did not start"; teardown; return; }
-    out=$(sw_ctl cl --initiate --timeout 30 --ike sw --child net 2>&1); echo "$out" >"$SCEN_DIR/initiate.txt"
-    if ! grep -q "initiate completed successfully" <<<"$out"; then
-        fail "$name" "swanctl --initiate failed: $(grep -E 'failed|received|error' <<<"$out" | tail -3 | tr '\n' ' ')"
-        teardown; return
-    fi
-    vip=$(sw_ctl cl --list-sas 2>&1 | sed -n "s/.*local  '$CL_ID' @ $CL_ADDR\[4500\] \[\([0-9.]*\)\].*/\1/p")
+    sw_connect_to_gateway "$name" aes256gcm16 || return
+    vip=$VIP
     lost=$(ping_loss 130 "$PQGW_ADDR" "$vip")
     sas=$(sw_ctl cl --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
     local clog=$STATE/cl/charon.log glog=$SCEN_DIR/pqvpn-gateway.log sw_req sw_resp pq_child
