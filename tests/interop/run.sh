@@ -484,6 +484,28 @@ ping_loss() {
         awk -v n="$1" 'NF == 2 { print $1 - $2; found = 1 } END { if (!found) print n }'
 }
 
+# sw_rekey_checks DIR CLOG SAS CONN: strongSwan's side of a rekey scenario.
+# Counts the CREATE_CHILD_SA and IKE_FOLLOWUP_KE DIRs (request: strongSwan
+# rekeyed, response: pqvpn did) in its log into SW_CHILD, SW_IKE, SW_FOLLOWUP,
+# and adds to the caller's `reason` what fails: too few rekeys, one without ML-KEM, the
+# rekeyed SAs (connection CONN in SAS) not X25519 + ML-KEM-768, a
+# retransmission, an error notify.
+sw_rekey_checks() {
+    local dir=$1 clog=$2 sas=$3 conn=$4
+    SW_CHILD=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ (N\(REKEY_SA\) )?SA No KE TSi TSr" "$clog")
+    SW_IKE=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ SA No KE( N\(ADD_KE\))? \]$" "$clog")
+    SW_FOLLOWUP=$(grep -cE "generating IKE_FOLLOWUP_KE $dir [0-9]+ \[ KE" "$clog")
+    [ "$SW_CHILD" -ge 3 ] || reason+="strongSwan log shows $SW_CHILD Child SA rekey ${dir}s (< 3); "
+    [ "$SW_IKE" -ge 2 ] || reason+="strongSwan log shows $SW_IKE IKE SA rekey ${dir}s (< 2); "
+    [ "$SW_FOLLOWUP" -ge $((SW_CHILD + SW_IKE)) ] || reason+="strongSwan did $SW_FOLLOWUP IKE_FOLLOWUP_KE for $((SW_CHILD + SW_IKE)) rekeys (ML-KEM skipped?); "
+    grep -q "$conn: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED after the rekeys; "
+    grep -q "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="strongSwan's rekeyed IKE SA is not X25519 + ML-KEM-768; "
+    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="strongSwan's rekeyed CHILD_SA did not use X25519 + ML-KEM-768; "
+    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
+    grep -qE "received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)" "$clog" && reason+="strongSwan received an error notify: $(grep -m1 -oE 'received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)[^,]*' "$clog"); "
+    return 0
+}
+
 # Scenarios 4 and 5: rekeys with ML-KEM while a ping runs every 0.2 s for 46 s.
 # DRIVER sw: strongSwan rekeys (IKE SA every 20 s, Child SA every 10 s, minus
 # its 10 % jitter); pqvpn: the profile's rekey_time/child_rekey_time, same times.
@@ -503,7 +525,7 @@ rekey_under_traffic() {     # NAME DRIVER
     st=$(status_json "$name"); echo "$st" >"$SCEN_DIR/status.json"
     sas=$(sw_ctl gw --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
     local clog=$STATE/gw/charon.log
-    local child_n ike_n sw_child sw_ike sw_followup
+    local child_n ike_n
     child_n=$(jq_ 'd["child_sa_rekeys"]' <<<"$st")
     ike_n=$(jq_ 'd["ike_sa_rekeys"]' <<<"$st")
     [ "$(jq_ 'd["state"]' <<<"$st")" = connected ] || reason+="pqvpn not connected after the rekeys; "
@@ -513,18 +535,8 @@ rekey_under_traffic() {     # NAME DRIVER
     # strongSwan's side: who started the rekeys, and that each one did ML-KEM.
     local dir=request
     [ "$driver" = sw ] || dir=response
-    sw_child=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ (N\(REKEY_SA\) )?SA No KE TSi TSr" "$clog")
-    sw_ike=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ SA No KE( N\(ADD_KE\))? \]$" "$clog")
-    sw_followup=$(grep -cE "generating IKE_FOLLOWUP_KE $dir [0-9]+ \[ KE" "$clog")
-    log "$name: pqvpn counted $child_n Child SA and $ike_n IKE SA rekeys; strongSwan generated $sw_child Child SA and $sw_ike IKE SA CREATE_CHILD_SA ${dir}s and $sw_followup IKE_FOLLOWUP_KE ${dir}s; $lost of 230 pings lost"
-    [ "$sw_child" -ge 3 ] || reason+="strongSwan log shows $sw_child Child SA rekey ${dir}s (< 3); "
-    [ "$sw_ike" -ge 2 ] || reason+="strongSwan log shows $sw_ike IKE SA rekey ${dir}s (< 2); "
-    [ "$sw_followup" -ge $((sw_child + sw_ike)) ] || reason+="strongSwan did $sw_followup IKE_FOLLOWUP_KE for $((sw_child + sw_ike)) rekeys (ML-KEM skipped?); "
-    grep -q "rw: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED after the rekeys; "
-    grep -q "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="strongSwan's rekeyed IKE SA is not X25519 + ML-KEM-768; "
-    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="strongSwan's rekeyed CHILD_SA did not use X25519 + ML-KEM-768; "
-    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
-    grep -qE "received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)" "$clog" && reason+="strongSwan received an error notify: $(grep -m1 -oE 'received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)[^,]*' "$clog"); "
+    sw_rekey_checks "$dir" "$clog" "$sas" rw
+    log "$name: pqvpn counted $child_n Child SA and $ike_n IKE SA rekeys; strongSwan generated $SW_CHILD Child SA and $SW_IKE IKE SA CREATE_CHILD_SA ${dir}s and $SW_FOLLOWUP IKE_FOLLOWUP_KE ${dir}s; $lost of 230 pings lost"
     ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1
     [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
     teardown
@@ -798,25 +810,15 @@ gateway_rekey_under_traffic() {     # NAME DRIVER
     lost=$(ping_loss 230 "$PQGW_ADDR" "$vip")
     sas=$(sw_ctl cl --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
     local clog=$STATE/cl/charon.log glog=$SCEN_DIR/pqvpn-gateway.log
-    local sw_child sw_ike sw_followup pq_child pq_ike
-    sw_child=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ (N\(REKEY_SA\) )?SA No KE TSi TSr" "$clog")
-    sw_ike=$(grep -cE "generating CREATE_CHILD_SA $dir [0-9]+ \[ SA No KE( N\(ADD_KE\))? \]$" "$clog")
-    sw_followup=$(grep -cE "generating IKE_FOLLOWUP_KE $dir [0-9]+ \[ KE" "$clog")
+    local pq_child pq_ike
+    sw_rekey_checks "$dir" "$clog" "$sas" sw
     pq_child=$(grep -c "Child SA rekeyed" "$glog")
     pq_ike=$(grep -c "IKE SA rekeyed" "$glog")
-    log "$name: strongSwan generated $sw_child Child SA and $sw_ike IKE SA rekey ${dir}s and $sw_followup IKE_FOLLOWUP_KE ${dir}s; the gateway logged $pq_child Child SA and $pq_ike IKE SA rekeys; ${lost:-?} of 230 pings from ${vip:-?} lost"
+    log "$name: strongSwan generated $SW_CHILD Child SA and $SW_IKE IKE SA rekey ${dir}s and $SW_FOLLOWUP IKE_FOLLOWUP_KE ${dir}s; the gateway logged $pq_child Child SA and $pq_ike IKE SA rekeys; ${lost:-?} of 230 pings from ${vip:-?} lost"
     [ -n "$vip" ] || reason+="strongSwan got no virtual IP; "
-    [ "$sw_child" -ge 3 ] || reason+="$sw_child Child SA rekeys (< 3); "
-    [ "$sw_ike" -ge 2 ] || reason+="$sw_ike IKE SA rekeys (< 2); "
-    [ "$sw_followup" -ge $((sw_child + sw_ike)) ] || reason+="$sw_followup IKE_FOLLOWUP_KE for $((sw_child + sw_ike)) rekeys; "
-    [ "$pq_child" -ge "$sw_child" ] || reason+="the gateway logged $pq_child of $sw_child Child SA rekeys; "
-    [ "$pq_ike" -ge "$sw_ike" ] || reason+="the gateway logged $pq_ike of $sw_ike IKE SA rekeys; "
+    [ "$pq_child" -ge "$SW_CHILD" ] || reason+="the gateway logged $pq_child of $SW_CHILD Child SA rekeys; "
+    [ "$pq_ike" -ge "$SW_IKE" ] || reason+="the gateway logged $pq_ike of $SW_IKE IKE SA rekeys; "
     [ "${lost:-99}" -le 1 ] || reason+="$lost of 230 pings lost (> 1); "
-    grep -q "sw: #[0-9]*, ESTABLISHED, IKEv2" <<<"$sas" || reason+="strongSwan IKE SA not ESTABLISHED after the rekeys; "
-    grep -q "AES_GCM_16-256/PRF_HMAC_SHA2_384/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="rekeyed IKE SA not X25519 + ML-KEM-768; "
-    grep -q "INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256/CURVE_25519/KE1_ML_KEM_768" <<<"$sas" || reason+="rekeyed CHILD_SA not X25519 + ML-KEM-768; "
-    grep -q "retransmit" "$clog" && reason+="strongSwan retransmitted; "
-    grep -qE "received (NO_PROPOSAL_CHOSEN|INVALID_KE_PAYLOAD|INVALID_SYNTAX|TEMPORARY_FAILURE)" "$clog" && reason+="strongSwan received an error notify; "
     sw_ctl cl --terminate --ike sw >/dev/null 2>&1
     [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
     teardown
