@@ -239,6 +239,9 @@ async fn run<F: DeviceFactory>(
     let mut demux = Demux::new();
     demux.insert(inbound);
     let mut rekey_requested = false;
+    // RFC 4301 §5.2: inbound packets come only from the gateway's side of the Child SA.
+    let mut ts_r = child.ts_r.clone();
+    let mut selector_drops = 0u64;
     let esp_destination = SocketAddr::new(options.gateway.ip(), NAT_T_PORT);
     let connected_at = Instant::now();
     status.send_modify(|s| {
@@ -275,6 +278,7 @@ async fn run<F: DeviceFactory>(
                     let (out_sa, in_sa) = client_sas(&*provider, &config, &new)?;
                     demux.insert(in_sa);
                     outbound.rekeyed(out_sa);
+                    ts_r.clone_from(&new.ts_r);
                     rekey_requested = false;
                     status.send_modify(|s| s.child_sa_rekeys += 1);
                     tracing::info!(spi_in = new.spi_i, spi_out = new.spi_r, "Child SA rekeyed");
@@ -335,6 +339,11 @@ async fn run<F: DeviceFactory>(
                     Ok(Received::Ike(message)) => ike.handle_datagram(Instant::now(), from, message),
                     Ok(Received::Esp { packet: Inbound::Ipv4(p) | Inbound::Ipv6(p), .. }) => {
                         ike.handle_inbound_traffic(Instant::now());
+                        if !esp::selectors_allow(&ts_r, p, esp::Direction::Source) {
+                            selector_drops += 1;
+                            tracing::debug!(drops = selector_drops, "inner source outside the Child SA's TSr; dropped");
+                            continue;
+                        }
                         bytes_in += p.len() as u64;
                         device.send(p).await.map_err(DriverError::io("write to the tunnel device"))?;
                     }

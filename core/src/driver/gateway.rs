@@ -59,6 +59,10 @@ struct Client {
     /// Where its ESP comes from (updated from authenticated packets, RFC 3948 NAT float).
     address: SocketAddr,
     virtual_ips: Vec<IpAddr>,
+    /// The Child SA's TSi: the inner sources it may send from (RFC 4301 §5.2).
+    ts_i: Vec<TrafficSelector>,
+    /// Authentic packets dropped because their inner source lies outside `ts_i`.
+    selector_drops: u64,
 }
 
 /// Single-address selectors of the client side: its virtual addresses.
@@ -150,6 +154,8 @@ pub async fn run_gateway<D: PacketDevice>(
                         // NAT) that is where its ESP comes from too (RFC 3948 §2.1).
                         address,
                         virtual_ips,
+                        ts_i: child.ts_i.clone(),
+                        selector_drops: 0,
                     });
                     demux.insert(inbound);
                     clients_count.send_replace(clients.len());
@@ -164,6 +170,7 @@ pub async fn run_gateway<D: PacketDevice>(
                     let (inbound, outbound) = gateway_sas(&*provider, &config, &new)?;
                     client.inbound_spis.push(inbound.spi());
                     client.outbound.rekeyed(outbound);
+                    client.ts_i.clone_from(&new.ts_i);
                     client.rekey_requested = false;
                     demux.insert(inbound);
                     tracing::info!(client = %client.address, spi_in = new.spi_r, spi_out = new.spi_i, "Child SA rekeyed");
@@ -217,9 +224,16 @@ pub async fn run_gateway<D: PacketDevice>(
                         responder.handle_datagram(Instant::now(), nat_t_local, from, message);
                     }
                     Ok(Received::Esp { spi, packet: Inbound::Ipv4(p) | Inbound::Ipv6(p) }) => {
-                        if let Some(c) = clients.iter_mut().find(|c| c.inbound_spis.contains(&spi)) {
-                            c.address = from;
-                            responder.handle_inbound_traffic(Instant::now(), c.ike_spi_r);
+                        let Some(c) = clients.iter_mut().find(|c| c.inbound_spis.contains(&spi)) else {
+                            continue;
+                        };
+                        c.address = from;
+                        responder.handle_inbound_traffic(Instant::now(), c.ike_spi_r);
+                        // RFC 4301 §5.2: a client sends only from the addresses it was given.
+                        if !esp::selectors_allow(&c.ts_i, p, esp::Direction::Source) {
+                            c.selector_drops += 1;
+                            tracing::debug!(client = %c.address, drops = c.selector_drops, "inner source outside the Child SA's TSi; dropped");
+                            continue;
                         }
                         if let Err(e) = device.send(p).await {
                             tracing::debug!(error = %e, "packet not written to the device");

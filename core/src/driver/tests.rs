@@ -224,3 +224,44 @@ async fn a_deleted_child_sa_without_successor_ends_the_tunnel() {
     stop_tx.send(true).unwrap();
     gateway_task.await.unwrap().unwrap();
 }
+
+/// Security review finding 2 (RFC 4301 §5.2): the gateway writes a client's decrypted packet to
+/// its device only if the inner source is the client's own address; spoofed sources (another
+/// client's address, an address on the gateway's LAN) are dropped.
+#[tokio::test]
+async fn gateway_drops_inner_sources_outside_the_clients_tsi() {
+    let ip = Ipv4Addr::new(127, 0, 0, 5);
+    let (gateway_task, stop_tx, _count) = spawn_gateway(ip, gateway_config(Mode::Hybrid)).await;
+    let client = spawn_client(ip, client_config(Mode::Hybrid)).await;
+    let me: Ipv4Addr = client.status.borrow().virtual_ips[0]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (cl_tx, mut cl_rx) = client.app.split();
+    let gateway_side = Ipv4Addr::new(10, 7, 0, 1);
+    for (src, seq) in [
+        (Ipv4Addr::new(10, 7, 0, 9), 1),
+        (Ipv4Addr::new(192, 0, 2, 66), 2),
+        (me, 3),
+    ] {
+        cl_tx.send(packet(src, gateway_side, seq)).await.unwrap();
+    }
+    // Only the genuine packet is reflected back; the spoofed ones never reached the device.
+    let back = tokio::time::timeout(Duration::from_secs(2), cl_rx.recv())
+        .await
+        .expect("the genuine packet came back")
+        .unwrap();
+    assert_eq!(back.get(20..24), Some(&3u32.to_be_bytes()[..]));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), cl_rx.recv())
+            .await
+            .is_err(),
+        "a spoofed packet was forwarded"
+    );
+    client.stop.send(true).unwrap();
+    client.task.await.unwrap().unwrap();
+    stop_tx.send(true).unwrap();
+    gateway_task.await.unwrap().unwrap();
+}

@@ -9,6 +9,7 @@
 //! | [`InboundSa`] | [`open`](InboundSa::open): ESP datagram → [`Inbound`]; anti-replay, ESN, trailer checks |
 //! | [`ChildSa`] | one Child SA: the two directions created together from negotiated parameters |
 //! | [`ReplayWindow`] | the [RFC 4303 §3.4.3] sliding window, split into check and update |
+//! | [`selectors_allow`] | the [RFC 4301 §5.2] inbound selector check of a decrypted inner packet |
 //! | [`Demux`] | port 4500 demultiplexing ([RFC 3948 §2.2]): IKE, NAT keepalive, ESP by SPI, on top of [`wire::classify_udp4500`](crate::wire::classify_udp4500) |
 //!
 //! Only AEAD transforms are supported: AES-GCM-16 with 128- or 256-bit keys ([RFC 4106]) and
@@ -27,11 +28,13 @@
 //! [RFC 7634]: https://www.rfc-editor.org/rfc/rfc7634
 //! [RFC 4303 §3.4.3]: https://www.rfc-editor.org/rfc/rfc4303#section-3.4.3
 //! [RFC 3948 §2.2]: https://www.rfc-editor.org/rfc/rfc3948#section-2.2
+//! [RFC 4301 §5.2]: https://www.rfc-editor.org/rfc/rfc4301#section-5.2
 
 #![forbid(unsafe_code)]
 
 mod replay;
 mod sa;
+mod selector;
 mod udp;
 
 #[cfg(test)]
@@ -44,6 +47,7 @@ pub use sa::{
     ChildSa, Inbound, InboundSa, InboundStats, OutboundSa, OutboundStats, ReplayProtection,
     SaConfig, Stats, sealed_len,
 };
+pub use selector::{Direction, selectors_allow};
 pub use udp::{Demux, Received, UDP_ENCAPSULATION_PORT, nat_keepalive};
 
 use crate::crypto::{self, IV_LEN, TAG_LEN};
