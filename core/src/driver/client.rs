@@ -190,15 +190,22 @@ async fn run<F: DeviceFactory>(
     let child: ChildSaEstablished = loop {
         flush(&mut ike, &socket, &mut buf, Instant::now()).await?;
         let mut child = None;
+        let mut child_failed = None;
         while let Some(event) = ike.poll_event() {
             match event {
                 Event::IkeSaEstablished { suite: s } => suite = Some(s),
                 Event::ConfigReceived(c) => config = c,
                 Event::ChildSaEstablished(c) => child = Some(*c),
-                Event::ChildSaFailed(e) => return Err(DriverError::ChildSa(e)),
+                Event::ChildSaFailed(e) => child_failed = Some(e),
                 Event::Failed(e) => return Err(DriverError::Ike(e)),
                 _ => {}
             }
+        }
+        if let Some(e) = child_failed {
+            // The IKE SA is up but carries no tunnel: delete it rather than leave the gateway
+            // a half-dead IKE SA that it keeps alive and rekeys (RFC 7296 §1.4.1).
+            close(&mut ike, &socket, &mut buf).await;
+            return Err(DriverError::ChildSa(e));
         }
         if let Some(child) = child {
             break child;
