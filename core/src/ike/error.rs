@@ -72,6 +72,10 @@ pub enum Error {
     /// The responder cannot hand out a virtual address.
     #[error("no virtual address available")]
     InternalAddressFailure,
+    /// The responder hands out addresses from a pool, and the initiator asked for none
+    /// (RFC 7296 §3.10.1 FAILED_CP_REQUIRED): it may not pick its own inner address.
+    #[error("the gateway requires a configuration request for a virtual address")]
+    CpRequired,
     /// The peer did not answer after every retransmission (RFC 7296 §2.1).
     #[error("the gateway did not answer (timeout)")]
     Timeout,
@@ -121,6 +125,7 @@ impl Error {
             Self::MissingPayload(_) | Self::PeerMisbehaved(_) => NotifyType::InvalidSyntax,
             Self::TsUnacceptable => NotifyType::TsUnacceptable,
             Self::InternalAddressFailure => NotifyType::InternalAddressFailure,
+            Self::CpRequired => NotifyType::FailedCpRequired,
             Self::ExchangeInProgress => NotifyType::TemporaryFailure,
             Self::ChildSaNotFound => NotifyType::ChildSaNotFound,
             Self::StateNotFound => NotifyType::StateNotFound,
@@ -142,6 +147,8 @@ impl Error {
             Self::WrongKeyExchangeMethod { expected, .. } => {
                 NotifyPayload::invalid_ke_payload(*expected)
             }
+            // UNSUPPORTED_CRITICAL_PAYLOAD names the payload type (RFC 7296 §3.10.1).
+            Self::Malformed(parse) => parse.to_notify(),
             _ => NotifyPayload::status(t, Vec::new()),
         })
     }
@@ -149,16 +156,46 @@ impl Error {
     /// Whether the error concerns only the Child SA of IKE_AUTH: the IKE SA stays up
     /// (RFC 7296 §1.2).
     pub fn is_child_sa_only(&self) -> bool {
-        matches!(self, Self::TsUnacceptable | Self::InternalAddressFailure)
-            || matches!(
-                self,
-                Self::NotifyReceived(
-                    NotifyType::TsUnacceptable
-                        | NotifyType::InternalAddressFailure
-                        | NotifyType::NoProposalChosen
-                        | NotifyType::SinglePairRequired
-                        | NotifyType::FailedCpRequired
-                )
+        matches!(
+            self,
+            Self::TsUnacceptable | Self::InternalAddressFailure | Self::CpRequired
+        ) || matches!(
+            self,
+            Self::NotifyReceived(
+                NotifyType::TsUnacceptable
+                    | NotifyType::InternalAddressFailure
+                    | NotifyType::NoProposalChosen
+                    | NotifyType::SinglePairRequired
+                    | NotifyType::FailedCpRequired
             )
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ParseError, PayloadType};
+
+    #[test]
+    fn unsupported_critical_payload_notify_names_the_payload_type() {
+        let e = Error::Malformed(ParseError::UnsupportedCriticalPayload(PayloadType::from(
+            99,
+        )));
+        let n = e.notify_payload().unwrap();
+        assert_eq!(n.notify_type, NotifyType::UnsupportedCriticalPayload);
+        assert_eq!(n.data, vec![99]);
+        // Others carry no data.
+        let n = Error::TsUnacceptable.notify_payload().unwrap();
+        assert!(n.data.is_empty());
+    }
+
+    #[test]
+    fn a_pool_without_cp_is_failed_cp_required_and_child_only() {
+        assert_eq!(
+            Error::CpRequired.notify_type(),
+            Some(NotifyType::FailedCpRequired)
+        );
+        assert!(Error::CpRequired.is_child_sa_only());
     }
 }

@@ -34,7 +34,7 @@ use crate::ike::proposal::{
     IkeChoice, IkeSelection, check_esp_choice, check_ike_choice, esp_answer, is_narrowing,
     select_esp, select_ike,
 };
-use crate::ike::protect::{Reassembly, SkCipher, Unprotected, unprotect};
+use crate::ike::protect::{Reassembly, SkCipher, Unprotected, resend_allowed, unprotect};
 use crate::ike::sa::{
     ChildSaEstablished, Event, Outbox, Outstanding, Suite, find_notify, first_error_notify,
     random_bytes, random_esp_spi, random_spi,
@@ -90,6 +90,8 @@ pub(crate) struct IkeSa {
     pub(crate) expected_request_id: u32,
     /// Our last response, resent for a retransmitted request (RFC 7296 §2.1).
     pub(crate) last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// When the cached response was last resent (see [`resend_allowed`]).
+    last_resend: Option<Instant>,
     requests: Reassembly,
     responses: Reassembly,
     /// Our one outstanding request and what it is (window size 1).
@@ -126,6 +128,7 @@ impl IkeSa {
             next_request_id,
             expected_request_id,
             last_response,
+            last_resend: None,
             requests: Reassembly::default(),
             responses: Reassembly::default(),
             active: None,
@@ -1844,10 +1847,15 @@ impl EstablishedSa {
     // ------------------------------------------------------------------ receiving
 
     /// Processes a protected message for one of our IKE SAs. Returns `false` if it belongs to
-    /// none of them.
+    /// none of them. `from` is where it came from (address, NAT-T) when a new authentic request
+    /// may move the peer ([RFC 7296 §2.23]): it is taken only after the integrity check, never
+    /// from a retransmission or a forgery; `None` keeps the peer where it is.
+    ///
+    /// [RFC 7296 §2.23]: https://www.rfc-editor.org/rfc/rfc7296#section-2.23
     pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
+        from: Option<(SocketAddr, bool)>,
         header: &Header,
         datagram: &[u8],
     ) -> bool {
@@ -1866,7 +1874,7 @@ impl EstablishedSa {
         let keep = if header.flags.response {
             self.on_response(now, &mut sa, header, datagram)
         } else {
-            self.on_request(now, &mut sa, header, datagram)
+            self.on_request(now, from, &mut sa, header, datagram)
         };
         if keep && self.status == Status::Up {
             self.sas.push(sa);
@@ -1965,6 +1973,7 @@ impl EstablishedSa {
     fn on_request(
         &mut self,
         now: Instant,
+        from: Option<(SocketAddr, bool)>,
         sa: &mut IkeSa,
         header: &Header,
         datagram: &[u8],
@@ -1974,14 +1983,9 @@ impl EstablishedSa {
             && let Some((cached, datagrams)) = &sa.last_response
             && *cached == mid
         {
-            // A retransmission: the cached response, once per request (RFC 7296 §2.1, RFC 7383
-            // §2.6.1).
-            let first = locate_encrypted(datagram)
-                .ok()
-                .flatten()
-                .and_then(|v| v.fragment())
-                .is_none_or(|f| f.fragment_number == 1);
-            if first {
+            // A retransmission: the cached response, to the address we know, once per
+            // authentic request and rate-limited (RFC 7296 §2.1, RFC 7383 §2.6.1).
+            if resend_allowed(&sa.cipher, datagram, &mut sa.last_resend, now) {
                 for d in datagrams.clone() {
                     self.outbox.push(self.remote, self.nat_t, d);
                 }
@@ -2006,6 +2010,11 @@ impl EstablishedSa {
         };
         self.last_inbound = self.last_inbound.max(now);
         sa.expected_request_id = mid.wrapping_add(1);
+        if let Some((remote, nat_t)) = from {
+            // Authentic and new: responses go where it came from (RFC 7296 §2.11, §2.23).
+            self.remote = remote;
+            self.nat_t = nat_t;
+        }
         let payloads = &message.payloads;
         let answer = match header.exchange_type {
             ExchangeType::Informational => self.on_informational(now, sa, payloads),

@@ -378,7 +378,7 @@ impl Initiator {
             return;
         };
         if let State::Established(e) = &mut self.state {
-            e.handle_datagram(now, &header, datagram);
+            e.handle_datagram(now, None, &header, datagram);
             self.drain();
             return;
         }

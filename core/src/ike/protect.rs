@@ -3,6 +3,8 @@
 //!
 //! [RFC 5282]: https://www.rfc-editor.org/rfc/rfc5282
 
+use std::time::{Duration, Instant};
+
 use crate::crypto::{AeadKey, CryptoProvider, IV_LEN, SecretBytes, TAG_LEN};
 use crate::ike::Error;
 use crate::ike::keys::int_auth_a;
@@ -217,9 +219,6 @@ impl Reassembly {
         let Some(numbers) = view.fragment() else {
             return Err(Error::ApiMisuse("not a fragment"));
         };
-        if numbers.total_fragments > MAX_FRAGMENTS {
-            return Err(Error::FragmentTooLarge);
-        }
         let header = *view.header();
         let key = (
             header.message_id,
@@ -230,8 +229,13 @@ impl Reassembly {
         if self.key == Some(key) && self.parts.get(index).is_some_and(Option::is_some) {
             return Ok(None); // duplicate
         }
-        // Authenticate before it can change any state.
+        // Authenticate before it can change any state, and before any check whose failure the
+        // caller treats as the peer's: Total Fragments travels in clear, so a forged fragment
+        // with a total above the limit must be dropped like any other forgery (finding 3).
         let chunk = cipher.open(view)?;
+        if numbers.total_fragments > MAX_FRAGMENTS {
+            return Err(Error::FragmentTooLarge);
+        }
         if self.key != Some(key) {
             *self = Self {
                 key: Some(key),
@@ -273,6 +277,55 @@ impl Reassembly {
     pub(crate) fn clear(&mut self) {
         *self = Self::default();
     }
+}
+
+/// Minimum spacing of cached responses resent for one request (RFC 7296 §2.1 lets a
+/// responder ignore extra retransmissions); bounds what replayed requests can make us send.
+pub(crate) const RESEND_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Whether a repeat of the request that our cached response answers earns a resend
+/// ([RFC 7296 §2.1], [RFC 7383 §2.6.1]): it must be the first fragment (or unfragmented),
+/// authenticate under the SA's keys, and come at least [`RESEND_INTERVAL`] after the last
+/// resend. A forged bare header no longer reflects the cached response (finding 4).
+///
+/// [RFC 7296 §2.1]: https://www.rfc-editor.org/rfc/rfc7296#section-2.1
+/// [RFC 7383 §2.6.1]: https://www.rfc-editor.org/rfc/rfc7383#section-2.6.1
+pub(crate) fn resend_allowed(
+    cipher: &SkCipher,
+    datagram: &[u8],
+    last_resend: &mut Option<Instant>,
+    now: Instant,
+) -> bool {
+    let Ok(Some(view)) = crate::wire::locate_encrypted(datagram) else {
+        return false;
+    };
+    if view.fragment().is_some_and(|f| f.fragment_number != 1) {
+        return false;
+    }
+    if last_resend.is_some_and(|t| now < t + RESEND_INTERVAL) {
+        return false;
+    }
+    if cipher.open(&view).is_err() {
+        return false;
+    }
+    *last_resend = Some(now);
+    true
+}
+
+/// [`resend_allowed`] for a responder whose keys changed since the request (after an
+/// IKE_INTERMEDIATE key update, RFC 9370 §2.2.2): the retransmission must be byte-identical to
+/// the first datagram of the request, which it kept.
+pub(crate) fn resend_identical(
+    request_first: Option<&[u8]>,
+    datagram: &[u8],
+    last_resend: &mut Option<Instant>,
+    now: Instant,
+) -> bool {
+    if request_first != Some(datagram) || last_resend.is_some_and(|t| now < t + RESEND_INTERVAL) {
+        return false;
+    }
+    *last_resend = Some(now);
+    true
 }
 
 /// Decrypts a received protected message: SK directly, SKF through `reassembly`.

@@ -26,7 +26,7 @@ use crate::ike::keys::{
     skeyseed_additional,
 };
 use crate::ike::proposal::{IkeChoice, IkeSelection, esp_answer, narrow, select_esp, select_ike};
-use crate::ike::protect::{Reassembly, SkCipher, Unprotected, unprotect};
+use crate::ike::protect::{Reassembly, SkCipher, Unprotected, resend_identical, unprotect};
 use crate::ike::sa::{
     ChildSaEstablished, Event, IKE_PORT, Outbox, Transmit, find_notify, nat_detection_hash,
     random_bytes, random_esp_spi, random_spi,
@@ -53,6 +53,8 @@ pub struct Responder {
     by_initiator: HashMap<(SocketAddr, u64), u64>,
     cookie_secret: SecretBytes,
     leases_v4: BTreeSet<u32>,
+    /// Indexes into the IPv6 pool that are leased, each to one client.
+    leases_v6: BTreeSet<u32>,
     outbox: Outbox,
     events: VecDeque<(u64, Event)>,
     /// Test-only misbehaviour: send an ML-KEM ciphertext one octet short.
@@ -78,8 +80,15 @@ struct ResponderSa {
     state: State,
     /// The last response, for retransmitted requests.
     last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// When the cached response was last resent (see [`resend_identical`]).
+    last_resend: Option<Instant>,
+    /// The first (or only) datagram of the request being received, once it authenticated.
+    pending_first: Option<Vec<u8>>,
+    /// The first datagram of the request the cached response answers.
+    request_first: Option<Vec<u8>>,
     reassembly: Reassembly,
     lease_v4: Option<u32>,
+    lease_v6: Option<u32>,
     expires: Option<Instant>,
 }
 
@@ -117,6 +126,7 @@ impl Responder {
             by_initiator: HashMap::new(),
             cookie_secret,
             leases_v4: BTreeSet::new(),
+            leases_v6: BTreeSet::new(),
             outbox: Outbox::default(),
             events: VecDeque::new(),
             #[cfg(test)]
@@ -180,9 +190,17 @@ impl Responder {
         if let Some(sa) = self.sas.remove(&spi_r) {
             self.by_initiator.remove(&(sa.remote, sa.spi_i));
             self.routes.retain(|_, id| *id != spi_r);
-            if let Some(lease) = sa.lease_v4 {
-                self.leases_v4.remove(&lease);
-            }
+            self.release(&sa);
+        }
+    }
+
+    /// Returns the SA's pool addresses to the pool.
+    fn release(&mut self, sa: &ResponderSa) {
+        if let Some(lease) = sa.lease_v4 {
+            self.leases_v4.remove(&lease);
+        }
+        if let Some(lease) = sa.lease_v6 {
+            self.leases_v6.remove(&lease);
         }
     }
 
@@ -299,13 +317,10 @@ impl Responder {
             header.spi_i
         };
         if let Some(&id) = self.routes.get(&ours) {
+            // Responses go where an authentic new request came from (RFC 7296 §2.11, §2.23);
+            // the established SA decides that after the integrity check.
             self.with_established(id, |e| {
-                if !header.flags.response {
-                    // Responses go where the request came from (RFC 7296 §2.11).
-                    e.remote = remote;
-                    e.nat_t = nat_t;
-                }
-                e.handle_datagram(now, &header, datagram);
+                e.handle_datagram(now, Some((remote, nat_t)), &header, datagram);
             });
             return;
         }
@@ -323,15 +338,10 @@ impl Responder {
             return;
         };
         if sa.spi_i == header.spi_i {
-            // Requests move to port 4500 after IKE_SA_INIT (RFC 7296 §2.23).
-            sa.remote = remote;
-            sa.nat_t = nat_t;
-            self.on_request(now, spi_r, &mut sa, &header, datagram);
+            self.on_request(now, spi_r, &mut sa, &header, datagram, (remote, nat_t));
         }
         if matches!(sa.state, State::Dead) {
-            if let Some(lease) = sa.lease_v4 {
-                self.leases_v4.remove(&lease);
-            }
+            self.release(&sa);
             self.by_initiator.remove(&(sa.remote, sa.spi_i));
         } else {
             self.sas.insert(spi_r, sa);
@@ -391,12 +401,7 @@ impl Responder {
         let message = match Message::parse(datagram) {
             Ok(m) => m,
             Err(e) => {
-                self.reply_notify(
-                    remote,
-                    nat_t,
-                    header,
-                    NotifyPayload::status(e.notify_type(), Vec::new()),
-                );
+                self.reply_notify(remote, nat_t, header, e.to_notify());
                 return;
             }
         };
@@ -570,8 +575,12 @@ impl Responder {
                 spi_i: header.spi_i,
                 state,
                 last_response: Some((0, vec![response_bytes])),
+                last_resend: None,
+                pending_first: None,
+                request_first: None,
                 reassembly: Reassembly::default(),
                 lease_v4: None,
+                lease_v6: None,
                 expires: Some(now + HALF_OPEN_LIFETIME),
             },
         );
@@ -580,6 +589,11 @@ impl Responder {
 
     // ----------------------------------------------------------------------- protected requests
 
+    /// `from` (address, NAT-T) becomes the SA's peer only once the request authenticates:
+    /// requests move to port 4500 after IKE_SA_INIT ([RFC 7296 §2.23]), but a forged datagram
+    /// must not move them (finding 4).
+    ///
+    /// [RFC 7296 §2.23]: https://www.rfc-editor.org/rfc/rfc7296#section-2.23
     fn on_request(
         &mut self,
         now: Instant,
@@ -587,25 +601,25 @@ impl Responder {
         sa: &mut ResponderSa,
         header: &Header,
         datagram: &[u8],
+        from: (SocketAddr, bool),
     ) {
         if let Some((mid, datagrams)) = &sa.last_response
             && *mid == header.message_id
         {
-            {
-                // A retransmission: resend the cached response once per request, keyed on
-                // its first (or only) datagram (RFC 7296 §2.1, RFC 7383 §2.6.1).
-                let first = locate_encrypted(datagram)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.fragment())
-                    .is_none_or(|f| f.fragment_number == 1);
-                if first {
-                    for d in datagrams.clone() {
-                        self.outbox.push(sa.remote, sa.nat_t, d);
-                    }
+            // A retransmission: the cached response, to the address we know, only for a copy
+            // of the request's first datagram, rate-limited (RFC 7296 §2.1, RFC 7383 §2.6.1).
+            // The keys may have changed since (IKE_INTERMEDIATE), so compare octets.
+            if resend_identical(
+                sa.request_first.as_deref(),
+                datagram,
+                &mut sa.last_resend,
+                now,
+            ) {
+                for d in datagrams.clone() {
+                    self.outbox.push(sa.remote, sa.nat_t, d);
                 }
-                return;
             }
+            return;
         }
         let state = core::mem::replace(&mut sa.state, State::Dead);
         let keyed = match &state {
@@ -625,8 +639,17 @@ impl Responder {
             sa.state = state;
             return;
         };
-        let request = match unprotect(&keyed.cipher, &mut sa.reassembly, &view) {
-            Ok(Some(u)) => u,
+        let first = view.fragment().is_none_or(|f| f.fragment_number == 1);
+        let result = unprotect(&keyed.cipher, &mut sa.reassembly, &view);
+        if first && result.is_ok() && sa.pending_first.is_none() {
+            sa.pending_first = Some(datagram.to_vec());
+        }
+        let request = match result {
+            Ok(Some(u)) => {
+                (sa.remote, sa.nat_t) = from;
+                sa.request_first = sa.pending_first.take();
+                u
+            }
             // Forged, or more fragments to come: nothing changes.
             Ok(None) | Err(Error::IntegrityCheckFailed) => {
                 sa.state = state;
@@ -1006,10 +1029,8 @@ impl Responder {
                 assigned.push(host_ts(IpAddr::V4(ip)));
             }
             if wants(|a| matches!(a, ConfigAttribute::InternalIp6Address(_)))
-                && let Some((base, len)) = self.config.pool_v6
+                && let Some((ip, len)) = self.lease_v6(sa)
             {
-                let index = sa.lease_v4.unwrap_or(0);
-                let ip = Ipv6Addr::from(u128::from(base).wrapping_add(u128::from(index) + 1));
                 reply.push(ConfigAttribute::InternalIp6Address(Some((ip, len))));
                 assigned.push(host_ts(IpAddr::V6(ip)));
             }
@@ -1028,7 +1049,12 @@ impl Responder {
                 reply.push(ConfigAttribute::InternalIp4Subnet(Some((*net, *mask))));
             }
         }
-        // TSi narrows to the assigned addresses when the initiator asked for some.
+        // With a pool, TSi is the lease and nothing else: a client that asked for no address
+        // may not pick its own, for example another client's (security review finding 1).
+        let pool = self.config.pool_v4.is_some() || self.config.pool_v6.is_some();
+        if pool && assigned.is_empty() {
+            return Err(Error::CpRequired);
+        }
         let ts_i_ours: &[TrafficSelector] = if assigned.is_empty() { ts_i } else { &assigned };
         let ts_i = narrow(ts_i_ours, ts_i);
         let ts_r = narrow(&self.config.local_ts, ts_r);
@@ -1077,7 +1103,34 @@ impl Responder {
         sa.lease_v4 = Some(index);
         Some(Ipv4Addr::from(first.checked_add(index)?))
     }
+
+    /// Leases the lowest free IPv6 address of the pool to `sa`: base + 1 + index, one per
+    /// client, at most [`MAX_V6_LEASES`] of them.
+    fn lease_v6(&mut self, sa: &mut ResponderSa) -> Option<(Ipv6Addr, u8)> {
+        let (base, len) = self.config.pool_v6?;
+        let host_bits = 128u32.checked_sub(u32::from(len))?;
+        // Addresses base+1 ..= base + 2^host_bits - 1, capped.
+        let size = if host_bits >= 32 {
+            MAX_V6_LEASES
+        } else {
+            ((1u32 << host_bits).saturating_sub(1)).min(MAX_V6_LEASES)
+        };
+        let index = match sa.lease_v6 {
+            Some(index) => index,
+            None => {
+                let index = (0..size).find(|i| !self.leases_v6.contains(i))?;
+                self.leases_v6.insert(index);
+                sa.lease_v6 = Some(index);
+                index
+            }
+        };
+        let ip = u128::from(base).checked_add(u128::from(index) + 1)?;
+        Some((Ipv6Addr::from(ip), len))
+    }
 }
+
+/// The most IPv6 addresses one gateway leases at once.
+const MAX_V6_LEASES: u32 = 1 << 16;
 
 /// A selector for exactly one address, all protocols and ports.
 fn host_ts(ip: IpAddr) -> TrafficSelector {

@@ -1,6 +1,8 @@
 //! In-memory protocol tests: both ends of a tunnel in one process on a virtual clock, with a
 //! seeded crypto provider (quinn-proto's `Pair`).
 
+mod gateway_addresses;
 mod ike_handshake;
 mod ike_lifecycle;
 mod pair;
+mod pre_icv;
