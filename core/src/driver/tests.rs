@@ -134,6 +134,18 @@ async fn spawn_client(ip: Ipv4Addr, config: InitiatorConfig) -> Client {
     }
 }
 
+impl Client {
+    /// The client's first virtual IPv4 address, from its status.
+    fn virtual_ip(&self) -> Ipv4Addr {
+        self.status.borrow().virtual_ips[0]
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
 /// Client and gateway on `ip`:4500 with the given Child SA lifetime; packets flow for
 /// `duration`, reflected by the gateway. Returns (sent, received, final client status).
 async fn run_tunnel(
@@ -146,12 +158,7 @@ async fn run_tunnel(
     let mut initiator = client_config(mode);
     initiator.child_lifetime = Lifetime::new(child_rekey);
     let client = spawn_client(ip, initiator).await;
-    let me: Ipv4Addr = client.status.borrow().virtual_ips[0]
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let me = client.virtual_ip();
     let (cl_tx, mut cl_rx) = client.app.split();
     let (mut sent, mut received) = (0u32, 0u32);
     let end = tokio::time::Instant::now() + duration;
@@ -233,12 +240,7 @@ async fn gateway_drops_inner_sources_outside_the_clients_tsi() {
     let ip = Ipv4Addr::new(127, 0, 0, 5);
     let (gateway_task, stop_tx, _count) = spawn_gateway(ip, gateway_config(Mode::Hybrid)).await;
     let client = spawn_client(ip, client_config(Mode::Hybrid)).await;
-    let me: Ipv4Addr = client.status.borrow().virtual_ips[0]
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let me = client.virtual_ip();
     let (cl_tx, mut cl_rx) = client.app.split();
     let gateway_side = Ipv4Addr::new(10, 7, 0, 1);
     for (src, seq) in [

@@ -45,6 +45,20 @@ fn failed(events: &[Event]) -> bool {
     events.iter().any(|e| matches!(e, Event::Failed(_)))
 }
 
+/// Neither side reported a failure.
+fn assert_no_failure(pair: &Pair) {
+    assert!(
+        !failed(&pair.initiator_events),
+        "{:?}",
+        pair.initiator_events
+    );
+    assert!(
+        !failed(&pair.responder_events),
+        "{:?}",
+        pair.responder_events
+    );
+}
+
 fn header(d: &InFlight) -> Header {
     Header::parse(&d.bytes).unwrap()
 }
@@ -63,22 +77,14 @@ fn forged_skf_total_129_leaves_a_half_open_sa_alive() {
         });
     }
     pair.collect();
-    assert!(
-        !failed(&pair.responder_events),
-        "{:?}",
-        pair.responder_events
-    );
+    assert_no_failure(&pair);
     pair.drive();
     assert!(
         pair.initiator.is_established(),
         "{:?}",
         pair.initiator_events
     );
-    assert!(
-        !failed(&pair.responder_events),
-        "{:?}",
-        pair.responder_events
-    );
+    assert_no_failure(&pair);
 }
 
 #[test]
@@ -95,11 +101,7 @@ fn forged_skf_total_129_does_not_abort_the_clients_handshake() {
         bytes: forged,
     });
     pair.collect();
-    assert!(
-        !failed(&pair.initiator_events),
-        "{:?}",
-        pair.initiator_events
-    );
+    assert_no_failure(&pair);
     pair.drive();
     assert!(
         pair.initiator.is_established(),
@@ -128,11 +130,7 @@ fn forged_skf_total_129_does_not_kill_an_established_sa_waiting_for_a_response()
         bytes: forged,
     });
     pair.collect();
-    assert!(
-        !failed(&pair.responder_events),
-        "{:?}",
-        pair.responder_events
-    );
+    assert_no_failure(&pair);
     pair.settle();
     let gateway = ChildTable::from_events(&pair.responder_events);
     assert_eq!(gateway.ike_rekeys, 1, "{:?}", pair.responder_events);
@@ -149,22 +147,9 @@ fn forged_skf_total_129_does_not_kill_an_established_sa_waiting_for_a_response()
         bytes: forged,
     });
     pair.collect();
-    assert!(
-        !failed(&pair.initiator_events),
-        "{:?}",
-        pair.initiator_events
-    );
+    assert_no_failure(&pair);
     pair.settle();
-    assert!(
-        !failed(&pair.initiator_events),
-        "{:?}",
-        pair.initiator_events
-    );
-    assert!(
-        !failed(&pair.responder_events),
-        "{:?}",
-        pair.responder_events
-    );
+    assert_no_failure(&pair);
     let client_side = ChildTable::from_events(&pair.initiator_events);
     assert_eq!(client_side.rekeys.len(), 1, "{:?}", pair.initiator_events);
     assert!(pair.initiator.is_established());
@@ -231,9 +216,5 @@ fn forged_or_replayed_requests_neither_move_the_peer_nor_reflect_the_cached_resp
     pair.responder
         .handle_datagram(pair.now, local, ATTACKER, &auth);
     assert!(drain_responder(&mut pair).iter().all(|&to| to == peer));
-    assert!(
-        !failed(&pair.responder_events),
-        "{:?}",
-        pair.responder_events
-    );
+    assert_no_failure(&pair);
 }
