@@ -53,19 +53,39 @@ use crate::wire::{KeyExchangeMethod, PrfAlgorithm};
 #[derive(Debug)]
 pub struct DeterministicProvider {
     rng: Mutex<ChaCha20Rng>,
+    /// Answers to the next 4-octet draws (ESP SPIs), before the stream takes over.
+    scripted_u32: Mutex<Vec<u32>>,
 }
 
 impl DeterministicProvider {
     /// A provider whose random stream is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
+        Self::with_scripted_spis(seed, Vec::new())
+    }
+
+    /// As [`new`](Self::new), but the first 4-octet draws (ESP SPIs are the only ones) return
+    /// `spis` in order: tests force SPI collisions with it.
+    pub fn with_scripted_spis(seed: u64, mut spis: Vec<u32>) -> Self {
+        spis.reverse();
         Self {
             rng: Mutex::new(ChaCha20Rng::seed_from_u64(seed)),
+            scripted_u32: Mutex::new(spis),
         }
     }
 }
 
 impl CryptoProvider for DeterministicProvider {
     fn fill_random(&self, dest: &mut [u8]) -> Result<(), Error> {
+        if dest.len() == 4
+            && let Some(v) = self
+                .scripted_u32
+                .lock()
+                .map_err(|_| Error::RandomFailed)?
+                .pop()
+        {
+            dest.copy_from_slice(&v.to_be_bytes());
+            return Ok(());
+        }
         let mut rng = self.rng.lock().map_err(|_| Error::RandomFailed)?;
         rng.fill_bytes(dest);
         Ok(())

@@ -2,6 +2,7 @@
 //! and the initiator's and responder's knobs.
 
 use core::time::Duration;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::crypto::{AeadAlgorithm, SecretBytes};
@@ -307,8 +308,16 @@ impl InitiatorConfig {
 pub struct ResponderConfig {
     /// Accepted IKE proposals, preferred first; each is a whole construction.
     pub policies: Vec<CryptoPolicy>,
-    /// The pre-shared key clients authenticate with (any IDi).
-    pub psk: SecretBytes,
+    /// Per-client pre-shared keys by IDi ([RFC 7296 §2.15]): a client whose IDi is here must
+    /// authenticate with its own key, and the gateway answers it with that key, so no client
+    /// can impersonate the gateway to another (security review finding 7).
+    ///
+    /// [RFC 7296 §2.15]: https://www.rfc-editor.org/rfc/rfc7296#section-2.15
+    pub client_psks: HashMap<IkeId, SecretBytes>,
+    /// The key of every IDi not in `client_psks`, if any. A group key is shared: any holder
+    /// can impersonate the gateway to every other holder (and read their traffic), so prefer
+    /// one key per client.
+    pub group_psk: Option<SecretBytes>,
     /// IDr.
     pub local_id: IkeId,
     /// ESP ciphers accepted, preferred first.
@@ -324,8 +333,19 @@ pub struct ResponderConfig {
     pub dns: Vec<std::net::IpAddr>,
     /// Split-tunnel subnets pushed as INTERNAL_IP4_SUBNET (address, netmask).
     pub subnets_v4: Vec<(Ipv4Addr, Ipv4Addr)>,
-    /// Half-open IKE SAs above which IKE_SA_INIT requires a COOKIE (RFC 7296 §2.6).
+    /// Half-open IKE SAs above which every IKE_SA_INIT must carry a COOKIE (RFC 7296 §2.6);
+    /// strongSwan's `cookie_threshold`.
     pub cookie_threshold: usize,
+    /// Half-open IKE SAs of one source address above which its IKE_SA_INIT must carry a
+    /// COOKIE; strongSwan's `cookie_threshold_ip`.
+    pub cookie_threshold_ip: usize,
+    /// Half-open IKE SAs one (cookie-proven) source address may hold; more are dropped
+    /// unanswered. strongSwan's `block_threshold`.
+    pub half_open_per_ip: usize,
+    /// Half-open IKE SAs held in all; more are dropped unanswered. Each holds at most
+    /// [`MAX_IKE_SA_INIT`] octets of request plus its response and keys, so this bounds the
+    /// memory an IKE_SA_INIT flood can take. strongSwan's `init_limit_half_open`.
+    pub half_open_limit: usize,
     /// Largest IP datagram for fragmented messages (RFC 7383).
     pub fragment_size: usize,
     /// Octets of Nr.
@@ -342,12 +362,24 @@ pub struct ResponderConfig {
     pub require_child_pfs: bool,
 }
 
+/// Largest IKE_SA_INIT request the responder takes, in octets; larger ones are dropped unread.
+/// Each half-open SA keeps its request (AUTH signs it, RFC 7296 §2.15), so this bounds what a
+/// flood can make it hold. strongSwan's `max_packet` default.
+pub const MAX_IKE_SA_INIT: usize = 10_000;
+
 impl ResponderConfig {
-    /// A gateway accepting `policies` with one PSK, no address pool and the usual defaults.
+    /// The PSK a client with `id_i` authenticates with: its own, else the group key.
+    pub(crate) fn psk_for(&self, id_i: &IkeId) -> Option<&SecretBytes> {
+        self.client_psks.get(id_i).or(self.group_psk.as_ref())
+    }
+
+    /// A gateway accepting `policies` with `psk` as the group key (see
+    /// [`group_psk`](Self::group_psk)), no address pool and the usual defaults.
     pub fn new(policies: Vec<CryptoPolicy>, psk: SecretBytes, local_id: IkeId) -> Self {
         Self {
             policies,
-            psk,
+            client_psks: HashMap::new(),
+            group_psk: Some(psk),
             local_id,
             esp: vec![AeadAlgorithm::Aes256Gcm16, AeadAlgorithm::ChaCha20Poly1305],
             local_ts: vec![TrafficSelector::ipv4_any(), TrafficSelector::ipv6_any()],
@@ -355,7 +387,10 @@ impl ResponderConfig {
             pool_v6: None,
             dns: Vec::new(),
             subnets_v4: Vec::new(),
-            cookie_threshold: 1000,
+            cookie_threshold: 30,
+            cookie_threshold_ip: 3,
+            half_open_per_ip: 5,
+            half_open_limit: 4096,
             fragment_size: DEFAULT_FRAGMENT_SIZE,
             nonce_len: 32,
             retransmit: RetransmitConfig::default(),

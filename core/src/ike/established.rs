@@ -21,7 +21,7 @@
 //! [RFC 9370 §2.2.4]: https://www.rfc-editor.org/rfc/rfc9370#section-2.2.4
 
 use core::time::Duration;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -346,6 +346,22 @@ pub(crate) struct Faults {
     pub(crate) child_rekey_offer: Option<Pfs>,
 }
 
+/// The earliest of the instants pushed, without allocating (`poll_timeout` runs often).
+#[derive(Default)]
+struct Earliest(Option<Instant>);
+
+impl Earliest {
+    fn push(&mut self, at: Instant) {
+        self.0 = Some(self.0.map_or(at, |e| e.min(at)));
+    }
+
+    fn extend(&mut self, all: impl IntoIterator<Item = Instant>) {
+        for at in all {
+            self.push(at);
+        }
+    }
+}
+
 /// Every IKE SA and Child SA of one tunnel after IKE_AUTH, and the exchanges between them.
 pub(crate) struct EstablishedSa {
     provider: Arc<dyn CryptoProvider>,
@@ -374,6 +390,9 @@ pub(crate) struct EstablishedSa {
     status: Status,
     pub(crate) outbox: Outbox,
     pub(crate) events: VecDeque<Event>,
+    /// Inbound ESP SPIs of the other IKE SAs' Child SAs, lent by the responder for each call so
+    /// that a new Child SA never takes one (security review L4); empty for the client.
+    pub(crate) spis_in_use: HashSet<u32>,
     #[cfg(test)]
     pub(crate) faults: Faults,
 }
@@ -647,6 +666,7 @@ impl EstablishedSa {
             status: Status::Up,
             outbox: Outbox::default(),
             events: VecDeque::new(),
+            spis_in_use: HashSet::new(),
             settings,
             #[cfg(test)]
             faults: Faults::default(),
@@ -665,6 +685,19 @@ impl EstablishedSa {
     /// The SPIs of the current IKE SA.
     pub(crate) fn spis(&self) -> (u64, u64) {
         self.current
+    }
+
+    /// Whether `spi` is our inbound SPI of a Child SA, of this IKE SA or (lent) another.
+    fn esp_spi_taken(&self, spi: u32) -> bool {
+        self.spis_in_use.contains(&spi)
+            || self.children.iter().any(|c| {
+                let ours = if self.is_client {
+                    c.sa.spi_i
+                } else {
+                    c.sa.spi_r
+                };
+                ours == spi
+            })
     }
 
     /// Our SPI of every IKE SA held, for demultiplexing.
@@ -824,7 +857,7 @@ impl EstablishedSa {
         if self.status != Status::Up {
             return None;
         }
-        let mut next: Vec<Instant> = Vec::new();
+        let mut next = Earliest::default();
         for sa in &self.sas {
             next.extend(sa.active.as_ref().map(|(o, _)| o.deadline()));
             next.extend(sa.expires);
@@ -853,7 +886,7 @@ impl EstablishedSa {
         if let Some(interval) = self.settings.dpd_interval {
             next.push(self.last_inbound.max(self.last_probe) + interval);
         }
-        next.into_iter().min()
+        next.0
     }
 
     /// Retransmissions, lifetimes, liveness checks and retries that are due.
@@ -1164,7 +1197,7 @@ impl EstablishedSa {
             offered.insert(0, ke_method);
         }
         let ke = self.provider.start_key_exchange(ke_method)?;
-        let new_spi = random_esp_spi(&*self.provider)?;
+        let new_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
         let nonce_i = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
         let proposals = self.child_rekey_proposals(encr, new_spi, &offered, &choice.addke);
         // KEi goes with offers that have a KE (RFC 7296 §1.3.1).
@@ -2229,7 +2262,7 @@ impl EstablishedSa {
         } else {
             (child.sa.ts_i.clone(), child.sa.ts_r.clone())
         };
-        let our_spi = random_esp_spi(&*self.provider)?;
+        let our_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
         let nonce_r = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
         // A collision with our own rekey of the same SA (RFC 7296 §2.8.1): answer as usual and
         // remember the peer's nonces.

@@ -796,7 +796,8 @@ impl Initiator {
             int_auth.as_deref(),
         );
         let auth = psk_auth(prf, &self.config.psk, &octets);
-        let child_spi_i = random_esp_spi(&*self.provider)?;
+        // The first Child SA: no other SPI of ours exists yet.
+        let child_spi_i = random_esp_spi(&*self.provider, |_| false)?;
 
         let mut inner = vec![Payload::IdI(id_i)];
         inner.push(Payload::Notify(NotifyPayload::status(

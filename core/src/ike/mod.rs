@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod cookie;
 mod error;
 mod established;
 #[cfg(test)]
@@ -26,10 +27,10 @@ mod responder;
 mod sa;
 
 pub use config::{
-    CryptoPolicy, DEFAULT_DPD_INTERVAL, DEFAULT_FRAGMENT_SIZE, InitiatorConfig, Lifetime, Mode,
-    ResponderConfig, RetransmitConfig,
+    CryptoPolicy, DEFAULT_DPD_INTERVAL, DEFAULT_FRAGMENT_SIZE, InitiatorConfig, Lifetime,
+    MAX_IKE_SA_INIT, Mode, ResponderConfig, RetransmitConfig,
 };
 pub use error::Error;
 pub use initiator::Initiator;
-pub use responder::Responder;
+pub use responder::{Responder, ResponderStats};
 pub use sa::{ChildSaEstablished, ConfigReceived, Event, IKE_PORT, NAT_T_PORT, Suite, Transmit};

@@ -13,13 +13,14 @@
 //! [RFC 9370]: https://www.rfc-editor.org/rfc/rfc9370
 
 use core::time::Duration;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::crypto::{CryptoProvider, Prf, SecretBytes};
-use crate::ike::config::ResponderConfig;
+use crate::ike::config::{MAX_IKE_SA_INIT, ResponderConfig};
+use crate::ike::cookie::CookieSecrets;
 use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
 use crate::ike::keys::{
     ChildSaKeys, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
@@ -34,8 +35,8 @@ use crate::ike::sa::{
 use crate::ike::{Error, Mode};
 use crate::wire::{
     AuthMethod, AuthPayload, CfgType, ConfigAttribute, ConfigPayload, ExchangeType, Flags, Header,
-    Identification, KePayload, Message, Nonce, NotifyPayload, NotifyType, Payload, SaPayload,
-    TrafficSelector, TsPayload, locate_encrypted,
+    Identification, KePayload, KeyExchangeMethod, Message, Nonce, NotifyPayload, NotifyType,
+    Payload, Proposal, SaPayload, TrafficSelector, TsPayload, locate_encrypted,
 };
 
 /// How long a half-open IKE SA (IKE_SA_INIT answered, not yet authenticated) is kept.
@@ -51,7 +52,15 @@ pub struct Responder {
     routes: HashMap<u64, u64>,
     /// `(initiator address, SPIi)` of half-open SAs, to answer retransmitted IKE_SA_INIT.
     by_initiator: HashMap<(SocketAddr, u64), u64>,
-    cookie_secret: SecretBytes,
+    cookies: CookieSecrets,
+    /// Half-open SAs in all and by the source address of their IKE_SA_INIT (finding 5).
+    half_open: usize,
+    half_open_by_ip: HashMap<IpAddr, usize>,
+    /// Every SA's next deadline, earliest first, so that no call scans all SAs (finding 5).
+    timers: BTreeSet<(Instant, u64)>,
+    /// Our (inbound) ESP SPI of every Child SA up, so a new one never repeats one (finding L4).
+    esp_spis: HashSet<u32>,
+    stats: ResponderStats,
     leases_v4: BTreeSet<u32>,
     /// Indexes into the IPv6 pool that are leased, each to one client.
     leases_v6: BTreeSet<u32>,
@@ -65,6 +74,25 @@ pub struct Responder {
     pub(crate) fault_wrong_auth: bool,
 }
 
+/// What the responder refused or asked of unauthenticated sources, for logs and status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponderStats {
+    /// Half-open IKE SAs held now.
+    pub half_open: usize,
+    /// IKE_SA_INIT answered with a COOKIE request.
+    pub cookies_sent: u64,
+    /// IKE_SA_INIT dropped: larger than [`MAX_IKE_SA_INIT`].
+    pub dropped_oversized: u64,
+    /// IKE_SA_INIT dropped: its source already held
+    /// [`half_open_per_ip`](ResponderConfig::half_open_per_ip) half-open SAs.
+    pub dropped_per_ip: u64,
+    /// IKE_SA_INIT dropped: [`half_open_limit`](ResponderConfig::half_open_limit) reached.
+    pub dropped_limit: u64,
+    /// IKE_SA_INIT asked to use X25519 instead of a costlier group while under load.
+    pub cheaper_ke_requested: u64,
+}
+
 impl core::fmt::Debug for Responder {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Responder")
@@ -74,6 +102,12 @@ impl core::fmt::Debug for Responder {
 }
 
 struct ResponderSa {
+    /// Where its IKE_SA_INIT came from: the key of `by_initiator` and `half_open_by_ip`.
+    origin: SocketAddr,
+    /// Its entry in `timers`.
+    timer: Option<Instant>,
+    /// Our SPIs it holds in `routes`.
+    routed: Vec<u64>,
     remote: SocketAddr,
     nat_t: bool,
     spi_i: u64,
@@ -90,6 +124,18 @@ struct ResponderSa {
     lease_v4: Option<u32>,
     lease_v6: Option<u32>,
     expires: Option<Instant>,
+}
+
+impl State {
+    /// The IKE_SA_INIT request while the SA is half-open.
+    fn init_request(&self) -> Option<&[u8]> {
+        match self {
+            Self::ExpectIntermediateRequest { keyed, .. } | Self::ExpectAuthRequest { keyed } => {
+                Some(&keyed.real_message_1)
+            }
+            Self::Established(_) | Self::Dead => None,
+        }
+    }
 }
 
 enum State {
@@ -117,14 +163,19 @@ struct Keyed {
 impl Responder {
     /// A responder with `config`. Draws its cookie secret from `provider`.
     pub fn new(provider: Arc<dyn CryptoProvider>, config: ResponderConfig) -> Result<Self, Error> {
-        let cookie_secret = SecretBytes::new(random_bytes(&*provider, 32)?);
+        let cookies = CookieSecrets::new(&*provider)?;
         Ok(Self {
             provider,
             config,
             sas: HashMap::new(),
             routes: HashMap::new(),
             by_initiator: HashMap::new(),
-            cookie_secret,
+            cookies,
+            half_open: 0,
+            half_open_by_ip: HashMap::new(),
+            timers: BTreeSet::new(),
+            esp_spis: HashSet::new(),
+            stats: ResponderStats::default(),
             leases_v4: BTreeSet::new(),
             leases_v6: BTreeSet::new(),
             outbox: Outbox::default(),
@@ -141,8 +192,12 @@ impl Responder {
         self.sas.len()
     }
 
-    fn half_open(&self) -> usize {
-        self.sas.values().filter(|s| s.expires.is_some()).count()
+    /// Counters of what unauthenticated sources were refused or asked.
+    pub fn stats(&self) -> ResponderStats {
+        ResponderStats {
+            half_open: self.half_open,
+            ..self.stats
+        }
     }
 
     /// The next datagram to send, written into `buf`.
@@ -158,40 +213,89 @@ impl Responder {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called: the expiry of the
     /// oldest half-open SA, or the next timer of an established one.
+    ///
+    /// Constant time: the deadlines are kept in an index.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas
-            .values()
-            .filter_map(|s| match &s.state {
-                State::Established(e) => e.poll_timeout(),
-                _ => s.expires,
-            })
-            .min()
+        self.timers.first().map(|&(at, _)| at)
     }
 
     /// Forgets half-open SAs that were not authenticated in time; runs the timers of the
-    /// established ones (retransmissions, rekeying, liveness checks).
+    /// established ones (retransmissions, rekeying, liveness checks). Only SAs with a deadline
+    /// due are visited.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, s)| s.expires.is_some_and(|e| e <= now))
-            .map(|(&spi, _)| spi)
+        let due: Vec<u64> = self
+            .timers
+            .range(..=(now, u64::MAX))
+            .map(|&(_, id)| id)
             .collect();
-        for spi in expired {
-            self.remove(spi);
-        }
-        let ids: Vec<u64> = self.sas.keys().copied().collect();
-        for id in ids {
-            self.with_established(id, |e| e.handle_timeout(now));
+        for id in due {
+            let Some(sa) = self.sas.get(&id) else {
+                continue;
+            };
+            if sa.expires.is_some_and(|e| e <= now) {
+                self.remove(id);
+            } else if self
+                .with_established(id, |e| e.handle_timeout(now))
+                .is_none()
+            {
+                self.schedule(id);
+            }
         }
     }
 
-    fn remove(&mut self, spi_r: u64) {
-        if let Some(sa) = self.sas.remove(&spi_r) {
-            self.by_initiator.remove(&(sa.remote, sa.spi_i));
-            self.routes.retain(|_, id| *id != spi_r);
-            self.release(&sa);
+    /// Files SA `id` in `timers` under its next deadline.
+    fn schedule(&mut self, id: u64) {
+        let Some(sa) = self.sas.get_mut(&id) else {
+            return;
+        };
+        let next = match &sa.state {
+            State::Established(e) => e.poll_timeout(),
+            _ => sa.expires,
+        };
+        if next != sa.timer {
+            if let Some(at) = sa.timer {
+                self.timers.remove(&(at, id));
+            }
+            if let Some(at) = next {
+                self.timers.insert((at, id));
+            }
+            sa.timer = next;
         }
+    }
+
+    /// Counts `sa` out of the half-open SAs, once: it authenticated or it is going.
+    fn settle(&mut self, sa: &mut ResponderSa) {
+        if sa.expires.take().is_none() {
+            return;
+        }
+        self.half_open = self.half_open.saturating_sub(1);
+        let ip = sa.origin.ip();
+        if let Some(n) = self.half_open_by_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.half_open_by_ip.remove(&ip);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(mut sa) = self.sas.remove(&id) else {
+            return;
+        };
+        self.by_initiator.remove(&(sa.origin, sa.spi_i));
+        for spi in &sa.routed {
+            self.routes.remove(spi);
+        }
+        if let Some(at) = sa.timer {
+            self.timers.remove(&(at, id));
+        }
+        if let State::Established(e) = &sa.state {
+            for child in e.child_sas() {
+                self.esp_spis.remove(&child.spi_r);
+            }
+        }
+        self.settle(&mut sa);
+        self.release(&sa);
     }
 
     /// Returns the SA's pool addresses to the pool.
@@ -215,21 +319,40 @@ impl Responder {
         let State::Established(e) = &mut sa.state else {
             return None;
         };
+        // Lent for the call: the SPIs a new Child SA of this IKE SA must not take.
+        e.spis_in_use = core::mem::take(&mut self.esp_spis);
         let out = f(e);
+        self.esp_spis = core::mem::take(&mut e.spis_in_use);
         self.outbox.append(&mut e.outbox);
-        self.events.extend(e.events.drain(..).map(|ev| (id, ev)));
+        for event in e.events.drain(..) {
+            match &event {
+                Event::ChildSaEstablished(child) | Event::ChildSaRekeyed { new: child, .. } => {
+                    self.esp_spis.insert(child.spi_r);
+                }
+                Event::ChildSaDeleted { spi_r, .. } => {
+                    self.esp_spis.remove(spi_r);
+                }
+                _ => {}
+            }
+            self.events.push_back((id, event));
+        }
         sa.remote = e.remote;
         sa.nat_t = e.nat_t;
-        let ended = e.status() != Status::Up;
-        let spis = e.local_spis();
-        self.routes.retain(|_, v| *v != id);
-        if ended {
+        if e.status() != Status::Up {
             self.remove(id);
-        } else {
-            for spi in spis {
-                self.routes.insert(spi, id);
+            return Some(out);
+        }
+        let spis = e.local_spis();
+        for spi in &sa.routed {
+            if !spis.contains(spi) {
+                self.routes.remove(spi);
             }
         }
+        for &spi in &spis {
+            self.routes.insert(spi, id);
+        }
+        sa.routed = spis;
+        self.schedule(id);
         Some(out)
     }
 
@@ -328,7 +451,9 @@ impl Responder {
             return;
         }
         if header.exchange_type == ExchangeType::IkeSaInit && header.spi_r == 0 {
-            if header.message_id == 0 {
+            if datagram.len() > MAX_IKE_SA_INIT {
+                self.stats.dropped_oversized += 1;
+            } else if header.message_id == 0 {
                 self.on_sa_init(now, local, remote, nat_t, &header, datagram);
             }
             return;
@@ -340,31 +465,16 @@ impl Responder {
         if sa.spi_i == header.spi_i {
             self.on_request(now, spi_r, &mut sa, &header, datagram, (remote, nat_t));
         }
-        if matches!(sa.state, State::Dead) {
-            self.release(&sa);
-            self.by_initiator.remove(&(sa.remote, sa.spi_i));
+        let dead = matches!(sa.state, State::Dead);
+        self.sas.insert(spi_r, sa);
+        if dead {
+            self.remove(spi_r);
         } else {
-            self.sas.insert(spi_r, sa);
+            self.schedule(spi_r);
         }
     }
 
     // ----------------------------------------------------------------------- IKE_SA_INIT
-
-    fn cookie(&self, nonce_i: &[u8], remote: SocketAddr, spi_i: u64) -> Result<Vec<u8>, Error> {
-        // RFC 7296 §2.6: Cookie = <VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>).
-        let prf = self.provider.prf(crate::wire::PrfAlgorithm::HmacSha2_256)?;
-        let ip = match remote.ip() {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        let mac = prf.prf(
-            self.cookie_secret.expose(),
-            &[nonce_i, &ip, &spi_i.to_be_bytes()],
-        );
-        let mut cookie = vec![1u8];
-        cookie.extend_from_slice(mac.expose());
-        Ok(cookie)
-    }
 
     /// Answers an unprotected IKE_SA_INIT with a lone Notify (SPIr zero, no state kept).
     fn reply_notify(&mut self, remote: SocketAddr, nat_t: bool, header: &Header, n: NotifyPayload) {
@@ -388,9 +498,12 @@ impl Responder {
         header: &Header,
         datagram: &[u8],
     ) {
-        // A retransmitted request gets the same response.
-        if let Some(spi_r) = self.by_initiator.get(&(remote, header.spi_i)) {
-            if let Some((_, datagrams)) = self.sas.get(spi_r).and_then(|s| s.last_response.as_ref())
+        // A retransmitted request gets the same response: only for a byte-identical copy,
+        // rate-limited, so a forged one reflects nothing (RFC 7296 §2.1).
+        if let Some(&spi_r) = self.by_initiator.get(&(remote, header.spi_i)) {
+            if let Some(sa) = self.sas.get_mut(&spi_r)
+                && let Some((_, datagrams)) = &sa.last_response
+                && resend_identical(sa.state.init_request(), datagram, &mut sa.last_resend, now)
             {
                 for d in datagrams.clone() {
                     self.outbox.push(remote, nat_t, d);
@@ -441,21 +554,41 @@ impl Responder {
             .as_bytes()
             .to_vec();
 
-        if self.half_open() >= self.config.cookie_threshold {
-            let expected = self.cookie(&nonce_i, remote, header.spi_i)?;
+        // Finding 5. Under load, or from a source that already holds half-open SAs, the
+        // source must first prove it receives at its address (RFC 7296 §2.6); a proven source
+        // holds at most `half_open_per_ip` half-open SAs, and all of them `half_open_limit`.
+        let ip = remote.ip();
+        let from_ip = self.half_open_by_ip.get(&ip).copied().unwrap_or(0);
+        let loaded = self.half_open >= self.config.cookie_threshold;
+        if loaded || from_ip >= self.config.cookie_threshold_ip {
+            let p = &*self.provider;
             let presented = match payloads.first() {
                 Some(Payload::Notify(n)) if n.notify_type == NotifyType::Cookie => Some(&n.data),
                 _ => None,
             };
-            if presented != Some(&expected) {
+            let proven = match presented {
+                Some(c) => self.cookies.verify(p, now, c, &nonce_i, ip, header.spi_i)?,
+                None => false,
+            };
+            if !proven {
+                let cookie = self.cookies.make(p, now, &nonce_i, ip, header.spi_i)?;
+                self.stats.cookies_sent += 1;
                 self.reply_notify(
                     remote,
                     nat_t,
                     header,
-                    NotifyPayload::status(NotifyType::Cookie, expected),
+                    NotifyPayload::status(NotifyType::Cookie, cookie),
                 );
                 return Ok(());
             }
+        }
+        if from_ip >= self.config.half_open_per_ip {
+            self.stats.dropped_per_ip += 1;
+            return Ok(());
+        }
+        if self.half_open >= self.config.half_open_limit {
+            self.stats.dropped_limit += 1;
+            return Ok(());
         }
         let intermediate =
             find_notify(payloads, NotifyType::IntermediateExchangeSupported).is_some();
@@ -484,6 +617,22 @@ impl Responder {
                 (number, choice, mode)
             }
         };
+        if loaded
+            && choice.ke != KeyExchangeMethod::Curve25519
+            && let Some(method) = self.cheaper_ke(&sa.proposals, kei.method, intermediate)
+        {
+            // Under load a costlier group (P-384 costs about 20 times X25519) is answered with
+            // INVALID_KE_PAYLOAD for X25519 where the initiator offered it and a policy allows
+            // it, so a flood cannot buy expensive work (finding 5).
+            self.stats.cheaper_ke_requested += 1;
+            self.reply_notify(
+                remote,
+                nat_t,
+                header,
+                NotifyPayload::invalid_ke_payload(method),
+            );
+            return Ok(());
+        }
         let response = self.provider.respond_key_exchange(choice.ke, &kei.data)?;
         let spi_r = random_spi(&*self.provider)?;
         let nonce_r = random_bytes(&*self.provider, self.config.nonce_len.clamp(16, 256))?;
@@ -567,9 +716,14 @@ impl Responder {
         };
         self.outbox.push(remote, nat_t, response_bytes.clone());
         self.by_initiator.insert((remote, header.spi_i), spi_r);
+        self.half_open += 1;
+        *self.half_open_by_ip.entry(ip).or_default() += 1;
         self.sas.insert(
             spi_r,
             ResponderSa {
+                origin: remote,
+                timer: None,
+                routed: Vec::new(),
                 remote,
                 nat_t: nat_t || peer_behind_nat,
                 spi_i: header.spi_i,
@@ -584,7 +738,31 @@ impl Responder {
                 expires: Some(now + HALF_OPEN_LIFETIME),
             },
         );
+        self.schedule(spi_r);
         Ok(())
+    }
+
+    /// X25519, if a policy allows it and the initiator offered it for a proposal we accept.
+    fn cheaper_ke(
+        &self,
+        proposals: &[Proposal],
+        kei: KeyExchangeMethod,
+        intermediate: bool,
+    ) -> Option<KeyExchangeMethod> {
+        let cheap: Vec<_> = self
+            .config
+            .policies
+            .iter()
+            .filter(|p| p.ke.contains(&KeyExchangeMethod::Curve25519))
+            .map(|p| crate::ike::CryptoPolicy {
+                ke: vec![KeyExchangeMethod::Curve25519],
+                ..p.clone()
+            })
+            .collect();
+        match select_ike(&cheap, proposals, kei, intermediate) {
+            Ok(IkeSelection::WrongKe(method)) => Some(method),
+            _ => None,
+        }
     }
 
     // ----------------------------------------------------------------------- protected requests
@@ -837,6 +1015,13 @@ impl Responder {
         let int_auth = keyed.int_auth.octets(mid);
         let verified = (|| {
             let id_i = id_i.ok_or(Error::MissingPayload("IDi"))?;
+            // The key of this IDi (finding 7); an IDi without one fails like a wrong AUTH.
+            let psk = id_i
+                .parsed()
+                .ok()
+                .and_then(|id| self.config.psk_for(&id))
+                .ok_or(Error::AuthenticationFailed)?
+                .clone();
             let auth = auth.ok_or(Error::MissingPayload("AUTH"))?;
             if let Some(id_r) = id_r
                 && id_r.parsed().ok().as_ref() != Some(&self.config.local_id)
@@ -854,17 +1039,20 @@ impl Responder {
                 &maced,
                 int_auth.as_deref(),
             );
-            if psk_auth(prf, &self.config.psk, &octets) != SecretBytes::from_slice(&auth.data) {
+            if psk_auth(prf, &psk, &octets) != SecretBytes::from_slice(&auth.data) {
                 return Err(Error::AuthenticationFailed);
             }
-            Ok(())
+            Ok(psk)
         })();
-        if let Err(e) = verified {
-            let n = e.notify_type().unwrap_or(NotifyType::AuthenticationFailed);
-            let inner = [Payload::Notify(NotifyPayload::status(n, Vec::new()))];
-            self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
-            return Err(e);
-        }
+        let psk = match verified {
+            Ok(psk) => psk,
+            Err(e) => {
+                let n = e.notify_type().unwrap_or(NotifyType::AuthenticationFailed);
+                let inner = [Payload::Notify(NotifyPayload::status(n, Vec::new()))];
+                self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
+                return Err(e);
+            }
+        };
 
         let id_r = Identification::new(self.config.local_id.clone());
         let prf = &*keyed.prf;
@@ -876,7 +1064,7 @@ impl Responder {
             int_auth.as_deref(),
         );
         #[cfg_attr(not(test), expect(unused_mut, reason = "altered by test faults"))]
-        let mut auth_r = psk_auth(prf, &self.config.psk, &octets);
+        let mut auth_r = psk_auth(prf, &psk, &octets);
         #[cfg(test)]
         if self.fault_wrong_auth {
             auth_r = psk_auth(prf, &SecretBytes::from_slice(b"wrong"), &octets);
@@ -910,7 +1098,7 @@ impl Responder {
             }
         }
         self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
-        sa.expires = None;
+        self.settle(sa);
         let suite = keyed.choice.suite(keyed.mode);
         self.events.push_back((
             spi_r,
@@ -920,6 +1108,7 @@ impl Responder {
         ));
         let child = match child {
             Ok((child, _, _)) => {
+                self.esp_spis.insert(child.spi_r);
                 self.events
                     .push_back((spi_r, Event::ChildSaEstablished(Box::new(child.clone()))));
                 Some(child)
@@ -983,6 +1172,7 @@ impl Responder {
             child,
         )));
         self.routes.insert(spi_r, spi_r);
+        sa.routed = vec![spi_r];
         Ok(())
     }
 
@@ -992,14 +1182,7 @@ impl Responder {
         sa: &mut ResponderSa,
         keyed: &Keyed,
         payloads: &[Payload],
-    ) -> Result<
-        (
-            ChildSaEstablished,
-            Option<ConfigPayload>,
-            crate::wire::Proposal,
-        ),
-        Error,
-    > {
+    ) -> Result<(ChildSaEstablished, Option<ConfigPayload>, Proposal), Error> {
         let mut proposals = None;
         let mut ts_i = None;
         let mut ts_r = None;
@@ -1061,7 +1244,7 @@ impl Responder {
         if ts_i.is_empty() || ts_r.is_empty() {
             return Err(Error::TsUnacceptable);
         }
-        let our_spi = random_esp_spi(&*self.provider)?;
+        let our_spi = random_esp_spi(&*self.provider, |spi| self.esp_spis.contains(&spi))?;
         let keys = ChildSaKeys::derive(
             &*keyed.prf,
             &keyed.keys.sk_d,

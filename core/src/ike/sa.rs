@@ -300,14 +300,20 @@ pub(crate) fn random_spi(provider: &dyn CryptoProvider) -> Result<u64, Error> {
     }
 }
 
-/// A random ESP SPI above 255 (RFC 4303 §2.1 reserves 1..=255, 0 means none).
-pub(crate) fn random_esp_spi(provider: &dyn CryptoProvider) -> Result<u32, Error> {
-    loop {
+/// A random ESP SPI above 255 (RFC 4303 §2.1 reserves 1..=255, 0 means none) that `in_use`
+/// does not name: an inbound SPI identifies one SA (RFC 4301 §4.1; security review L4).
+pub(crate) fn random_esp_spi(
+    provider: &dyn CryptoProvider,
+    in_use: impl Fn(u32) -> bool,
+) -> Result<u32, Error> {
+    // With fewer than 2^31 SPIs in use, 64 draws all failing means the source is broken.
+    for _ in 0..64 {
         let mut b = [0u8; 4];
         provider.fill_random(&mut b)?;
         let spi = u32::from_be_bytes(b);
-        if spi > 255 {
+        if spi > 255 && !in_use(spi) {
             return Ok(spi);
         }
     }
+    Err(Error::Crypto(crate::crypto::Error::RandomFailed))
 }

@@ -2,6 +2,7 @@
 //! seeded crypto provider (quinn-proto's `Pair`).
 
 mod gateway_addresses;
+mod half_open;
 mod ike_handshake;
 mod ike_lifecycle;
 mod pair;
