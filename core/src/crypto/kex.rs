@@ -272,10 +272,13 @@ macro_rules! mlkem_kex {
                         reason: InvalidPeerValue::ModulusCheckFailed,
                     }
                 })?;
-                let (ct, ss) = ek.encapsulate_deterministic(&B32::from(*m));
+                let (ct, mut ss) = ek.encapsulate_deterministic(&B32::from(*m));
+                let shared_secret = SharedSecret::from_slice(ss.as_slice());
+                // The stack copy goes too (security review L5).
+                zeroize::Zeroize::zeroize(ss.as_mut_slice());
                 Ok(KeyExchangeResponse {
                     public_value: ct.to_vec(),
-                    shared_secret: SharedSecret::from_slice(ss.as_slice()),
+                    shared_secret,
                 })
             }
 
@@ -293,11 +296,13 @@ macro_rules! mlkem_kex {
             pub(super) fn decapsulate(&self, ct: &[u8]) -> Result<SharedSecret, Error> {
                 let method = Self::METHOD;
                 let expected = mlkem_ciphertext_len(method).unwrap_or(0);
-                let ss = self
+                let mut ss = self
                     .dk
                     .decapsulate_slice(ct)
                     .map_err(|_| wrong_length(method, expected, ct.len()))?;
-                Ok(SharedSecret::from_slice(ss.as_slice()))
+                let shared_secret = SharedSecret::from_slice(ss.as_slice());
+                zeroize::Zeroize::zeroize(ss.as_mut_slice());
+                Ok(shared_secret)
             }
         }
 
@@ -339,10 +344,12 @@ pub(super) fn decapsulate_expanded(
                 dk.try_into().map_err(|_| invalid.clone())?,
             )
             .map_err(|_| invalid.clone())?;
-            let ss = dk.decapsulate_slice(ct).map_err(|_| {
+            let mut ss = dk.decapsulate_slice(ct).map_err(|_| {
                 wrong_length(method, mlkem_ciphertext_len(method).unwrap_or(0), ct.len())
             })?;
-            Ok(SharedSecret::from_slice(ss.as_slice()))
+            let shared_secret = SharedSecret::from_slice(ss.as_slice());
+            zeroize::Zeroize::zeroize(ss.as_mut_slice());
+            Ok(shared_secret)
         }};
     }
     match method {

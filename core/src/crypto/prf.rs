@@ -58,6 +58,10 @@ where
         for part in parts {
             mac.update(part);
         }
-        SecretBytes::new(mac.finalize().into_bytes().to_vec())
+        let mut out = mac.finalize().into_bytes();
+        let secret = SecretBytes::from_slice(&out);
+        // The stack copy goes too (security review L5).
+        zeroize::Zeroize::zeroize(out.as_mut_slice());
+        secret
     }
 }
