@@ -22,7 +22,7 @@ pub(crate) use established::Pfs;
 mod initiator;
 pub mod keys;
 mod proposal;
-mod protect;
+pub(crate) mod protect;
 mod responder;
 mod sa;
 
