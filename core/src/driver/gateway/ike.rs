@@ -1,0 +1,290 @@
+//! The gateway's IKE thread: the responder, port 500 and every key exchange, on an OS thread of
+//! its own, so that a flood of IKE_SA_INIT (X25519, P-384, ML-KEM work for unauthenticated
+//! peers) never delays the ESP loop that moves the connected clients' packets.
+//!
+//! The ESP loop hands it what arrives on port 4500 with a non-ESP marker ([`IkeDatagram`],
+//! through a bounded queue that drops when full, as a socket would) and, on a queue of their
+//! own, the data plane's few requests ([`IkeInput`]). It answers only with authenticated outcomes ([`EspUpdate`]): the keys of
+//! a new or rekeyed Child SA, a deleted SA, a client gone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::super::DriverError;
+use super::super::client::sleep_until;
+use crate::crypto::CryptoProvider;
+use crate::esp::{EspSpi, InboundSa, OutboundSa, ReplayProtection, SaConfig};
+use crate::ike::{ChildSaEstablished, Event, Responder};
+use crate::wire::TrafficSelector;
+
+use super::BUF_LEN;
+
+/// Datagrams from port 4500 that may wait for the IKE thread; more are dropped. A flood fills
+/// this queue, never the ESP loop.
+pub(super) const DATAGRAM_QUEUE: usize = 256;
+/// Requests of the data plane that may wait for the IKE thread (one per client at most per
+/// second, plus rekeys and closes).
+pub(super) const INPUT_QUEUE: usize = 4096;
+/// Outcomes that may wait for the ESP loop; the IKE thread waits when it is full.
+pub(super) const UPDATE_QUEUE: usize = 1024;
+
+/// An IKE message received on the NAT-T port (the non-ESP marker already removed).
+#[derive(Debug)]
+pub(super) struct IkeDatagram {
+    /// Its source.
+    pub(super) from: SocketAddr,
+    /// Its octets.
+    pub(super) octets: Vec<u8>,
+}
+
+/// What the data plane asks of the IKE thread.
+#[derive(Debug)]
+pub(super) enum IkeInput {
+    /// Authentic ESP arrived for the client whose IKE SA is `spi_r` (liveness for DPD).
+    Traffic {
+        /// The IKE SA.
+        spi_r: u64,
+        /// When.
+        at: Instant,
+    },
+    /// The outbound SA `spi` reached its soft limit: rekey its Child SA (RFC 7296 §2.8).
+    RekeyChild {
+        /// The IKE SA.
+        spi_r: u64,
+        /// An SPI of the Child SA.
+        spi: u32,
+    },
+    /// The client has no Child SA left to send on: close its IKE SA.
+    Close {
+        /// The IKE SA.
+        spi_r: u64,
+    },
+}
+
+/// What the IKE thread tells the ESP loop; only what authenticated exchanges decided.
+pub(super) enum EspUpdate {
+    /// A client's first Child SA.
+    Connected {
+        /// Its IKE SA.
+        spi_r: u64,
+        /// Where its IKE_AUTH came from: after the float to 4500 (and through any NAT) that is
+        /// where its ESP comes from too (RFC 3948 §2.1).
+        address: SocketAddr,
+        /// Keys of the new Child SA.
+        inbound: InboundSa,
+        /// Keys of the new Child SA.
+        outbound: OutboundSa,
+        /// The Child SA's TSi: the inner sources the client may send from (RFC 4301 §5.2).
+        ts_i: Vec<TrafficSelector>,
+    },
+    /// A Child SA rekeyed (RFC 7296 §2.8): both SAs kept until the old one is deleted.
+    Rekeyed {
+        /// Its IKE SA.
+        spi_r: u64,
+        /// Keys of the new Child SA.
+        inbound: InboundSa,
+        /// Keys of the new Child SA.
+        outbound: OutboundSa,
+        /// The new Child SA's TSi.
+        ts_i: Vec<TrafficSelector>,
+    },
+    /// A [`IkeInput::RekeyChild`] was not started (an exchange is in progress, the SA is
+    /// gone): ask again later.
+    RekeyRefused {
+        /// Its IKE SA.
+        spi_r: u64,
+    },
+    /// A Child SA was deleted.
+    ChildDeleted {
+        /// Its IKE SA.
+        spi_r: u64,
+        /// Our outbound SPI (the client's).
+        outbound: EspSpi,
+        /// Our inbound SPI.
+        inbound: EspSpi,
+    },
+    /// The IKE SA failed or was closed: its client and all its SAs are gone.
+    Gone {
+        /// The IKE SA.
+        spi_r: u64,
+    },
+}
+
+/// Everything the IKE thread owns.
+pub(super) struct IkeThread {
+    pub(super) responder: Responder,
+    pub(super) provider: Arc<dyn CryptoProvider>,
+    pub(super) esp_replay: ReplayProtection,
+    pub(super) ike_local: SocketAddr,
+    pub(super) nat_t_local: SocketAddr,
+    pub(super) input: mpsc::Receiver<IkeInput>,
+    pub(super) datagrams: mpsc::Receiver<IkeDatagram>,
+    pub(super) updates: mpsc::Sender<EspUpdate>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+impl IkeThread {
+    /// Starts the thread with its own single-threaded runtime. It receives and sends on
+    /// `ike_socket` (port 500) and only sends on `nat_t_socket`, a second handle of the socket
+    /// the ESP loop receives on.
+    pub(super) fn spawn(
+        self,
+        ike_socket: std::net::UdpSocket,
+        nat_t_socket: std::net::UdpSocket,
+    ) -> Result<std::thread::JoinHandle<Result<(), DriverError>>, DriverError> {
+        std::thread::Builder::new()
+            .name("pqvpn-ike".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(DriverError::io("start the IKE thread's runtime"))?;
+                runtime.block_on(self.run(ike_socket, nat_t_socket))
+            })
+            .map_err(DriverError::io("start the IKE thread"))
+    }
+
+    /// Runs until shutdown, or until the ESP loop is gone (its queues closed).
+    async fn run(
+        mut self,
+        ike_socket: std::net::UdpSocket,
+        nat_t_socket: std::net::UdpSocket,
+    ) -> Result<(), DriverError> {
+        let ike_socket =
+            UdpSocket::from_std(ike_socket).map_err(DriverError::io("register the IKE socket"))?;
+        let nat_t_socket = UdpSocket::from_std(nat_t_socket)
+            .map_err(DriverError::io("register the NAT-T socket"))?;
+        let mut buf = vec![0u8; BUF_LEN];
+        loop {
+            self.send_queued(&ike_socket, &nat_t_socket, &mut buf).await;
+            if !self.forward_events().await? {
+                return Ok(());
+            }
+            // What handling the events queued (a Delete, a rekey) goes out now, not at the
+            // next wake-up.
+            self.send_queued(&ike_socket, &nat_t_socket, &mut buf).await;
+            tokio::select! {
+                r = ike_socket.recv_from(&mut buf) => {
+                    let (n, from) = r.map_err(DriverError::io("receive on the IKE port"))?;
+                    let datagram = buf.get(..n).unwrap_or_default();
+                    self.responder.handle_datagram(Instant::now(), self.ike_local, from, datagram);
+                }
+                input = self.input.recv() => match input {
+                    Some(input) => self.handle_input(input).await,
+                    None => return Ok(()),
+                },
+                datagram = self.datagrams.recv() => match datagram {
+                    Some(d) => {
+                        self.responder.handle_datagram(Instant::now(), self.nat_t_local, d.from, &d.octets);
+                    }
+                    None => return Ok(()),
+                },
+                () = sleep_until(self.responder.poll_timeout()) => {
+                    self.responder.handle_timeout(Instant::now());
+                }
+                _ = self.shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn handle_input(&mut self, input: IkeInput) {
+        let now = Instant::now();
+        match input {
+            IkeInput::Traffic { spi_r, at } => self.responder.handle_inbound_traffic(at, spi_r),
+            IkeInput::RekeyChild { spi_r, spi } => {
+                if self.responder.rekey_child_sa(now, spi_r, spi).is_err() {
+                    let _ = self.updates.send(EspUpdate::RekeyRefused { spi_r }).await;
+                }
+            }
+            IkeInput::Close { spi_r } => {
+                tracing::info!(client = ?self.responder.remote(spi_r), "the client's Child SA is gone; closing its IKE SA");
+                self.responder.close(now, spi_r);
+            }
+        }
+    }
+
+    /// Turns the responder's events into [`EspUpdate`]s. `false` once the ESP loop is gone.
+    async fn forward_events(&mut self) -> Result<bool, DriverError> {
+        while let Some((spi_r, event)) = self.responder.poll_event() {
+            let update = match event {
+                Event::ChildSaEstablished(child) => {
+                    let Some(address) = self.responder.remote(spi_r) else {
+                        continue;
+                    };
+                    let (inbound, outbound) = self.sas(&child)?;
+                    tracing::info!(client = %address, ts_i = ?child.ts_i, "client connected");
+                    EspUpdate::Connected {
+                        spi_r,
+                        address,
+                        inbound,
+                        outbound,
+                        ts_i: child.ts_i,
+                    }
+                }
+                Event::ChildSaRekeyed { new, .. } => {
+                    let (inbound, outbound) = self.sas(&new)?;
+                    tracing::info!(client = ?self.responder.remote(spi_r), spi_in = new.spi_r, spi_out = new.spi_i, "Child SA rekeyed");
+                    EspUpdate::Rekeyed {
+                        spi_r,
+                        inbound,
+                        outbound,
+                        ts_i: new.ts_i,
+                    }
+                }
+                Event::IkeSaRekeyed { suite } => {
+                    tracing::info!(client = ?self.responder.remote(spi_r), suite = %suite, "IKE SA rekeyed");
+                    continue;
+                }
+                Event::ChildSaDeleted {
+                    spi_i: outbound,
+                    spi_r: inbound,
+                } => EspUpdate::ChildDeleted {
+                    spi_r,
+                    outbound: EspSpi(outbound),
+                    inbound: EspSpi(inbound),
+                },
+                Event::Failed(e) => {
+                    tracing::info!(error = %e, "IKE SA failed");
+                    EspUpdate::Gone { spi_r }
+                }
+                Event::Closed => {
+                    tracing::info!("client disconnected");
+                    EspUpdate::Gone { spi_r }
+                }
+                _ => continue,
+            };
+            if self.updates.send(update).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The gateway's inbound and outbound ESP SAs of a Child SA: it receives on its own SPI
+    /// with the initiator-to-responder keys (RFC 7296 §2.17).
+    fn sas(&self, child: &ChildSaEstablished) -> Result<(InboundSa, OutboundSa), DriverError> {
+        let mut config = SaConfig::new(child.encr);
+        config.esn = child.esn;
+        config.replay = self.esp_replay;
+        let provider = &*self.provider;
+        Ok((
+            InboundSa::new(provider, &config, EspSpi(child.spi_r), &child.keys.encr_i)?,
+            OutboundSa::new(provider, &config, EspSpi(child.spi_i), &child.keys.encr_r)?,
+        ))
+    }
+
+    /// Sends what the responder queued, from the socket of the port it names.
+    async fn send_queued(&mut self, ike: &UdpSocket, nat_t: &UdpSocket, buf: &mut [u8]) {
+        while let Some(t) = self.responder.poll_transmit(Instant::now(), buf) {
+            let socket = if t.nat_t { nat_t } else { ike };
+            let datagram = buf.get(..t.size).unwrap_or_default();
+            if let Err(e) = socket.send_to(datagram, t.destination).await {
+                tracing::debug!(error = %e, "IKE datagram not sent");
+            }
+        }
+    }
+}
