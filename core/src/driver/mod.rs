@@ -25,7 +25,7 @@ pub use client::{ClientOptions, DeviceFactory, TunnelUp, run_client};
 pub use device::{MemoryDevice, PacketDevice, memory_device_pair};
 pub use gateway::{GatewayOptions, run_gateway};
 pub use socket::{SocketHook, bind_udp};
-pub use status::{EspStatus, IkeStatus, State, Status};
+pub use status::{EspStatus, GatewayStatus, IkeStatus, State, Status};
 
 /// Why a tunnel task stopped.
 #[non_exhaustive]

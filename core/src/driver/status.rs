@@ -76,3 +76,17 @@ pub struct Status {
     /// Why the tunnel stopped or last failed.
     pub last_error: Option<String>,
 }
+
+/// What a gateway reports: its clients and what its responder holds and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GatewayStatus {
+    /// Clients with a tunnel (a Child SA).
+    pub clients: usize,
+    /// IKE SAs, half-open and established.
+    pub ike_sas: usize,
+    /// IKE SAs authenticated since the gateway started.
+    pub authenticated: u64,
+    /// Half-open SAs, cookies and refusals of unauthenticated sources.
+    pub responder: crate::ike::ResponderStats,
+}

@@ -64,7 +64,7 @@ type Task = tokio::task::JoinHandle<Result<(), DriverError>>;
 async fn spawn_gateway(
     ip: Ipv4Addr,
     config: ResponderConfig,
-) -> (Task, watch::Sender<bool>, watch::Receiver<usize>) {
+) -> (Task, watch::Sender<bool>, watch::Receiver<GatewayStatus>) {
     let mut options = GatewayOptions::new(config, IpAddr::V4(ip));
     options.ike_port = 0;
     let (gw_dev, gw_app) = memory_device_pair(1024);
@@ -81,7 +81,7 @@ async fn spawn_gateway(
         }
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (count_tx, count_rx) = watch::channel(0);
+    let (count_tx, count_rx) = watch::channel(GatewayStatus::default());
     let task = tokio::spawn(async move {
         run_gateway(
             options,
@@ -224,7 +224,7 @@ async fn a_deleted_child_sa_without_successor_ends_the_tunnel() {
         matches!(result, Err(DriverError::ChildSaGone)),
         "{result:?}"
     );
-    tokio::time::timeout(Duration::from_secs(5), count.wait_for(|&n| n == 0))
+    tokio::time::timeout(Duration::from_secs(5), count.wait_for(|s| s.clients == 0))
         .await
         .expect("the gateway dropped the client")
         .unwrap();
@@ -264,6 +264,66 @@ async fn gateway_drops_inner_sources_outside_the_clients_tsi() {
     );
     client.stop.send(true).unwrap();
     client.task.await.unwrap().unwrap();
+    stop_tx.send(true).unwrap();
+    gateway_task.await.unwrap().unwrap();
+}
+
+/// Security review item 8: when the gateway authenticates the client but refuses its Child SA
+/// (here NO_PROPOSAL_CHOSEN for ESP), the client deletes the IKE SA before it gives up, so the
+/// gateway holds no half-dead IKE SA (and no address lease) for it.
+#[tokio::test]
+async fn a_refused_child_sa_deletes_the_ike_sa_before_the_client_exits() {
+    let ip = Ipv4Addr::new(127, 0, 0, 6);
+    let mut gateway = gateway_config(Mode::Hybrid);
+    gateway.esp = vec![crate::crypto::AeadAlgorithm::ChaCha20Poly1305];
+    let mut options = GatewayOptions::new(gateway, IpAddr::V4(ip));
+    options.ike_port = 0;
+    let (gw_dev, _gw_app) = memory_device_pair(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (status_tx, mut gateway_status) = watch::channel(GatewayStatus::default());
+    let gateway_task = tokio::spawn(async move {
+        run_gateway(
+            options,
+            Arc::new(DeterministicProvider::new(7)),
+            gw_dev,
+            &status_tx,
+            stop_rx,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let mut client = client_config(Mode::Hybrid);
+    client.esp = vec![crate::crypto::AeadAlgorithm::Aes256Gcm16];
+    let options = ClientOptions::new(client, SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT));
+    let (cl_dev, _app) = memory_device_pair(16);
+    let (status_tx, _status) = watch::channel(Status::default());
+    let (_stop, client_stop) = watch::channel(false);
+    let mut factory = Memory(Some(cl_dev));
+    let result = tokio::time::timeout(
+        Duration::from_secs(5),
+        run_client(
+            options,
+            Arc::new(DeterministicProvider::new(8)),
+            &mut factory,
+            &status_tx,
+            client_stop,
+        ),
+    )
+    .await
+    .expect("the client gave up within 5 s");
+    assert!(matches!(result, Err(DriverError::ChildSa(_))), "{result:?}");
+    // The IKE SA existed (authenticated) and is gone after the client's Delete, not held
+    // until it expires.
+    let status = gateway_status.borrow().clone();
+    assert_eq!(status.clients, 0, "{status:?}");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        gateway_status.wait_for(|s| s.authenticated == 1 && s.ike_sas == 0),
+    )
+    .await
+    .expect("the gateway deleted the client's IKE SA")
+    .unwrap();
     stop_tx.send(true).unwrap();
     gateway_task.await.unwrap().unwrap();
 }

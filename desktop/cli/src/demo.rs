@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use pqvpn_core::crypto::{CryptoProvider, RustCrypto, SecretBytes};
 use pqvpn_core::driver::{
-    ClientOptions, DeviceFactory, DriverError, GatewayOptions, MemoryDevice, State, Status,
-    TunnelUp, memory_device_pair, run_client, run_gateway,
+    ClientOptions, DeviceFactory, DriverError, GatewayOptions, GatewayStatus, MemoryDevice, State,
+    Status, TunnelUp, memory_device_pair, run_client, run_gateway,
 };
 use pqvpn_core::ike::{CryptoPolicy, InitiatorConfig, Mode, NAT_T_PORT, ResponderConfig};
 use pqvpn_core::wire::IkeId;
@@ -102,7 +102,7 @@ async fn loopback_demo(megabytes: u64) -> Result<(), String> {
         }
     });
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (clients_tx, _) = watch::channel(0usize);
+    let (clients_tx, _) = watch::channel(GatewayStatus::default());
     let gateway_provider = provider.clone();
     let gateway = tokio::spawn(async move {
         run_gateway(options, gateway_provider, gw_device, &clients_tx, stop_rx).await

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use pqvpn_core::crypto::RustCrypto;
 use pqvpn_core::driver::{
-    ClientOptions, DeviceFactory, DriverError, GatewayOptions, PacketDevice, Status, TunnelUp,
-    run_client, run_gateway,
+    ClientOptions, DeviceFactory, DriverError, GatewayOptions, GatewayStatus, PacketDevice, Status,
+    TunnelUp, run_client, run_gateway,
 };
 use pqvpn_core::platform::{self, Applied, DnsBackend, NetworkConfig, Tun, TunConfig};
 use tokio::signal::unix::{SignalKind, signal};
@@ -209,7 +209,7 @@ pub(crate) async fn gateway(path: &Path) -> Result<(), String> {
     .map_err(|e| platform::DisplayChain(&e).to_string())?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     on_signals(shutdown_tx)?;
-    let (clients_tx, _clients_rx) = watch::channel(0usize);
+    let (clients_tx, _clients_rx) = watch::channel(GatewayStatus::default());
     let options = GatewayOptions::new(profile.responder, profile.listen);
     eprintln!(
         "pqvpn: gateway on {} (IKE 500, NAT-T 4500), tunnel address {}/{}",

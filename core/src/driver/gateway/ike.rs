@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -18,7 +18,7 @@ use super::super::DriverError;
 use super::super::client::sleep_until;
 use crate::crypto::CryptoProvider;
 use crate::esp::{EspSpi, InboundSa, OutboundSa, ReplayProtection, SaConfig};
-use crate::ike::{ChildSaEstablished, Event, Responder};
+use crate::ike::{ChildSaEstablished, Event, Responder, ResponderStats};
 use crate::wire::TrafficSelector;
 
 use super::BUF_LEN;
@@ -112,7 +112,20 @@ pub(super) enum EspUpdate {
         /// The IKE SA.
         spi_r: u64,
     },
+    /// What the responder holds now (sent when the number of SAs changes, and at most every
+    /// [`COUNTS_INTERVAL`] otherwise).
+    Counts {
+        /// IKE SAs, half-open and established.
+        ike_sas: usize,
+        /// IKE SAs authenticated since the start.
+        authenticated: u64,
+        /// Half-open SAs and refusals.
+        stats: ResponderStats,
+    },
 }
+
+/// How often [`EspUpdate::Counts`] reports changed statistics alone.
+const COUNTS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Everything the IKE thread owns.
 pub(super) struct IkeThread {
@@ -125,6 +138,8 @@ pub(super) struct IkeThread {
     pub(super) datagrams: mpsc::Receiver<IkeDatagram>,
     pub(super) updates: mpsc::Sender<EspUpdate>,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// IKE SAs authenticated since the start.
+    pub(super) authenticated: u64,
 }
 
 impl IkeThread {
@@ -159,11 +174,13 @@ impl IkeThread {
         let nat_t_socket = UdpSocket::from_std(nat_t_socket)
             .map_err(DriverError::io("register the NAT-T socket"))?;
         let mut buf = vec![0u8; BUF_LEN];
+        let mut reported: Option<(usize, u64, ResponderStats, Instant)> = None;
         loop {
             self.send_queued(&ike_socket, &nat_t_socket, &mut buf).await;
             if !self.forward_events().await? {
                 return Ok(());
             }
+            self.report_counts(&mut reported);
             // What handling the events queued (a Delete, a rekey) goes out now, not at the
             // next wake-up.
             self.send_queued(&ike_socket, &nat_t_socket, &mut buf).await;
@@ -207,6 +224,31 @@ impl IkeThread {
         }
     }
 
+    /// Sends [`EspUpdate::Counts`] if they changed: at once for the number of SAs, at most
+    /// every [`COUNTS_INTERVAL`] for the statistics alone (a flood changes them per packet).
+    fn report_counts(&self, reported: &mut Option<(usize, u64, ResponderStats, Instant)>) {
+        let now = Instant::now();
+        let ike_sas = self.responder.sa_count();
+        let authenticated = self.authenticated;
+        let stats = self.responder.stats();
+        let due = match reported {
+            None => true,
+            Some((n, a, s, at)) => {
+                *n != ike_sas
+                    || *a != authenticated
+                    || (*s != stats && now.duration_since(*at) >= COUNTS_INTERVAL)
+            }
+        };
+        let counts = EspUpdate::Counts {
+            ike_sas,
+            authenticated,
+            stats,
+        };
+        if due && self.updates.try_send(counts).is_ok() {
+            *reported = Some((ike_sas, authenticated, stats, now));
+        }
+    }
+
     /// Turns the responder's events into [`EspUpdate`]s. `false` once the ESP loop is gone.
     async fn forward_events(&mut self) -> Result<bool, DriverError> {
         while let Some((spi_r, event)) = self.responder.poll_event() {
@@ -234,6 +276,10 @@ impl IkeThread {
                         outbound,
                         ts_i: new.ts_i,
                     }
+                }
+                Event::IkeSaEstablished { .. } => {
+                    self.authenticated += 1;
+                    continue;
                 }
                 Event::IkeSaRekeyed { suite } => {
                     tracing::info!(client = ?self.responder.remote(spi_r), suite = %suite, "IKE SA rekeyed");

@@ -12,6 +12,7 @@ use super::DriverError;
 use super::device::PacketDevice;
 use super::outbound::Outbound;
 use super::socket::bind_udp;
+use super::status::GatewayStatus;
 use crate::crypto::CryptoProvider;
 use crate::esp::{self, Demux, EspSpi, Inbound, Received, ReplayProtection};
 use crate::ike::{IKE_PORT, NAT_T_PORT, Responder, ResponderConfig};
@@ -104,8 +105,7 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Runs the gateway until `shutdown` turns true. `clients` is kept at the number of connected
-/// clients.
+/// Runs the gateway until `shutdown` turns true, keeping `status` up to date.
 ///
 /// Two loops: this task moves ESP between the NAT-T socket and `device`; the responder, port
 /// 500 and every key exchange run on a thread of their own ([`ike`]), so a flood of
@@ -114,7 +114,7 @@ pub async fn run_gateway<D: PacketDevice>(
     options: GatewayOptions,
     provider: Arc<dyn CryptoProvider>,
     mut device: D,
-    clients_count: &watch::Sender<usize>,
+    status: &watch::Sender<GatewayStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
     let ike_local = SocketAddr::new(options.listen, options.ike_port);
@@ -146,6 +146,7 @@ pub async fn run_gateway<D: PacketDevice>(
         datagrams,
         updates: updates_tx,
         shutdown: shutdown.clone(),
+        authenticated: 0,
     }
     .spawn(ike_socket, nat_t_sender)?;
     tracing::info!(%ike_local, %nat_t_local, "gateway listening");
@@ -162,9 +163,17 @@ pub async fn run_gateway<D: PacketDevice>(
     let result = loop {
         tokio::select! {
             update = updates.recv() => match update {
+                Some(ike::EspUpdate::Counts { ike_sas, authenticated, stats }) => {
+                    status.send_modify(|s| {
+                        s.ike_sas = ike_sas;
+                        s.authenticated = authenticated;
+                        s.responder = stats;
+                    });
+                }
                 Some(update) => {
                     esp.apply(update);
-                    clients_count.send_replace(esp.clients.len());
+                    let clients = esp.clients.len();
+                    status.send_if_modified(|s| std::mem::replace(&mut s.clients, clients) != clients);
                 }
                 // The IKE thread stopped: its result says why.
                 None => break Ok(()),
@@ -286,6 +295,7 @@ impl EspLoop {
                 }
             }
             ike::EspUpdate::Gone { spi_r } => self.remove(spi_r),
+            ike::EspUpdate::Counts { .. } => {}
         }
     }
 
