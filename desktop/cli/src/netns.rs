@@ -150,7 +150,8 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
         &format!(
             "listen = \"198.18.0.1\"\nlocal_id = \"gateway.demo\"\nmodes = [\"hybrid\"]\n\
              address = \"10.99.0.1/24\"\ndns = [\"10.99.0.1\"]\ninterface = \"pqvpn-gw\"\n\
-             [auth]\npsk = \"{psk}\"\n[pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n"
+             [pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n\
+             [[clients]]\nid = \"client.demo\"\npsk = \"{psk}\"\n"
         ),
     )?;
     let name = format!("pqvpn-demo-{}", scene.id);
