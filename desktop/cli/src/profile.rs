@@ -4,9 +4,10 @@
 //!
 //! # Files and secrets (security review finding 7, L1, L5)
 //!
-//! Profiles and PSK files are opened without following a symbolic link (`O_NOFOLLOW`) and
-//! checked on the opened descriptor (`fstat`, so nothing can be swapped between the check and
-//! the read): each must be a regular file owned by root or by the user running pqvpn. A PSK
+//! Profiles and PSK files are opened with `O_NOFOLLOW` (a path whose last component is a
+//! symbolic link is refused) and checked on the opened descriptor (`fstat`, so nothing can be
+//! swapped between the check and the read): each must be a regular file owned by root or by the
+//! user running pqvpn. A PSK
 //! file must not carry any group or other permission bit; an inline `psk` is refused in a
 //! profile that does; a profile writable by group or others is refused. Every PSK, from
 //! wherever it comes, must have at least [`MIN_PSK_CHARS`] characters unless its table says
