@@ -80,12 +80,17 @@ async fn loopback_demo(megabytes: u64) -> Result<(), String> {
     provider.fill_random(&mut psk).map_err(|e| e.to_string())?;
     let psk = SecretBytes::new(psk);
 
-    // The gateway: our responder on 127.0.0.1:4500, reflecting every packet it receives.
+    // The gateway: our responder on 127.0.0.1:4500, reflecting every packet it receives. The
+    // client has a PSK of its own (no group PSK, security review finding 7).
     let mut gateway_config = ResponderConfig::new(
         vec![CryptoPolicy::default()],
-        psk.clone(),
+        SecretBytes::default(),
         IkeId::Fqdn("gateway.demo".into()),
     );
+    gateway_config.group_psk = None;
+    gateway_config
+        .client_psks
+        .insert(IkeId::Fqdn("client.demo".into()), psk.clone());
     gateway_config.pool_v4 = Some((Ipv4Addr::new(10, 99, 0, 10), Ipv4Addr::new(10, 99, 0, 20)));
     gateway_config.dns = vec![IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1))];
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);

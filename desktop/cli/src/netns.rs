@@ -2,6 +2,7 @@
 //! joined by a veth pair; ping and TCP through the tunnel; everything removed afterwards, also
 //! on Ctrl-C.
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use pqvpn_core::crypto::{CryptoProvider, RustCrypto};
 use pqvpn_core::driver::{State, Status};
+use zeroize::Zeroizing;
 
 use crate::control;
 
@@ -139,19 +141,25 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
     scene.ip(&["-n", &gw, "link", "set", &veth_gw, "up"])?;
     scene.ip(&["-n", &cl, "link", "set", &veth_cl, "up"])?;
 
-    let mut psk = [0u8; 24];
+    // The PSK and the profile texts holding it are wiped when dropped.
+    let mut raw = Zeroizing::new([0u8; 24]);
     RustCrypto::new()
-        .fill_random(&mut psk)
+        .fill_random(&mut *raw)
         .map_err(|e| e.to_string())?;
-    let psk: String = psk.iter().map(|b| format!("{b:02x}")).collect();
+    let mut psk = Zeroizing::new(String::with_capacity(2 * raw.len()));
+    for b in raw.iter() {
+        let _ = write!(psk, "{b:02x}");
+    }
+    let psk = &*psk;
     let gateway_toml = scene.dir.join("gateway.toml");
     write_private(
         &gateway_toml,
-        &format!(
+        &Zeroizing::new(format!(
             "listen = \"198.18.0.1\"\nlocal_id = \"gateway.demo\"\nmodes = [\"hybrid\"]\n\
              address = \"10.99.0.1/24\"\ndns = [\"10.99.0.1\"]\ninterface = \"pqvpn-gw\"\n\
-             [auth]\npsk = \"{psk}\"\n[pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n"
-        ),
+             [pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n\
+             [[clients]]\nid = \"client.demo\"\npsk = \"{psk}\"\n"
+        )),
     )?;
     let name = format!("pqvpn-demo-{}", scene.id);
     // DNS would go to the host's systemd-resolved when it runs (it does not know the namespace's
@@ -160,11 +168,11 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
     let client_toml = scene.dir.join(format!("{name}.toml"));
     write_private(
         &client_toml,
-        &format!(
+        &Zeroizing::new(format!(
             "gateway = \"198.18.0.1\"\nlocal_id = \"client.demo\"\nremote_id = \"gateway.demo\"\n\
              mode = \"hybrid\"\n[auth]\npsk = \"{psk}\"\n[network]\nfull_tunnel = true\n\
              interface = \"pqvpn-demo\"\ndns = {dns}\n"
-        ),
+        )),
     )?;
     let spawn = |ns: &str, args: &[&str], log: &Path| -> Result<Child, String> {
         let log = std::fs::File::create(log)

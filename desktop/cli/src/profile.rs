@@ -1,10 +1,22 @@
 //! Profiles: the client's `PROFILE.toml` and the gateway's `GATEWAY.toml` (documented in the
 //! README). Unknown keys and bad values are errors naming the key and line; no error message
 //! ever contains a PSK.
+//!
+//! # Files and secrets (security review finding 7, L1, L5)
+//!
+//! Profiles and PSK files are opened with `O_NOFOLLOW` (a path whose last component is a
+//! symbolic link is refused) and checked on the opened descriptor (`fstat`, so nothing can be
+//! swapped between the check and the read): each must be a regular file owned by root or by the
+//! user running pqvpn. A PSK
+//! file must not carry any group or other permission bit; an inline `psk` is refused in a
+//! profile that does; a profile writable by group or others is refused. Every PSK, from
+//! wherever it comes, must have at least [`MIN_PSK_CHARS`] characters unless its table says
+//! `allow_weak_psk = true`. The profile text and every PSK copy are wiped when dropped, and
+//! `Debug` never prints a PSK.
 
 use std::fs;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,15 +25,162 @@ use pqvpn_core::ike::{
     CryptoPolicy, InitiatorConfig, Lifetime, Mode, ResponderConfig, RetransmitConfig,
 };
 use pqvpn_core::wire::{IkeId, KeyExchangeMethod, TrafficSelector};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use zeroize::Zeroizing;
 
 use crate::secret::{self, Keyring};
 
-/// Reads and parses a TOML file, naming the file (and, from the parser, key and line) in errors.
-fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, String> {
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("Failed to read {}: {e}", path.display()))?;
-    parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// Fewest characters a PSK may have without `allow_weak_psk = true`. Whoever answers as the
+/// gateway receives the client's AUTH and can test PSK guesses against it offline
+/// ([RFC 7296 §2.15]), so a PSK must be long and random (security review finding 7).
+///
+/// [RFC 7296 §2.15]: https://www.rfc-editor.org/rfc/rfc7296#section-2.15
+pub(crate) const MIN_PSK_CHARS: usize = 20;
+
+/// Largest profile read, in octets.
+const MAX_PROFILE_LEN: u64 = 1 << 20;
+
+/// Largest PSK file read, in octets (one line, or a binary key).
+const MAX_PSK_FILE_LEN: u64 = 4096;
+
+/// A file opened for reading with its descriptor's metadata.
+struct CheckedFile {
+    file: fs::File,
+    /// Permission bits (`st_mode & 0o7777`).
+    mode: u32,
+    len: u64,
+}
+
+/// Opens `path` for reading without following a symbolic link and checks the opened file:
+/// a regular file owned by root or the effective uid. `key` names the file in errors
+/// (`profile`, `auth.psk_file`).
+#[cfg(unix)]
+fn open_checked(path: &Path, key: &str) -> Result<CheckedFile, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+    // O_NONBLOCK: opening a FIFO must not hang; it is refused below. Regular files ignore it.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                format!(
+                    "{key} {} is a symbolic link, which pqvpn does not follow (whoever can \
+                     change the link could choose the file); give the path of the file itself",
+                    path.display()
+                )
+            } else {
+                format!("Failed to open {key} {}: {e}", path.display())
+            }
+        })?;
+    // fstat(2) on the descriptor: the file checked is the file read.
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("Failed to stat {key} {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{key} {} is not a regular file", path.display()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(format!(
+            "{key} {} belongs to uid {}: it must belong to root or to the user running pqvpn \
+             (uid {euid}), or its owner can choose what pqvpn uses",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    Ok(CheckedFile {
+        file,
+        mode: meta.mode() & 0o7777,
+        len: meta.len(),
+    })
+}
+
+/// Opens `path` for reading (no owner or mode on this platform: the checks are unix-only).
+#[cfg(not(unix))]
+fn open_checked(path: &Path, key: &str) -> Result<CheckedFile, String> {
+    let file = fs::File::open(path)
+        .map_err(|e| format!("Failed to open {key} {}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("Failed to stat {key} {}: {e}", path.display()))?
+        .len();
+    Ok(CheckedFile {
+        file,
+        mode: 0o600,
+        len,
+    })
+}
+
+impl CheckedFile {
+    /// Reads the whole file, at most `max` octets, into a buffer wiped on drop. The buffer is
+    /// sized from `fstat` first so that reading does not reallocate (and leave copies behind).
+    fn read_all(mut self, key: &str, path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, String> {
+        if self.len > max {
+            return Err(format!(
+                "{key} {} is larger than {max} octets",
+                path.display()
+            ));
+        }
+        let capacity = usize::try_from(self.len.saturating_add(1)).unwrap_or(0);
+        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+        (&mut self.file)
+            .take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("Failed to read {key} {}: {e}", path.display()))?;
+        if bytes.len() as u64 > max {
+            return Err(format!(
+                "{key} {} is larger than {max} octets",
+                path.display()
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// A profile's text, wiped on drop, and the permission bits of its file.
+pub(crate) struct ProfileText {
+    pub(crate) text: Zeroizing<String>,
+    pub(crate) mode: u32,
+}
+
+/// Reads a profile through [`open_checked`]; a profile writable by group or others is refused
+/// (they could point the tunnel elsewhere).
+pub(crate) fn read_profile(path: &Path) -> Result<ProfileText, String> {
+    let file = open_checked(path, "profile")?;
+    let mode = file.mode;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "profile {} is writable by group or others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let mut bytes = file.read_all("profile", path, MAX_PROFILE_LEN)?;
+    // Moves the buffer (no copy); on error the bytes come back and are wiped.
+    let text = String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
+        drop(Zeroizing::new(e.into_bytes()));
+        format!("profile {} is not UTF-8 text", path.display())
+    })?;
+    Ok(ProfileText {
+        text: Zeroizing::new(text),
+        mode,
+    })
+}
+
+/// Where a profile came from: the path for messages and its file's permission bits.
+#[derive(Clone, Copy)]
+struct Origin<'a> {
+    path: &'a str,
+    mode: u32,
+}
+
+/// Reads and parses a profile, naming the file (and, from the parser, key and line) in errors.
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<(T, u32), String> {
+    let profile = read_profile(path)?;
+    let value = parse_toml(&profile.text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((value, profile.mode))
 }
 
 pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
@@ -45,10 +204,36 @@ pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, 
             number.trim().parse::<u32>().ok().map(|_| rest.trim())
         });
         match source {
+            // The excerpt, and the reason ("invalid type: integer `…`"), may quote the PSK.
+            Some(source) if is_psk_line(source) => {
+                format!("{first}: bad psk value (not shown: it may be the secret)")
+            }
             Some(source) => format!("{first}: {reason} (in `{source}`)"),
             None => format!("{first}: {reason}"),
         }
     })
+}
+
+/// Whether a profile line sets an inline PSK (`psk = …`, also in a `[[clients]]` table).
+fn is_psk_line(line: &str) -> bool {
+    line.trim_start()
+        .strip_prefix("psk")
+        .is_some_and(|rest| rest.trim_start().starts_with('=') || rest.trim_start().is_empty())
+}
+
+/// A PSK written inline in a profile: wiped on drop, never printed.
+pub(crate) struct InlinePsk(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for InlinePsk {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|s| Self(Zeroizing::new(s)))
+    }
+}
+
+impl std::fmt::Debug for InlinePsk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlinePsk(<redacted>)")
+    }
 }
 
 /// `[auth]`.
@@ -58,13 +243,16 @@ pub(crate) struct Auth {
     /// Only `psk` for now.
     #[serde(default = "default_method")]
     method: String,
-    /// The PSK inline (tests and demos).
-    psk: Option<String>,
+    /// The PSK inline (tests and demos); only in a profile without group or other permissions.
+    psk: Option<InlinePsk>,
     /// A file holding the PSK; must not be readable by group or others.
     psk_file: Option<PathBuf>,
     /// The PSK is in the OS keyring (`pqvpn secret set PROFILE`).
     #[serde(default)]
     psk_keyring: bool,
+    /// Accept a PSK shorter than [`MIN_PSK_CHARS`] characters.
+    #[serde(default)]
+    allow_weak_psk: bool,
 }
 
 fn default_method() -> String {
@@ -73,12 +261,12 @@ fn default_method() -> String {
 
 impl Auth {
     /// The PSK. `keyring_user` names the entry (`LOCAL_ID@ENDPOINT`, see `secret`) and
-    /// `profile` the file for the "store it with `pqvpn secret set`" hint; `keyring` opens the
-    /// store, only when `psk_keyring = true`.
+    /// `origin` the profile (for the "store it with `pqvpn secret set`" hint and the inline-PSK
+    /// mode check); `keyring` opens the store, only when `psk_keyring = true`.
     fn psk(
         &self,
         keyring_user: &str,
-        profile: &str,
+        origin: Origin<'_>,
         keyring: impl FnOnce() -> Result<Keyring, String>,
     ) -> Result<SecretBytes, String> {
         if self.method != "psk" {
@@ -93,35 +281,76 @@ impl Auth {
         if sources != 1 {
             return Err("auth: give exactly one of psk, psk_file, psk_keyring".into());
         }
-        if self.psk_keyring {
-            return keyring()?.get_psk(keyring_user, profile);
-        }
-        if let Some(psk) = &self.psk {
-            if psk.is_empty() {
-                return Err("auth.psk is empty".into());
-            }
-            return Ok(SecretBytes::from_slice(psk.as_bytes()));
-        }
-        let path = self.psk_file.as_ref().ok_or("auth: no PSK")?;
-        let meta =
-            fs::metadata(path).map_err(|e| format!("auth.psk_file {}: {e}", path.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
+        let psk = if self.psk_keyring {
+            keyring()?.get_psk(keyring_user, origin.path)?
+        } else {
+            resolve_psk("auth", self.psk.as_ref(), self.psk_file.as_deref(), origin)?
+        };
+        check_psk_strength("auth", &psk, self.allow_weak_psk)?;
+        Ok(psk)
+    }
+}
+
+/// The PSK given inline or in a file under the table `key` (`auth`, `clients[0]`), checked for
+/// file safety but not yet for length.
+fn resolve_psk(
+    key: &str,
+    inline: Option<&InlinePsk>,
+    file: Option<&Path>,
+    origin: Origin<'_>,
+) -> Result<SecretBytes, String> {
+    if let Some(psk) = inline {
+        if origin.mode & 0o077 != 0 {
             return Err(format!(
-                "auth.psk_file {} is readable by group or others (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
+                "{key}.psk is written in {}, which group or others may read (mode {:o}): move \
+                 the PSK to a psk_file (mode 600) or the OS keyring (psk_keyring), or chmod 600 \
+                 the profile",
+                origin.path,
+                origin.mode & 0o777
             ));
         }
-        let mut bytes =
-            fs::read(path).map_err(|e| format!("auth.psk_file {}: {e}", path.display()))?;
-        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            bytes.pop();
+        if psk.0.is_empty() {
+            return Err(format!("{key}.psk is empty"));
         }
-        if bytes.is_empty() {
-            return Err(format!("auth.psk_file {} is empty", path.display()));
-        }
-        Ok(SecretBytes::new(bytes))
+        return Ok(SecretBytes::from_slice(psk.0.as_bytes()));
     }
+    let path = file.ok_or_else(|| format!("{key}: no PSK"))?;
+    let what = format!("{key}.psk_file");
+    let checked = open_checked(path, &what)?;
+    if checked.mode & 0o077 != 0 {
+        return Err(format!(
+            "{what} {} is accessible to group or others (mode {:o}); chmod 600 it",
+            path.display(),
+            checked.mode & 0o777
+        ));
+    }
+    let mut bytes = checked.read_all(&what, path, MAX_PSK_FILE_LEN)?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(format!("{what} {} is empty", path.display()));
+    }
+    // Moves the buffer into the secret (no copy).
+    Ok(SecretBytes::new(std::mem::take(&mut *bytes)))
+}
+
+/// Refuses a PSK shorter than [`MIN_PSK_CHARS`] characters (octets when it is not UTF-8)
+/// unless `allow_weak` (the table's `allow_weak_psk`). `key` names the table in the error.
+pub(crate) fn check_psk_strength(
+    key: &str,
+    psk: &SecretBytes,
+    allow_weak: bool,
+) -> Result<(), String> {
+    let chars = std::str::from_utf8(psk.expose()).map_or(psk.len(), |s| s.chars().count());
+    if chars < MIN_PSK_CHARS && !allow_weak {
+        return Err(format!(
+            "{key}: the PSK is shorter than {MIN_PSK_CHARS} characters; whoever answers as the \
+             gateway can guess a short PSK offline from one AUTH, so use a long random one \
+             (e.g. `openssl rand -base64 32`), or set {key}.allow_weak_psk = true to accept it"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses an identity: an IP address, `user@domain` (RFC822), `keyid:…`, or an FQDN.
@@ -359,6 +588,8 @@ fn rekey_time(key: &str, value: &DurationValue) -> Result<Duration, String> {
 struct ProfileFile {
     gateway: String,
     local_id: String,
+    /// The identity the gateway must prove (IDr). Required: an `Option` only so that its
+    /// absence gets our error rather than serde's.
     remote_id: Option<String>,
     #[serde(default = "default_mode")]
     mode: String,
@@ -387,42 +618,51 @@ pub(crate) struct Profile {
 
 impl Profile {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
-        let file: ProfileFile = read_toml(path)?;
+        let (file, mode): (ProfileFile, u32) = read_toml(path)?;
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("pqvpn")
             .to_owned();
-        Self::from_file(name, file, &path.display().to_string(), Keyring::os)
-            .map_err(|e| format!("{}: {e}", path.display()))
+        let shown = path.display().to_string();
+        let origin = Origin { path: &shown, mode };
+        Self::from_file(name, file, origin, Keyring::os).map_err(|e| format!("{shown}: {e}"))
     }
 
+    /// Parses a profile text as if read from a mode-600 file.
     #[cfg(test)]
     pub(crate) fn parse(name: &str, text: &str) -> Result<Self, String> {
-        Self::from_file(name.into(), parse_toml(text)?, "PROFILE.toml", Keyring::os)
+        let origin = Origin {
+            path: "PROFILE.toml",
+            mode: 0o600,
+        };
+        Self::from_file(name.into(), parse_toml(text)?, origin, Keyring::os)
     }
 
     fn from_file(
         name: String,
         file: ProfileFile,
-        path: &str,
+        origin: Origin<'_>,
         keyring: impl FnOnce() -> Result<Keyring, String>,
     ) -> Result<Self, String> {
         let mode = parse_mode(&file.mode)?;
         let mlkem = parse_mlkem(file.crypto.mlkem.as_deref().unwrap_or("ml-kem-768"))?;
+        // Without IDr the client would accept any identity from whoever holds the PSK
+        // (security review finding 7).
+        let remote_id = file.remote_id.as_deref().ok_or(
+            "remote_id is missing: set it to the gateway's identity (its local_id); without it \
+             the client accepts any identity, so anyone holding the PSK (another client, \
+             for a group PSK) can impersonate the gateway",
+        )?;
+        let remote_id = parse_id("remote_id", remote_id)?;
         let gateway = resolve_gateway(&file.gateway)?;
         let psk = file.auth.psk(
             &secret::entry_user(&file.local_id, &file.gateway),
-            path,
+            origin,
             keyring,
         )?;
         let local_id = parse_id("local_id", &file.local_id)?;
-        let remote_id = file
-            .remote_id
-            .as_deref()
-            .map(|s| parse_id("remote_id", s))
-            .transpose()?;
-        let mut initiator = InitiatorConfig::new(mode, psk, local_id, remote_id);
+        let mut initiator = InitiatorConfig::new(mode, psk, local_id, Some(remote_id));
         initiator.policy = match mode {
             Mode::Hybrid => CryptoPolicy::hybrid(mlkem),
             Mode::PqOnly => CryptoPolicy::pq_only(mlkem),
@@ -530,6 +770,21 @@ struct Pool {
     ipv4: String,
 }
 
+/// One `[[clients]]` table of a gateway profile: a client identity and its own PSK.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientEntry {
+    /// The client's IDi, as in its profile's `local_id`.
+    id: String,
+    /// The PSK inline; only in a profile without group or other permissions.
+    psk: Option<InlinePsk>,
+    /// A file holding the PSK; must not be readable by group or others.
+    psk_file: Option<PathBuf>,
+    /// Accept a PSK shorter than [`MIN_PSK_CHARS`] characters.
+    #[serde(default)]
+    allow_weak_psk: bool,
+}
+
 /// A gateway profile.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -539,7 +794,14 @@ struct GatewayFile {
     local_id: String,
     #[serde(default = "default_modes")]
     modes: Vec<String>,
-    auth: Auth,
+    /// The group PSK, for every client not in `clients`. Any client holding it can
+    /// impersonate the gateway to every other client holding it (PSK AUTH is symmetric), so
+    /// prefer `clients`.
+    auth: Option<Auth>,
+    /// One PSK per client identity (`ResponderConfig::client_psks`): a client can then only
+    /// prove its own identity, and the gateway answers it with that client's key.
+    #[serde(default)]
+    clients: Vec<ClientEntry>,
     /// The gateway's own tunnel address, e.g. `10.99.0.1/24`.
     address: String,
     pool: Pool,
@@ -575,17 +837,30 @@ pub(crate) struct GatewayProfile {
 
 impl GatewayProfile {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
-        let file: GatewayFile = read_toml(path)?;
-        Self::from_file(file, &path.display().to_string())
-            .map_err(|e| format!("{}: {e}", path.display()))
+        let (file, mode): (GatewayFile, u32) = read_toml(path)?;
+        let shown = path.display().to_string();
+        let origin = Origin { path: &shown, mode };
+        let profile = Self::from_file(file, origin).map_err(|e| format!("{shown}: {e}"))?;
+        if profile.responder.group_psk.is_some() {
+            tracing::warn!(
+                "{shown}: [auth] sets a group PSK: any client holding it can impersonate this \
+                 gateway to the others; prefer one PSK per client ([[clients]])"
+            );
+        }
+        Ok(profile)
     }
 
+    /// Parses a gateway profile text as if read from a mode-600 file.
     #[cfg(test)]
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        Self::from_file(parse_toml(text)?, "GATEWAY.toml")
+        let origin = Origin {
+            path: "GATEWAY.toml",
+            mode: 0o600,
+        };
+        Self::from_file(parse_toml(text)?, origin)
     }
 
-    fn from_file(file: GatewayFile, path: &str) -> Result<Self, String> {
+    fn from_file(file: GatewayFile, origin: Origin<'_>) -> Result<Self, String> {
         let listen: IpAddr = file
             .listen
             .parse()
@@ -598,15 +873,52 @@ impl GatewayProfile {
         if policies.is_empty() {
             return Err("modes is empty".into());
         }
+        let group_psk = file
+            .auth
+            .as_ref()
+            .map(|auth| {
+                auth.psk(
+                    &secret::entry_user(&file.local_id, &file.listen),
+                    origin,
+                    Keyring::os,
+                )
+            })
+            .transpose()?;
+        if group_psk.is_none() && file.clients.is_empty() {
+            return Err(
+                "no PSK: add a [[clients]] table (id and psk_file) for each client, or \
+                 [auth] for one group PSK shared by all clients"
+                    .into(),
+            );
+        }
         let mut responder = ResponderConfig::new(
             policies,
-            file.auth.psk(
-                &secret::entry_user(&file.local_id, &file.listen),
-                path,
-                Keyring::os,
-            )?,
+            SecretBytes::default(),
             parse_id("local_id", &file.local_id)?,
         );
+        responder.group_psk = group_psk;
+        for (i, client) in file.clients.iter().enumerate() {
+            let key = format!("clients[{i}]");
+            let id = parse_id(&format!("{key}.id"), &client.id)?;
+            let sources =
+                usize::from(client.psk.is_some()) + usize::from(client.psk_file.is_some());
+            if sources != 1 {
+                return Err(format!(
+                    "{key} ({}): give exactly one of psk, psk_file",
+                    client.id
+                ));
+            }
+            let psk = resolve_psk(
+                &key,
+                client.psk.as_ref(),
+                client.psk_file.as_deref(),
+                origin,
+            )?;
+            check_psk_strength(&key, &psk, client.allow_weak_psk)?;
+            if responder.client_psks.insert(id, psk).is_some() {
+                return Err(format!("{key}.id = \"{}\" is listed twice", client.id));
+            }
+        }
         let (first, last) =
             file.pool.ipv4.split_once('-').ok_or_else(|| {
                 format!("pool.ipv4 = \"{}\": expected FIRST-LAST", file.pool.ipv4)
@@ -669,6 +981,8 @@ impl GatewayProfile {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const GOOD: &str = r#"
@@ -676,7 +990,7 @@ gateway = "198.18.0.1"
 local_id = "client.test"
 remote_id = "gw.test"
 [auth]
-psk = "a-test-psk"
+psk = "a-test-psk-not-a-secret"
 "#;
 
     #[test]
@@ -747,23 +1061,39 @@ psk = "a-test-psk"
     #[test]
     fn psk_never_appears_in_errors() {
         let text = GOOD.replace(
-            "psk = \"a-test-psk\"",
-            "psk = \"a-test-psk\"\npsk_file = \"/x\"",
+            "psk = \"a-test-psk-not-a-secret\"",
+            "psk = \"a-test-psk-not-a-secret\"\npsk_file = \"/x\"",
         );
         let e = Profile::parse("t", &text).unwrap_err();
-        assert!(!e.contains("a-test-psk"), "{e}");
+        assert!(!e.contains("a-test-psk-not-a-secret"), "{e}");
         assert!(e.contains("exactly one"), "{e}");
+        // Parse errors on the PSK's line quote neither the line nor the value.
+        for bad in [
+            "psk = 123456789012345678901",
+            "psk = \"a-test-psk-not-a-secret\" trailing",
+            "psk = \"a-test-psk-not-a-secret\\q\"",
+        ] {
+            let text = GOOD.replace("psk = \"a-test-psk-not-a-secret\"", bad);
+            let e = Profile::parse("t", &text).unwrap_err();
+            assert!(
+                e.contains("line 6") && !e.contains("a-test-psk") && !e.contains("12345678901"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
     fn psk_keyring_reads_the_entry_of_local_id_at_gateway() {
-        let text = GOOD.replace("psk = \"a-test-psk\"", "psk_keyring = true");
+        let text = GOOD.replace("psk = \"a-test-psk-not-a-secret\"", "psk_keyring = true");
         let keyring = Keyring::mock();
         let load = |keyring: &Keyring| {
             Profile::from_file(
                 "work".into(),
                 parse_toml(&text).unwrap(),
-                "/etc/pqvpn/work.toml",
+                Origin {
+                    path: "/etc/pqvpn/work.toml",
+                    mode: 0o600,
+                },
                 || Ok(keyring.clone()),
             )
         };
@@ -777,39 +1107,392 @@ psk = "a-test-psk"
             "{e}"
         );
         keyring
-            .set_psk("client.test@198.18.0.1", b"kr-secret")
+            .set_psk("client.test@198.18.0.1", b"kr-secret-of-twenty-plus")
             .unwrap();
         let p = load(&keyring).unwrap();
-        assert_eq!(p.initiator.psk.expose(), b"kr-secret");
+        assert_eq!(p.initiator.psk.expose(), b"kr-secret-of-twenty-plus");
         // Still exactly one source, and the secret never shows up in an error.
         let both = text.replace(
             "psk_keyring = true",
-            "psk_keyring = true\npsk = \"kr-secret\"",
+            "psk_keyring = true\npsk = \"kr-secret-of-twenty-plus\"",
         );
-        let e = Profile::from_file("w".into(), parse_toml(&both).unwrap(), "p", || {
+        let origin = Origin {
+            path: "p",
+            mode: 0o600,
+        };
+        let e = Profile::from_file("w".into(), parse_toml(&both).unwrap(), origin, || {
             Ok(keyring.clone())
         })
         .unwrap_err();
-        assert!(e.contains("exactly one") && !e.contains("kr-secret"), "{e}");
+        assert!(
+            e.contains("exactly one") && !e.contains("kr-secret-of-twenty-plus"),
+            "{e}"
+        );
+    }
+
+    /// A directory of its own under the temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("pqvpn-profile-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        /// Writes `name` with `text` and then sets `mode` (whatever the umask).
+        fn write(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+            let path = self.0.join(name);
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            path
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn with_psk_file(path: &Path) -> String {
+        GOOD.replace(
+            "psk = \"a-test-psk-not-a-secret\"",
+            &format!("psk_file = \"{}\"", path.display()),
+        )
     }
 
     #[test]
-    fn world_readable_psk_file_is_refused() {
-        let dir = std::env::temp_dir().join(format!("pqvpn-psk-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("psk");
-        fs::write(&path, "secret\n").unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        let text = GOOD.replace(
-            "psk = \"a-test-psk\"",
-            &format!("psk_file = \"{}\"", path.display()),
-        );
+    fn group_readable_psk_file_is_refused() {
+        let dir = TempDir::new("group");
+        let path = dir.write("psk", "file-secret-of-twenty-plus\n", 0o640);
+        let text = with_psk_file(&path);
         let e = Profile::parse("t", &text).unwrap_err();
-        assert!(e.contains("chmod 600"), "{e}");
+        assert!(
+            e.contains("auth.psk_file") && e.contains("group or others") && e.contains("chmod 600"),
+            "{e}"
+        );
+        for mode in [0o604, 0o620, 0o601] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let e = Profile::parse("t", &text).unwrap_err();
+            assert!(e.contains("chmod 600"), "{mode:o}: {e}");
+        }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         let p = Profile::parse("t", &text).unwrap();
-        assert_eq!(p.initiator.psk.expose(), b"secret");
-        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(p.initiator.psk.expose(), b"file-secret-of-twenty-plus");
+    }
+
+    #[test]
+    fn symlinked_psk_file_is_refused() {
+        let dir = TempDir::new("link");
+        let target = dir.write("psk", "file-secret-of-twenty-plus\n", 0o600);
+        let link = dir.0.join("psk-link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = Profile::parse("t", &with_psk_file(&link)).unwrap_err();
+        assert!(
+            e.contains("auth.psk_file") && e.contains("symbolic link") && e.contains("psk-link"),
+            "{e}"
+        );
+        assert!(!e.contains("file-secret"), "{e}");
+        // The file itself is fine.
+        Profile::parse("t", &with_psk_file(&target)).unwrap();
+    }
+
+    #[test]
+    fn symlinked_profile_is_refused() {
+        let dir = TempDir::new("plink");
+        let target = dir.write("work.toml", GOOD, 0o600);
+        let link = dir.0.join("link.toml");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = Profile::load(&link).unwrap_err();
+        assert!(e.contains("profile") && e.contains("symbolic link"), "{e}");
+        let e = GatewayProfile::load(&link).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        Profile::load(&target).unwrap();
+    }
+
+    #[test]
+    fn psk_file_that_is_not_a_regular_file_is_refused_without_blocking() {
+        let dir = TempDir::new("fifo");
+        let fifo = dir.0.join("psk");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        fs::set_permissions(&fifo, fs::Permissions::from_mode(0o600)).unwrap();
+        let e = Profile::parse("t", &with_psk_file(&fifo)).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = Profile::parse("t", &with_psk_file(&dir.0)).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    /// The owner check needs a file owned by someone else, which only root can make.
+    #[test]
+    fn psk_file_or_profile_owned_by_another_user_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("skipped: needs root to give a file to another user");
+            return;
+        }
+        let dir = TempDir::new("owner");
+        let path = dir.write("psk", "file-secret-of-twenty-plus\n", 0o600);
+        std::os::unix::fs::chown(&path, Some(1000), Some(1000)).unwrap();
+        let e = Profile::parse("t", &with_psk_file(&path)).unwrap_err();
+        assert!(
+            e.contains("auth.psk_file") && e.contains("belongs to uid 1000") && e.contains("root"),
+            "{e}"
+        );
+        let profile = dir.write("work.toml", GOOD, 0o600);
+        std::os::unix::fs::chown(&profile, Some(1000), None).unwrap();
+        let e = Profile::load(&profile).unwrap_err();
+        assert!(
+            e.contains("profile") && e.contains("belongs to uid 1000"),
+            "{e}"
+        );
+        std::os::unix::fs::chown(&profile, Some(0), None).unwrap();
+        Profile::load(&profile).unwrap();
+    }
+
+    #[test]
+    fn inline_psk_in_world_readable_profile_is_refused() {
+        let dir = TempDir::new("inline");
+        for mode in [0o644, 0o640, 0o604] {
+            let path = dir.write("work.toml", GOOD, mode);
+            let e = Profile::load(&path).unwrap_err();
+            assert!(
+                e.contains("auth.psk")
+                    && e.contains("psk_file")
+                    && e.contains("keyring")
+                    && e.contains("chmod 600"),
+                "{mode:o}: {e}"
+            );
+            assert!(!e.contains("a-test-psk"), "{e}");
+        }
+        let path = dir.write("work.toml", GOOD, 0o600);
+        Profile::load(&path).unwrap();
+        // Without an inline PSK the profile may be world-readable.
+        let psk = dir.write("psk", "file-secret-of-twenty-plus\n", 0o600);
+        let path = dir.write("shared.toml", &with_psk_file(&psk), 0o644);
+        let p = Profile::load(&path).unwrap();
+        assert_eq!(p.initiator.psk.expose(), b"file-secret-of-twenty-plus");
+        // Nobody but the owner may write one, though.
+        for mode in [0o664, 0o646] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let e = Profile::load(&path).unwrap_err();
+            assert!(e.contains("writable by group or others"), "{mode:o}: {e}");
+        }
+        // The gateway's inline PSKs follow the same rule.
+        let gateway = dir.write(
+            "gw.toml",
+            &format!(
+                "{GATEWAY_BASE}[[clients]]\nid = \"alice.test\"\npsk = \"alice-psk-not-a-secret\"\n"
+            ),
+            0o644,
+        );
+        let e = GatewayProfile::load(&gateway).unwrap_err();
+        assert!(
+            e.contains("clients[0].psk") && e.contains("chmod 600"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn profile_without_remote_id_is_refused() {
+        let text = GOOD.replace("remote_id = \"gw.test\"\n", "");
+        let e = Profile::parse("t", &text).unwrap_err();
+        assert!(
+            e.starts_with("remote_id is missing") && e.contains("impersonate"),
+            "{e}"
+        );
+        let dir = TempDir::new("noid");
+        let path = dir.write("work.toml", &text, 0o600);
+        let e = Profile::load(&path).unwrap_err();
+        assert!(e.contains("work.toml: remote_id is missing"), "{e}");
+        let e = Profile::parse("t", &GOOD.replace("\"gw.test\"", "\"\"")).unwrap_err();
+        assert!(e.contains("remote_id is empty"), "{e}");
+    }
+
+    #[test]
+    fn short_psk_is_refused_unless_allow_weak_psk() {
+        let short = "nineteen-characters";
+        assert_eq!(short.len(), MIN_PSK_CHARS - 1);
+        let weak = GOOD.replace("a-test-psk-not-a-secret", short);
+        let e = Profile::parse("t", &weak).unwrap_err();
+        assert!(
+            e.contains("shorter than 20 characters") && e.contains("auth.allow_weak_psk = true"),
+            "{e}"
+        );
+        assert!(!e.contains(short), "{e}");
+        let allowed = weak.replace("[auth]\n", "[auth]\nallow_weak_psk = true\n");
+        let p = Profile::parse("t", &allowed).unwrap();
+        assert_eq!(p.initiator.psk.expose(), short.as_bytes());
+        // Characters, not octets: 19 two-octet characters are still too short.
+        let e = Profile::parse(
+            "t",
+            &GOOD.replace("a-test-psk-not-a-secret", &"é".repeat(19)),
+        )
+        .unwrap_err();
+        assert!(e.contains("shorter than 20"), "{e}");
+        Profile::parse(
+            "t",
+            &GOOD.replace("a-test-psk-not-a-secret", &"é".repeat(20)),
+        )
+        .unwrap();
+
+        // The same after a psk_file is read (the newline does not count)...
+        let dir = TempDir::new("short");
+        let path = dir.write("psk", &format!("{short}\n"), 0o600);
+        let e = Profile::parse("t", &with_psk_file(&path)).unwrap_err();
+        assert!(e.contains("shorter than 20"), "{e}");
+        let text = with_psk_file(&path).replace("[auth]\n", "[auth]\nallow_weak_psk = true\n");
+        Profile::parse("t", &text).unwrap();
+
+        // ...and after the keyring is read.
+        let keyring = Keyring::mock();
+        keyring
+            .set_psk("client.test@198.18.0.1", short.as_bytes())
+            .unwrap();
+        let origin = Origin {
+            path: "p",
+            mode: 0o600,
+        };
+        let text = GOOD.replace("psk = \"a-test-psk-not-a-secret\"", "psk_keyring = true");
+        let e = Profile::from_file("t".into(), parse_toml(&text).unwrap(), origin, || {
+            Ok(keyring.clone())
+        })
+        .unwrap_err();
+        assert!(e.contains("shorter than 20"), "{e}");
+        let text = text.replace("[auth]\n", "[auth]\nallow_weak_psk = true\n");
+        Profile::from_file("t".into(), parse_toml(&text).unwrap(), origin, || {
+            Ok(keyring.clone())
+        })
+        .unwrap();
+
+        // A gateway's group and per-client PSKs too.
+        let e = GatewayProfile::parse(
+            &GATEWAY_BASE.replace("[pool]", &format!("[auth]\npsk = \"{short}\"\n[pool]")),
+        )
+        .unwrap_err();
+        assert!(e.contains("auth: the PSK is shorter than 20"), "{e}");
+        let client = format!("[[clients]]\nid = \"alice.test\"\npsk = \"{short}\"\n");
+        let e = GatewayProfile::parse(&format!("{GATEWAY_BASE}{client}")).unwrap_err();
+        assert!(
+            e.contains("clients[0]: the PSK is shorter than 20")
+                && e.contains("clients[0].allow_weak_psk = true"),
+            "{e}"
+        );
+        GatewayProfile::parse(&format!("{GATEWAY_BASE}{client}allow_weak_psk = true\n")).unwrap();
+    }
+
+    const GATEWAY_BASE: &str = r#"
+local_id = "gw.test"
+address = "10.99.0.1/24"
+[pool]
+ipv4 = "10.99.0.10-10.99.0.20"
+"#;
+
+    #[test]
+    fn gateway_clients_get_their_own_psk() {
+        let dir = TempDir::new("clients");
+        let bob_psk = dir.write("bob.psk", "bob-psk-from-a-file-not-a-secret\n", 0o600);
+        let text = format!(
+            "{GATEWAY_BASE}[[clients]]\nid = \"alice@corp.test\"\npsk = \"alice-psk-not-a-secret\"\n\
+             [[clients]]\nid = \"10.0.0.7\"\npsk_file = \"{}\"\n",
+            bob_psk.display()
+        );
+        let path = dir.write("gw.toml", &text, 0o600);
+        let g = GatewayProfile::load(&path).unwrap();
+        let psks = &g.responder.client_psks;
+        assert_eq!(psks.len(), 2);
+        assert_eq!(
+            psks[&IkeId::Rfc822("alice@corp.test".into())].expose(),
+            b"alice-psk-not-a-secret"
+        );
+        assert_eq!(
+            psks[&IkeId::Ipv4(Ipv4Addr::new(10, 0, 0, 7))].expose(),
+            b"bob-psk-from-a-file-not-a-secret"
+        );
+        // No [auth]: no group key, so an IDi not listed has no key at all.
+        assert!(g.responder.group_psk.is_none());
+
+        // [auth] with [[clients]]: the group key is for everyone else.
+        let both = text.replace(
+            "[pool]",
+            "[auth]\npsk = \"gateway-group-psk-not-a-secret\"\n[pool]",
+        );
+        let g = GatewayProfile::parse(&both).unwrap();
+        assert_eq!(g.responder.client_psks.len(), 2);
+        assert_eq!(
+            g.responder.group_psk.as_ref().unwrap().expose(),
+            b"gateway-group-psk-not-a-secret"
+        );
+
+        // Mistakes name the table.
+        let e = GatewayProfile::parse(GATEWAY_BASE).unwrap_err();
+        assert!(e.contains("no PSK") && e.contains("[[clients]]"), "{e}");
+        let twice = format!(
+            "{GATEWAY_BASE}[[clients]]\nid = \"a.test\"\npsk = \"alice-psk-not-a-secret\"\n\
+             [[clients]]\nid = \"a.test\"\npsk = \"other-psk-not-a-secret\"\n"
+        );
+        let e = GatewayProfile::parse(&twice).unwrap_err();
+        assert!(
+            e.contains("clients[1].id = \"a.test\" is listed twice"),
+            "{e}"
+        );
+        let e = GatewayProfile::parse(&format!("{GATEWAY_BASE}[[clients]]\nid = \"a.test\"\n"))
+            .unwrap_err();
+        assert!(e.contains("clients[0] (a.test): give exactly one"), "{e}");
+        let e = GatewayProfile::parse(&format!(
+            "{GATEWAY_BASE}[[clients]]\nid = \"a.test\"\npsk_keyring = true\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("psk_keyring"), "{e}");
+        let link = dir.0.join("link.psk");
+        std::os::unix::fs::symlink(&bob_psk, &link).unwrap();
+        let e = GatewayProfile::parse(&format!(
+            "{GATEWAY_BASE}[[clients]]\nid = \"b.test\"\npsk_file = \"{}\"\n",
+            link.display()
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("clients[0].psk_file") && e.contains("symbolic link"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn psk_debug_output_is_redacted() {
+        let secret = "a-test-psk-not-a-secret";
+        let file: ProfileFile = parse_toml(GOOD).unwrap();
+        let shown = format!("{file:?}");
+        assert!(
+            shown.contains("redacted") && !shown.contains(secret),
+            "{shown}"
+        );
+        let profile = Profile::parse("t", GOOD).unwrap();
+        let shown = format!("{profile:?}");
+        assert!(
+            !shown.contains(secret) && !shown.contains("116, 101, 115, 116"),
+            "{shown}"
+        );
+        let text = format!(
+            "{GATEWAY_BASE}[auth]\npsk = \"{secret}\"\n[[clients]]\nid = \"a.test\"\n\
+             psk = \"alice-psk-not-a-secret\"\n"
+        );
+        let file: GatewayFile = parse_toml(&text).unwrap();
+        let shown = format!("{file:?}");
+        assert!(
+            !shown.contains(secret) && !shown.contains("alice-psk"),
+            "{shown}"
+        );
+        let gateway = GatewayProfile::parse(&text).unwrap();
+        let shown = format!("{gateway:?}");
+        assert!(
+            !shown.contains(secret) && !shown.contains("alice-psk"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -840,7 +1523,7 @@ local_id = "gw.test"
 address = "10.99.0.1/24"
 dns = ["10.99.0.1"]
 [auth]
-psk = "x"
+psk = "gateway-group-psk-not-a-secret"
 [pool]
 ipv4 = "10.99.0.10-10.99.0.20"
 "#,
@@ -857,7 +1540,7 @@ ipv4 = "10.99.0.10-10.99.0.20"
 local_id = "gw.test"
 address = "10.99.0.1/24"
 [auth]
-psk = "x"
+psk = "gateway-group-psk-not-a-secret"
 [pool]
 ipv4 = "10.99.0.10-10.99.0.20"
 [ike]

@@ -42,6 +42,7 @@ use std::sync::Arc;
 use keyring_core::{CredentialStore, Entry, Error};
 use pqvpn_core::crypto::SecretBytes;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 /// The keyring service of every pqvpn entry.
 pub(crate) const SERVICE: &str = "pqvpn";
@@ -344,39 +345,54 @@ struct EntryKeys {
 struct AuthKeys {
     #[serde(default)]
     psk_keyring: bool,
+    #[serde(default)]
+    allow_weak_psk: bool,
 }
 
-/// The keyring user of the profile at `path`, and whether it sets `auth.psk_keyring = true`.
-fn entry_of(path: &Path) -> Result<(String, bool), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("Failed to read {}: {e}", path.display()))?;
-    let keys: EntryKeys =
-        crate::profile::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+/// What `secret set|delete` needs from a profile.
+#[derive(Debug, PartialEq)]
+struct EntryOf {
+    /// The keyring user (`LOCAL_ID@ENDPOINT`).
+    user: String,
+    /// The profile sets `auth.psk_keyring = true`.
+    uses_keyring: bool,
+    /// The profile sets `auth.allow_weak_psk = true`.
+    allow_weak_psk: bool,
+}
+
+/// The keyring entry of the profile at `path`, read like `pqvpn up` reads it (no symbolic
+/// link, owner root or the caller; see `profile`).
+fn entry_of(path: &Path) -> Result<EntryOf, String> {
+    let profile = crate::profile::read_profile(path)?;
+    let keys: EntryKeys = crate::profile::parse_toml(&profile.text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let endpoint = keys
         .gateway
         .or(keys.listen)
         .unwrap_or_else(crate::profile::default_listen);
-    Ok((
-        entry_user(&keys.local_id, &endpoint),
-        keys.auth.is_some_and(|a| a.psk_keyring),
-    ))
+    let auth = keys.auth.as_ref();
+    Ok(EntryOf {
+        user: entry_user(&keys.local_id, &endpoint),
+        uses_keyring: auth.is_some_and(|a| a.psk_keyring),
+        allow_weak_psk: auth.is_some_and(|a| a.allow_weak_psk),
+    })
 }
 
 /// `pqvpn secret set PROFILE.toml`: reads the PSK from stdin (hidden when it is a terminal) and
 /// stores it in the OS keyring.
 pub(crate) async fn set(profile: &Path) -> Result<(), String> {
-    let (user, uses_keyring) = entry_of(profile)?;
+    let EntryOf {
+        user,
+        uses_keyring,
+        allow_weak_psk,
+    } = entry_of(profile)?;
     let keyring = Keyring::os()?;
     let psk = if std::io::stdin().is_terminal() {
         read_hidden_twice(&user).await?
     } else {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| format!("Failed to read the PSK from stdin: {e}"))?;
-        SecretBytes::from_slice(trim_newline(&line).as_bytes())
+        read_psk_line(&mut std::io::stdin().lock())?
     };
+    crate::profile::check_psk_strength("auth", &psk, allow_weak_psk)?;
     keyring.set_psk(&user, psk.expose())?;
     eprintln!(
         "pqvpn: stored the PSK for {user} (service {SERVICE}) in {}",
@@ -407,7 +423,7 @@ pub(crate) async fn set(profile: &Path) -> Result<(), String> {
 
 /// `pqvpn secret delete PROFILE.toml`.
 pub(crate) fn delete(profile: &Path) -> Result<(), String> {
-    let (user, _) = entry_of(profile)?;
+    let user = entry_of(profile)?.user;
     let keyring = Keyring::os()?;
     keyring.delete_psk(&user)?;
     eprintln!(
@@ -419,6 +435,19 @@ pub(crate) fn delete(profile: &Path) -> Result<(), String> {
 
 fn trim_newline(line: &str) -> &str {
     line.trim_end_matches(['\n', '\r'])
+}
+
+/// Room for a PSK line, reserved up front so that reading does not reallocate (and leave
+/// unwiped copies behind).
+const LINE_CAPACITY: usize = 1024;
+
+/// Reads one PSK line; the line is wiped when dropped.
+fn read_psk_line(input: &mut impl BufRead) -> Result<SecretBytes, String> {
+    let mut line = Zeroizing::new(String::with_capacity(LINE_CAPACITY));
+    input
+        .read_line(&mut line)
+        .map_err(|e| format!("Failed to read the PSK from stdin: {e}"))?;
+    Ok(SecretBytes::from_slice(trim_newline(&line).as_bytes()))
 }
 
 /// Prompts on stderr and reads the PSK twice from the terminal with echo off.
@@ -448,9 +477,7 @@ async fn read_hidden(prompt: &str) -> Result<SecretBytes, String> {
     // A plain thread, not spawn_blocking: after Ctrl-C the process exits without waiting for
     // the blocked read.
     std::thread::spawn(move || {
-        let mut line = String::new();
-        let result = std::io::stdin().lock().read_line(&mut line).map(|_| line);
-        let _ = tx.send(result);
+        let _ = tx.send(read_psk_line(&mut std::io::stdin().lock()));
     });
     let result = tokio::select! {
         r = rx => r.map_err(|_| "Failed to read the PSK".to_owned()),
@@ -460,8 +487,7 @@ async fn read_hidden(prompt: &str) -> Result<SecretBytes, String> {
         stty("echo");
     }
     let _ = writeln!(err);
-    let line = result?.map_err(|e| format!("Failed to read the PSK: {e}"))?;
-    Ok(SecretBytes::from_slice(trim_newline(&line).as_bytes()))
+    result?
 }
 
 /// Runs `stty ARG` on the terminal (stdin); true if it worked.
@@ -556,7 +582,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             entry_of(&client).unwrap(),
-            ("me@example@vpn.example:4500".into(), true)
+            EntryOf {
+                user: "me@example@vpn.example:4500".into(),
+                uses_keyring: true,
+                allow_weak_psk: false,
+            }
         );
         let gateway = dir.join("gw.toml");
         std::fs::write(
@@ -567,7 +597,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             entry_of(&gateway).unwrap(),
-            ("gw.test@0.0.0.0".into(), false)
+            EntryOf {
+                user: "gw.test@0.0.0.0".into(),
+                uses_keyring: false,
+                allow_weak_psk: false,
+            }
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -109,7 +109,9 @@ impl Net {
             &format!(
                 "listen = \"198.18.0.1\"\nlocal_id = \"gw.test\"\nmodes = [\"hybrid\", \"pq-only\", \"classical\"]\n\
                  address = \"10.99.0.1/24\"\ndns = [\"10.99.0.1\"]\ninterface = \"pqgw{}\"\n\
-                 [auth]\npsk = \"{PSK}\"\n[pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n",
+                 [pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n\
+                 [[clients]]\nid = \"client.test\"\npsk = \"{PSK}\"\n\
+                 [[clients]]\nid = \"other.test\"\npsk = \"other-client-psk-not-a-secret\"\n",
                 self.tag
             ),
         );
