@@ -291,6 +291,14 @@ impl Drop for Net {
 }
 
 /// Runs `f` on a new thread inside namespace `ns`.
+/// Held by each test of this file for its whole run: a spray or a flood competing for the
+/// same two cores would turn the flood test's throughput ratio into noise.
+static ALONE: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
@@ -638,6 +646,7 @@ fn forged_fragment_spray_kills_nothing() {
     if !root() {
         return;
     }
+    let _alone = alone();
     let mut net = Net::new("spr");
     let gateway = net.gateway("");
     let (cl, gw) = (net.cl.clone(), net.gw.clone());
@@ -907,8 +916,9 @@ struct Variant {
 /// and from 200 addresses that never do (X25519 and P-384). Each request is pqvpn's own
 /// genuine IKE_SA_INIT with a fresh SPIi and Ni. The transfer must complete, a new client must
 /// connect during the flood, the gateway's peak RSS must stay under 32 MiB, and the throughput
-/// under flood must be at least a quarter of the throughput without (a loose floor, not a
-/// speed: both are measured in the same run).
+/// under flood must be at least half the throughput without (issue 12; a ratio of two
+/// transfers in the same run, not a speed). The other test of this file does not run
+/// meanwhile ([`ALONE`]).
 #[test]
 fn ike_sa_init_flood_leaves_connected_clients_working() {
     const BYTES: u64 = 8 << 20;
@@ -919,6 +929,7 @@ fn ike_sa_init_flood_leaves_connected_clients_working() {
     if !root() {
         return;
     }
+    let _alone = alone();
     let mut net = Net::new("fld");
     let atk = net.attach('a', 2);
     let honest = net.attach('h', 3);
@@ -1198,7 +1209,7 @@ fn ike_sa_init_flood_leaves_connected_clients_working() {
     );
     let ratio = unflooded / flooded;
     assert!(
-        ratio >= 0.25,
+        ratio >= 0.5,
         "throughput under flood {ratio:.2} of the unflooded"
     );
 }
