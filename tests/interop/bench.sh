@@ -65,7 +65,8 @@ need_tools() {
 
 # bench_profile TEMPLATE OUT [pushed]: a pqvpn profile with our TUN name. With
 # "pushed" the client routes the pqvpn gateway's net, which the gateway also
-# pushes as INTERNAL_IP4_SUBNET (pqvpn installs one route for both).
+# pushes as INTERNAL_IP4_SUBNET; accept_pushed_routes = true takes the pushed
+# one too (ignored by default) and pqvpn installs one route for both.
 bench_profile() {
     local tpl=$1 out=$2
     write_pqvpn "$tpl" "$out"
@@ -75,6 +76,8 @@ bench_profile() {
     if [ "${3:-}" = pushed ]; then
         sed -i "s|^routes = .*|routes = [\"$PQGW_NET\"]|" "$out"
         grep -qF "routes = [\"$PQGW_NET\"]" "$out" || die "cannot set the routes in $out"
+        sed -i "s|^\[network\]$|[network]\naccept_pushed_routes = true|" "$out"
+        grep -q "^accept_pushed_routes = true" "$out" || die "cannot accept pushed routes in $out"
     fi
 }
 

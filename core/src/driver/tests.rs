@@ -327,3 +327,67 @@ async fn a_refused_child_sa_deletes_the_ike_sa_before_the_client_exits() {
     stop_tx.send(true).unwrap();
     gateway_task.await.unwrap().unwrap();
 }
+
+/// Security review L6: a gateway that assigns a public virtual address (without
+/// `allow_public_virtual_ip`) gets no tunnel: the client ends with the precise refusal, never
+/// creates its device, and deletes the IKE SA, so the gateway drops it.
+#[tokio::test]
+async fn hostile_cfg_reply_ends_the_tunnel_and_deletes_the_ike_sa() {
+    let ip = Ipv4Addr::new(127, 0, 0, 7);
+    let mut gateway = gateway_config(Mode::Hybrid);
+    let public = Ipv4Addr::new(8, 8, 8, 8);
+    gateway.pool_v4 = Some((public, public));
+    let (gateway_task, stop_tx, gateway_status) = spawn_gateway(ip, gateway).await;
+    let options = ClientOptions::new(
+        client_config(Mode::Hybrid),
+        SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT),
+    );
+    let (status_tx, status) = watch::channel(Status::default());
+    let (_stop, stop_rx) = watch::channel(false);
+    let (cl_dev, _app) = memory_device_pair(16);
+    let mut factory = Memory(Some(cl_dev));
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_client(
+            options,
+            Arc::new(DeterministicProvider::new(8)),
+            &mut factory,
+            &status_tx,
+            stop_rx,
+        ),
+    )
+    .await
+    .expect("the client gave up within 10 s");
+    assert!(
+        matches!(
+            result,
+            Err(DriverError::ChildSa(crate::ike::Error::ConfigReplyRefused(
+                crate::ike::ConfigRefusal::VirtualIpPublic(IpAddr::V4(a))
+            ))) if a == public
+        ),
+        "{result:?}"
+    );
+    assert!(factory.0.is_some(), "no device was created");
+    assert_eq!(status.borrow().state, State::Error);
+    assert!(
+        status
+            .borrow()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("virtual address 8.8.8.8 is public")),
+        "{:?}",
+        status.borrow().last_error
+    );
+    // The gateway authenticated the client and sent the CFG_REPLY; without the client's
+    // Delete it would keep the IKE SA until it expires.
+    let mut gateway_status = gateway_status;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        gateway_status.wait_for(|s| s.authenticated == 1 && s.ike_sas == 0),
+    )
+    .await
+    .expect("the gateway deleted the client's IKE SA after its Delete")
+    .unwrap();
+    stop_tx.send(true).unwrap();
+    gateway_task.await.unwrap().unwrap();
+}

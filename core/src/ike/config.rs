@@ -274,6 +274,14 @@ pub struct InitiatorConfig {
     /// SAs of one IKE SA is lost, and each IKE SA rekey (always with every key exchange)
     /// restores it.
     pub require_child_pfs: bool,
+    /// Accept a public (globally routable) virtual address from the gateway's CFG_REPLY; by
+    /// default only private ones are ([`config_reply`](super::config_reply)).
+    pub allow_public_virtual_ip: bool,
+    /// Report the networks the gateway pushes (INTERNAL_IP4_SUBNET, INTERNAL_IP6_SUBNET) in
+    /// [`ConfigReceived::subnets`](super::ConfigReceived::subnets), for the platform to route;
+    /// by default they are dropped. Accepted ones are still refused if they are a default
+    /// route (`/0`, `/1`) or cover the gateway.
+    pub accept_pushed_routes: bool,
 }
 
 impl InitiatorConfig {
@@ -299,6 +307,8 @@ impl InitiatorConfig {
             child_lifetime: Lifetime::child_default(),
             dpd_interval: Some(DEFAULT_DPD_INTERVAL),
             require_child_pfs: false,
+            allow_public_virtual_ip: false,
+            accept_pushed_routes: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::crypto;
 use crate::ike::config::Mode;
+use crate::ike::config_reply::ConfigRefusal;
 use crate::ike::keys::KeyScheduleError;
 use crate::wire::{KeyExchangeMethod, NotifyPayload, NotifyType, ParseError};
 
@@ -76,6 +77,11 @@ pub enum Error {
     /// (RFC 7296 §3.10.1 FAILED_CP_REQUIRED): it may not pick its own inner address.
     #[error("the gateway requires a configuration request for a virtual address")]
     CpRequired,
+    /// The gateway's CFG_REPLY assigns something the client refuses: a virtual address that
+    /// cannot be a host's own (or is public, unless allowed), or a pushed route that is a default
+    /// route or covers the gateway (security review L6). Fails the Child SA of IKE_AUTH.
+    #[error("the gateway's configuration reply was refused: {0}")]
+    ConfigReplyRefused(ConfigRefusal),
     /// The peer did not answer after every retransmission (RFC 7296 §2.1).
     #[error("the gateway did not answer (timeout)")]
     Timeout,
@@ -134,6 +140,7 @@ impl Error {
             Self::IntegrityCheckFailed
             | Self::FragmentTooLarge
             | Self::NotifyReceived(_)
+            | Self::ConfigReplyRefused(_)
             | Self::Timeout
             | Self::ApiMisuse(_) => return None,
         })

@@ -18,6 +18,7 @@ use std::time::Instant;
 use crate::crypto::{CryptoProvider, KeyExchange, Prf, SecretBytes};
 use crate::ike::Error;
 use crate::ike::config::{InitiatorConfig, esp_proposals};
+use crate::ike::config_reply;
 use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
 use crate::ike::keys::{
     ChildSaKeys, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
@@ -999,7 +1000,9 @@ impl Initiator {
             esp.encr.keymat_len(),
             0,
         )?;
-        let config = cp.map(config_received);
+        let config = cp
+            .map(|cp| config_received(cp, self.remote.ip(), &self.config))
+            .transpose()?;
         Ok((
             ChildSaEstablished {
                 spi_i: child_spi_i,
@@ -1015,8 +1018,12 @@ impl Initiator {
     }
 }
 
-/// Collects what a CFG_REPLY assigns.
-fn config_received(cp: &ConfigPayload) -> ConfigReceived {
+/// Collects what a CFG_REPLY from `gateway` assigns, checked by [`config_reply::check`].
+fn config_received(
+    cp: &ConfigPayload,
+    gateway: IpAddr,
+    config: &InitiatorConfig,
+) -> Result<ConfigReceived, Error> {
     let mut out = ConfigReceived::default();
     for a in &cp.attributes {
         match a {
@@ -1038,5 +1045,5 @@ fn config_received(cp: &ConfigPayload) -> ConfigReceived {
             _ => {}
         }
     }
-    out
+    config_reply::check(out, gateway, config).map_err(Error::ConfigReplyRefused)
 }

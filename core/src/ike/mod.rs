@@ -3,6 +3,7 @@
 //! | module | what |
 //! | --- | --- |
 //! | [`config`] | modes and their one proposal each, identities, PSK, knobs |
+//! | [`config_reply`] | what the client accepts from the gateway's CFG_REPLY |
 //! | [`keys`] | the key schedule |
 //! | [`Initiator`] | the client's IKE SA: IKE_SA_INIT, IKE_INTERMEDIATE, IKE_AUTH |
 //! | [`Responder`] | the gateway side, for `pqvpn gateway`, the demo and the tests |
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod config_reply;
 mod cookie;
 mod error;
 mod established;
@@ -30,6 +32,7 @@ pub use config::{
     CryptoPolicy, DEFAULT_DPD_INTERVAL, DEFAULT_FRAGMENT_SIZE, InitiatorConfig, Lifetime,
     MAX_IKE_SA_INIT, Mode, ResponderConfig, RetransmitConfig,
 };
+pub use config_reply::ConfigRefusal;
 pub use error::Error;
 pub use initiator::Initiator;
 pub use responder::{Responder, ResponderStats};

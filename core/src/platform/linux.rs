@@ -106,6 +106,23 @@ fn validate(config: &NetworkConfig) -> Result<(), Error> {
             )));
         }
     }
+    if !config.full_tunnel {
+        // The tunnel's own ESP and IKE would follow such a route into the TUN (no fwmark rules
+        // in a split tunnel): a loop, or with a gateway-pushed route TunnelCrack's ServerIP.
+        let gateway = config.gateway.ip().to_canonical();
+        if let Some(&(address, prefix)) = config
+            .routes
+            .iter()
+            .find(|&&(address, prefix)| covers(address, prefix, gateway))
+        {
+            return Err(Error::InvalidConfig(format!(
+                "the split-tunnel route {}/{prefix} covers the gateway {gateway}, so the \
+                 tunnel's own IKE and ESP packets would be routed into the tunnel; remove or \
+                 narrow the route",
+                network(address, prefix)
+            )));
+        }
+    }
     if let Some(domain) = config
         .dns_domains
         .iter()
@@ -199,23 +216,34 @@ fn plan_routing(config: &NetworkConfig) -> Vec<Change> {
             })
         })
         .collect();
+    // Only IKE and ESP to the gateway bypass the tunnel, not every protocol (TunnelCrack
+    // ServerIP); both ports, or one when the IKE port is the NAT-T port.
     let gateway = config.gateway.ip().to_canonical();
-    changes.push(Change::Rule(RuleSpec {
-        ipv6: gateway.is_ipv6(),
-        priority: RULE_PRIORITY_GATEWAY,
-        table: TABLE_MAIN,
-        selector: RuleSelector::To {
-            destination: gateway,
-            prefix: max_prefix(gateway),
-        },
-    }));
-    for ipv6 in [false, true] {
+    let mut ports = vec![config.ike_port, config.nat_t_port];
+    ports.dedup();
+    for port in ports {
         changes.push(Change::Rule(RuleSpec {
-            ipv6,
-            priority: RULE_PRIORITY_SUPPRESS,
+            ipv6: gateway.is_ipv6(),
+            priority: RULE_PRIORITY_GATEWAY,
             table: TABLE_MAIN,
-            selector: RuleSelector::SuppressPrefixLength { length: 0 },
+            selector: RuleSelector::ToUdpPort {
+                destination: gateway,
+                prefix: max_prefix(gateway),
+                port,
+            },
         }));
+    }
+    // Without these no main-table route (the LAN, or a hostile DHCP's 0.0.0.0/1) wins over
+    // the tunnel's default route (TunnelCrack LocalNet).
+    if !config.block_lan {
+        for ipv6 in [false, true] {
+            changes.push(Change::Rule(RuleSpec {
+                ipv6,
+                priority: RULE_PRIORITY_SUPPRESS,
+                table: TABLE_MAIN,
+                selector: RuleSelector::SuppressPrefixLength { length: 0 },
+            }));
+        }
     }
     for ipv6 in [false, true] {
         changes.push(Change::Rule(RuleSpec {
@@ -290,6 +318,11 @@ fn max_prefix(address: IpAddr) -> u8 {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
     }
+}
+
+/// Whether the network `address/prefix` contains `ip` (same address family only).
+fn covers(address: IpAddr, prefix: u8, ip: IpAddr) -> bool {
+    address.is_ipv4() == ip.is_ipv4() && network(address, prefix) == network(ip, prefix)
 }
 
 /// Clears the host bits of `address` (the kernel refuses routes with host bits set).

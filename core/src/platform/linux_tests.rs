@@ -19,7 +19,10 @@ fn config(tun: &str, index: u32, full_tunnel: bool) -> NetworkConfig {
         tun_name: tun.to_owned(),
         tun_index: index,
         gateway: "192.0.2.10:500".parse().unwrap(),
+        ike_port: 500,
+        nat_t_port: 4500,
         full_tunnel,
+        block_lan: false,
         routes: Vec::new(),
         dns_servers: Vec::new(),
         dns_domains: Vec::new(),
@@ -27,29 +30,177 @@ fn config(tun: &str, index: u32, full_tunnel: bool) -> NetworkConfig {
     }
 }
 
-#[test]
-fn full_tunnel_plan_puts_the_diverting_rules_last() {
-    let plan = plan_routing(&config("pqt0", 9, true));
-    let text: Vec<String> = plan
+fn plan_text(config: &NetworkConfig) -> Vec<String> {
+    plan_routing(config)
         .iter()
         .map(|change| match change {
             Change::Route(route) => route.to_string(),
             Change::Rule(rule) => rule.to_string(),
             other => format!("{other:?}"),
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn full_tunnel_plan_puts_the_diverting_rules_last() {
     assert_eq!(
-        text,
+        plan_text(&config("pqt0", 9, true)),
         [
             "0.0.0.0/0 dev #9 table 51888",
             "::/0 dev #9 table 51888",
-            "-4 priority 32759 to 192.0.2.10/32 lookup 254",
+            "-4 priority 32759 to 192.0.2.10/32 ipproto udp dport 500 lookup 254",
+            "-4 priority 32759 to 192.0.2.10/32 ipproto udp dport 4500 lookup 254",
             "-4 priority 32760 suppress_prefixlength 0 lookup 254",
             "-6 priority 32760 suppress_prefixlength 0 lookup 254",
             "-4 priority 32761 not fwmark 0xcab0 lookup 51888",
             "-6 priority 32761 not fwmark 0xcab0 lookup 51888",
         ]
     );
+}
+
+/// Security review finding 6 (TunnelCrack ServerIP, CVE-2023-36673): the full tunnel's
+/// gateway exemption covers UDP to the IKE and NAT-T ports only, not every protocol to the
+/// gateway's address (which a spoofed DNS answer for the gateway's name could point anywhere).
+#[test]
+fn finding6_server_ip_gateway_rule_exempts_only_udp_ike_and_nat_t() {
+    let gateway_rules = |config: &NetworkConfig| -> Vec<String> {
+        plan_text(config)
+            .into_iter()
+            .filter(|rule| rule.contains("priority 32759"))
+            .collect()
+    };
+    assert_eq!(
+        gateway_rules(&config("pqt0", 9, true)),
+        [
+            "-4 priority 32759 to 192.0.2.10/32 ipproto udp dport 500 lookup 254",
+            "-4 priority 32759 to 192.0.2.10/32 ipproto udp dport 4500 lookup 254",
+        ]
+    );
+    // Other ports come from the configuration; one rule when IKE starts on 4500 already.
+    let mut config = config("pqt0", 9, true);
+    config.gateway = "[2001:db8::a]:4500".parse().unwrap();
+    config.ike_port = 4500;
+    assert_eq!(
+        gateway_rules(&config),
+        ["-6 priority 32759 to 2001:db8::a/128 ipproto udp dport 4500 lookup 254"]
+    );
+    config.ike_port = 10500;
+    config.nat_t_port = 14500;
+    assert_eq!(gateway_rules(&config).len(), 2);
+}
+
+/// The netlink encoding of the gateway rule: FRA_IP_PROTO (22) = IPPROTO_UDP and
+/// FRA_DPORT_RANGE (24) = `struct fib_rule_port_range { start, end }` in host byte order.
+#[test]
+fn finding6_server_ip_gateway_rule_message_carries_ipproto_and_dport() {
+    use netlink_packet_core::Emitable as _;
+    let rule = RuleSpec {
+        ipv6: false,
+        priority: 32759,
+        table: 254,
+        selector: RuleSelector::ToUdpPort {
+            destination: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+            prefix: 32,
+            port: 4500,
+        },
+    };
+    let message = super::super::netlink::rule_message(&rule);
+    assert_eq!(message.header.dst_len, 32);
+    let mut bytes = vec![0; message.buffer_len()];
+    message.emit(&mut bytes);
+    // The attributes follow the 12-octet `struct fib_rule_hdr`: (len u16, type u16, value).
+    let mut attributes = Vec::new();
+    let mut rest = &bytes[12..];
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]);
+        attributes.push((kind, rest[4..len].to_vec()));
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+    }
+    let value = |kind: u16| {
+        attributes
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        value(22),
+        Some(vec![17]),
+        "FRA_IP_PROTO udp: {attributes:?}"
+    );
+    let port = 4500u16.to_ne_bytes();
+    assert_eq!(
+        value(24),
+        Some(vec![port[0], port[1], port[0], port[1]]),
+        "FRA_DPORT_RANGE 4500-4500: {attributes:?}"
+    );
+    assert_eq!(value(1), Some(vec![192, 0, 2, 10]), "FRA_DST");
+}
+
+/// Security review finding 6 (TunnelCrack LocalNet, CVE-2023-36672): with `block_lan` the full
+/// tunnel has no `suppress_prefixlength 0` rule, so no main-table route wins over it.
+#[test]
+fn finding6_local_net_block_lan_plan_has_no_suppress_rule() {
+    let mut config = config("pqt0", 9, true);
+    config.block_lan = true;
+    let text = plan_text(&config);
+    assert!(
+        !text
+            .iter()
+            .any(|rule| rule.contains("suppress_prefixlength")),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.last().unwrap(),
+        "-6 priority 32761 not fwmark 0xcab0 lookup 51888"
+    );
+    assert_eq!(text.len(), 6, "{text:?}");
+}
+
+/// Security review finding 6: in a split tunnel (no fwmark rules), a route that covers the
+/// gateway would send the tunnel's own ESP and IKE into the TUN; it is refused, naming both.
+#[test]
+fn finding6_split_route_covering_the_gateway_is_refused() {
+    let dir = TempDir::new("covers-gateway");
+    for (route, prefix) in [
+        (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 24),
+        (IpAddr::V4(Ipv4Addr::new(128, 0, 0, 0)), 1),
+        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)), 32),
+    ] {
+        let mut bad = config("pqt0", 4, false);
+        bad.routes = vec![
+            (IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16),
+            (route, prefix),
+        ];
+        match apply(&bad, &dir.0) {
+            Err(Error::InvalidConfig(text)) => {
+                let network = network(route, prefix);
+                assert!(
+                    text.contains(&format!("{network}/{prefix}")) && text.contains("192.0.2.10"),
+                    "{text}"
+                );
+            }
+            other => panic!("{route}/{prefix}: {other:?}"),
+        }
+    }
+    // Other families and neighbours are fine (plan only: no root needed).
+    let mut good = config("pqt0", 4, false);
+    good.routes = vec![
+        (IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 29),
+        (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    ];
+    assert!(validate(&good).is_ok());
+    // IPv6 gateway.
+    let mut bad = config("pqt0", 4, false);
+    bad.gateway = "[2001:db8::a]:500".parse().unwrap();
+    bad.routes = vec![("2001:db8::".parse().unwrap(), 32)];
+    assert!(matches!(validate(&bad), Err(Error::InvalidConfig(_))));
+    // A full tunnel ignores `routes`.
+    let mut full = config("pqt0", 4, true);
+    full.routes = vec![(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)];
+    assert!(validate(&full).is_ok());
+    assert!(StateFile::list(&dir.0).unwrap().is_empty());
 }
 
 #[test]
@@ -411,7 +562,10 @@ fn netns_full_tunnel_applies_and_restores_exactly() {
         let mark = FWMARK.to_string();
         assert_eq!(route_dev(&["198.51.100.1", "mark", &mark]), "eth9");
         assert_eq!(route_dev(&["2001:db8:77::1", "mark", &mark]), "eth9");
-        assert_eq!(route_dev(&["192.0.2.10"]), "eth9");
+        assert_eq!(
+            route_dev(&["192.0.2.10", "ipproto", "udp", "dport", "4500"]),
+            "eth9"
+        );
         assert_eq!(route_dev(&["192.0.2.99"]), "eth9");
         let table = ROUTE_TABLE.to_string();
         assert!(ip(&["route", "show", "table", &table]).contains("default dev pqt0"));
@@ -426,7 +580,7 @@ fn netns_full_tunnel_applies_and_restores_exactly() {
             "{rules}"
         );
         assert!(
-            rules.contains("32759:\tfrom all to 192.0.2.10 lookup main"),
+            rules.contains("32759:\tfrom all to 192.0.2.10 ipproto udp dport 4500 lookup main"),
             "{rules}"
         );
         assert!(ip(&["-6", "rule"]).contains("not from all fwmark 0xcab0 lookup 51888"));
@@ -569,6 +723,201 @@ fn netns_apply_undoes_a_stale_state_file_and_a_partial_apply() {
                 "the pre-existing route stays, ours are gone"
             );
             assert!(StateFile::list(&dir.0).unwrap().is_empty());
+        },
+    );
+}
+
+/// Runs `peer` on a new thread in a network namespace of its own, into which `eth9p` (the far
+/// end of [`add_uplink`]'s veth) is moved first; `peer` gets a channel to report to the test.
+fn with_peer_netns<T: Send>(
+    peer: impl FnOnce(std::sync::mpsc::Sender<T>) + Send,
+    test: impl FnOnce(&std::sync::mpsc::Receiver<T>),
+) {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (moved_tx, moved_rx) = std::sync::mpsc::channel::<()>();
+    let (report_tx, report_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        let handle = scope.spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            // `/proc/thread-self` links to `PID/task/TID`.
+            let link = std::fs::read_link("/proc/thread-self").unwrap();
+            tid_tx
+                .send(link.file_name().unwrap().to_string_lossy().into_owned())
+                .unwrap();
+            moved_rx.recv().unwrap();
+            peer(report_tx);
+        });
+        let tid: String = tid_rx.recv().unwrap();
+        // `netns PID` takes any task id: the peer thread's namespace.
+        ip(&["link", "set", "eth9p", "netns", &tid]);
+        moved_tx.send(()).unwrap();
+        test(&report_rx);
+        if let Err(panic) = handle.join() {
+            std::panic::resume_unwind(panic);
+        }
+    });
+}
+
+fn set_rp_filter_strict(link: &str) {
+    for conf in ["all", link] {
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "1").unwrap();
+    }
+}
+
+/// Security review finding 6 (TunnelCrack ServerIP, CVE-2023-36673), in a namespace with a
+/// real gateway reached through the default route (so no LAN route hides the question):
+/// only UDP to the gateway's IKE and NAT-T ports leaves outside the tunnel, TCP, ICMP and other
+/// UDP to its address go into the TUN. And with `rp_filter=1` the gateway's replies from
+/// 500/4500 still arrive (the kernel swaps the ports for the reverse-path lookup of a rule
+/// with ports), while a datagram from another port of the gateway is dropped.
+#[test]
+fn netns_finding6_server_ip_only_ike_and_esp_bypass_and_pass_rp_filter() {
+    const GATEWAY: &str = "203.0.113.10";
+    in_netns(
+        "netns_finding6_server_ip_only_ike_and_esp_bypass_and_pass_rp_filter",
+        |_| {
+            add_uplink();
+            set_rp_filter_strict("eth9");
+            let tun = Tun::create(&tun_config()).unwrap();
+            let before = snapshot();
+            let mut config = config("pqt0", tun.index(), true);
+            config.gateway = SocketAddr::new(GATEWAY.parse().unwrap(), 500);
+            let dir = TempDir::new("server-ip");
+            let applied = apply(&config, &dir.0).unwrap();
+
+            for port in ["500", "4500"] {
+                assert_eq!(
+                    route_dev(&[GATEWAY, "ipproto", "udp", "dport", port]),
+                    "eth9"
+                );
+            }
+            assert_eq!(
+                route_dev(&[GATEWAY, "ipproto", "tcp", "dport", "80"]),
+                "pqt0"
+            );
+            assert_eq!(
+                route_dev(&[GATEWAY, "ipproto", "tcp", "dport", "4500"]),
+                "pqt0"
+            );
+            assert_eq!(
+                route_dev(&[GATEWAY, "ipproto", "udp", "dport", "53"]),
+                "pqt0"
+            );
+            assert_eq!(route_dev(&[GATEWAY, "ipproto", "icmp"]), "pqt0");
+            assert_eq!(route_dev(&[GATEWAY]), "pqt0");
+
+            // The gateway: the veth's far end in a namespace of its own, as the LAN router
+            // 192.0.2.254 that also owns GATEWAY.
+            with_peer_netns(
+                |report: std::sync::mpsc::Sender<Result<(), String>>| {
+                    ip(&["link", "set", "lo", "up"]);
+                    ip(&["address", "add", "192.0.2.254/24", "dev", "eth9p"]);
+                    ip(&["address", "add", &format!("{GATEWAY}/32"), "dev", "eth9p"]);
+                    ip(&["link", "set", "eth9p", "up"]);
+                    let sockets: Vec<std::net::UdpSocket> = [500u16, 4500, 53]
+                        .iter()
+                        .map(|port| std::net::UdpSocket::bind((GATEWAY, *port)).unwrap())
+                        .collect();
+                    for socket in &sockets {
+                        socket
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .unwrap();
+                    }
+                    report.send(Ok(())).unwrap();
+                    // Each of IKE and NAT-T: answer the client's datagram from the same port,
+                    // then send one from port 53 to the same client port.
+                    for socket in &sockets[..2] {
+                        let mut buf = [0; 64];
+                        let result = socket
+                            .recv_from(&mut buf)
+                            .map_err(|e| format!("nothing reached the gateway: {e}"))
+                            .map(|(n, from)| {
+                                socket.send_to(&buf[..n], from).unwrap();
+                                sockets[2].send_to(b"not-ike", from).unwrap();
+                            });
+                        report.send(result).unwrap();
+                    }
+                },
+                |report| {
+                    report.recv().unwrap().unwrap();
+                    for port in [500u16, 4500] {
+                        let client = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                        client
+                            .set_read_timeout(Some(Duration::from_secs(5)))
+                            .unwrap();
+                        // Unmarked on purpose: the gateway rule alone keeps it off the TUN.
+                        client.send_to(b"ike-or-esp", (GATEWAY, port)).unwrap();
+                        report.recv().unwrap().unwrap();
+                        let mut buf = [0; 64];
+                        let (n, from) = client.recv_from(&mut buf).unwrap_or_else(|e| {
+                            panic!("the gateway's reply from {port} was dropped (rp_filter?): {e}")
+                        });
+                        assert_eq!(&buf[..n], b"ike-or-esp");
+                        assert_eq!(from, SocketAddr::new(GATEWAY.parse().unwrap(), port));
+                        // The gateway's port-53 datagram fails the reverse-path check (its
+                        // reverse route is the TUN) and never arrives.
+                        client
+                            .set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        let stray = client.recv_from(&mut buf);
+                        assert!(
+                            stray.is_err(),
+                            "a datagram from {:?} passed",
+                            stray.map(|r| r.1)
+                        );
+                    }
+                },
+            );
+
+            applied.restore().unwrap();
+            // eth9p moved away, which the snapshot shows as a changed peer link.
+            let after = snapshot();
+            assert_eq!(after[2..4], before[2..4], "rules restored");
+            drop(tun);
+        },
+    );
+}
+
+/// Security review finding 6 (TunnelCrack LocalNet, CVE-2023-36672): a hostile network's
+/// DHCP server adds a main-table "LAN" route of 0.0.0.0/1. Without `block_lan` it takes
+/// 8.8.8.8 out of the tunnel (the documented default, LAN reachable); with it, everything but
+/// IKE/ESP to the gateway stays in the tunnel, the LAN too.
+#[test]
+fn netns_finding6_local_net_block_lan_keeps_a_hostile_lan_route_out() {
+    in_netns(
+        "netns_finding6_local_net_block_lan_keeps_a_hostile_lan_route_out",
+        |_| {
+            add_uplink();
+            ip(&["route", "add", "0.0.0.0/1", "via", "192.0.2.254"]);
+            ip(&["-6", "route", "add", "::/1", "via", "2001:db8::fe"]);
+            let tun = Tun::create(&tun_config()).unwrap();
+            let before = snapshot();
+            let dir = TempDir::new("local-net");
+
+            let applied = apply(&config("pqt0", tun.index(), true), &dir.0).unwrap();
+            assert_eq!(route_dev(&["8.8.8.8"]), "eth9", "LAN routes win by default");
+            applied.restore().unwrap();
+            assert_eq!(snapshot(), before);
+
+            let mut config = config("pqt0", tun.index(), true);
+            config.block_lan = true;
+            let applied = apply(&config, &dir.0).unwrap();
+            assert_eq!(route_dev(&["8.8.8.8"]), "pqt0");
+            assert_eq!(route_dev(&["2001:4860::8888"]), "pqt0");
+            assert_eq!(route_dev(&["192.0.2.99"]), "pqt0", "the LAN is blocked too");
+            assert_eq!(route_dev(&["198.51.100.1"]), "pqt0");
+            // IKE/ESP to the gateway (on the LAN here) and marked packets still go out.
+            assert_eq!(
+                route_dev(&["192.0.2.10", "ipproto", "udp", "dport", "4500"]),
+                "eth9"
+            );
+            let mark = FWMARK.to_string();
+            assert_eq!(route_dev(&["8.8.8.8", "mark", &mark]), "eth9");
+            let rules = ip(&["rule"]);
+            assert!(!rules.contains("suppress_prefixlength"), "{rules}");
+            applied.restore().unwrap();
+            assert_eq!(snapshot(), before);
+            drop(tun);
         },
     );
 }

@@ -24,16 +24,35 @@
 //! sets on its UDP sockets (`SO_MARK`), so ESP and IKE keep using the main table:
 //!
 //! ```text
-//! 32759: from all to GATEWAY lookup main                 (reverse-path check, see below)
-//! 32760: from all lookup main suppress_prefixlength 0    (LAN and more specific routes win)
+//! 32759: from all to GATEWAY ipproto udp dport 500 lookup main    (reverse-path check, below)
+//! 32759: from all to GATEWAY ipproto udp dport 4500 lookup main
+//! 32760: from all lookup main suppress_prefixlength 0    (LAN and more specific routes win;
+//!                                                         left out with `block_lan`)
 //! 32761: not from all fwmark 0xcab0 lookup 51888          (table 51888: default dev TUN)
 //! ```
 //!
-//! The same rules (except the gateway rule, which exists only for the gateway's family) and
-//! table are installed for IPv4 and IPv6, so a v4-only tunnel does not leak IPv6. The gateway
-//! rule keeps strict reverse-path filtering (`rp_filter=1`) from dropping the gateway's
-//! unmarked replies: without it the kernel's reverse lookup of the gateway would point into
-//! the TUN.
+//! | rule | why |
+//! | --- | --- |
+//! | 32759, per gateway port ([`NetworkConfig::ike_port`], [`NetworkConfig::nat_t_port`]) | strict reverse-path filtering (`rp_filter=1`) checks the gateway's unmarked replies with a lookup of the reversed flow; without the rule it would point into the TUN. Since the rule names ports, the kernel dissects the flow and swaps the ports for that lookup (`fib4_rules_early_flow_dissect`), so replies *from* 500/4500 match it |
+//! | 32760, unless [`NetworkConfig::block_lan`] | routes of the main table more specific than a default route (the LAN, a VPN-unaware static route) win over the tunnel |
+//! | 32761 | everything unmarked goes to table 51888, whose default route is the TUN |
+//!
+//! Only IKE and ESP (UDP to the gateway's two ports) leave outside the tunnel; TCP, ICMP and
+//! other UDP to the gateway's address go through it. A wider rule (`to GATEWAY`, any protocol)
+//! would let whoever controls the gateway name's DNS answer pull arbitrary traffic out of the
+//! tunnel (TunnelCrack ServerIP, CVE-2023-36673). Rule 32760 is the LocalNet risk
+//! (CVE-2023-36672): a hostile network's DHCP can hand out a "LAN" such as `0.0.0.0/1`;
+//! `block_lan` closes it at the price of reaching nothing on the LAN.
+//!
+//! The same rules (except the gateway rules, which exist only for the gateway's family) and
+//! table are installed for IPv4 and IPv6, so a v4-only tunnel does not leak IPv6.
+//!
+//! ## Split tunnel
+//!
+//! Only the configured networks are routed (main table, through the TUN); no policy rules.
+//! A network that covers the gateway's address is refused with [`Error::InvalidConfig`]: the
+//! tunnel's own ESP and IKE packets would be routed into it (a loop, and TunnelCrack's
+//! ServerIP case for a gateway-pushed route).
 //!
 //! All functions here block (netlink, D-Bus and file I/O); from async code call them through
 //! `tokio::task::spawn_blocking`. [`Tun::create`] and [`Tun::from_fd`] must run inside a tokio
@@ -77,7 +96,7 @@ pub const FWMARK: u32 = 0xcab0;
 /// The routing table that holds the full tunnel's default routes.
 pub const ROUTE_TABLE: u32 = 51888;
 
-/// Priority of the rule that sends traffic for the gateway's own address to the main table.
+/// Priority of the rules that send UDP to the gateway's IKE and NAT-T ports to the main table.
 pub const RULE_PRIORITY_GATEWAY: u32 = 32759;
 /// Priority of the `lookup main suppress_prefixlength 0` rule.
 pub const RULE_PRIORITY_SUPPRESS: u32 = 32760;
@@ -320,10 +339,20 @@ pub struct NetworkConfig {
     pub tun_name: String,
     /// Index of the TUN device ([`Tun::index`]).
     pub tun_index: u32,
-    /// The outer IKE/ESP peer.
+    /// The outer IKE/ESP peer (its port is not used; see `ike_port` and `nat_t_port`).
     pub gateway: SocketAddr,
+    /// The gateway's IKE port (500, or the port the profile names): in a full tunnel, UDP to
+    /// it bypasses the tunnel.
+    pub ike_port: u16,
+    /// The gateway's NAT-T port ([`NAT_T_PORT`](crate::ike::NAT_T_PORT)), which carries ESP and
+    /// IKE once UDP-encapsulated: in a full tunnel, UDP to it bypasses the tunnel.
+    pub nat_t_port: u16,
     /// Send all traffic (IPv4 and IPv6) through the tunnel; `routes` are then not needed.
     pub full_tunnel: bool,
+    /// Full tunnel only: leave out the `suppress_prefixlength 0` rules, so that no route of
+    /// the main table (the LAN, or a hostile DHCP server's `0.0.0.0/1`) takes traffic out of
+    /// the tunnel (TunnelCrack LocalNet). The LAN is then unreachable.
+    pub block_lan: bool,
     /// Split-tunnel subnets routed through the TUN (ignored for a full tunnel).
     pub routes: Vec<(IpAddr, u8)>,
     /// DNS servers pushed by the gateway; DNS is left alone when empty.

@@ -17,8 +17,10 @@ use netlink_packet_route::link::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_packet_route::rule::{
+    RuleAction, RuleAttribute, RuleFlags, RuleMessage, RulePortRange,
+};
+use netlink_packet_route::{AddressFamily, IpProtocol, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::state::{RouteSpec, RuleSelector, RuleSpec};
@@ -188,7 +190,7 @@ fn route_message(route: &RouteSpec, delete: bool) -> RouteMessage {
     message
 }
 
-fn rule_message(rule: &RuleSpec) -> RuleMessage {
+pub(super) fn rule_message(rule: &RuleSpec) -> RuleMessage {
     let mut message = RuleMessage::default();
     message.header.family = if rule.ipv6 {
         AddressFamily::Inet6
@@ -220,6 +222,26 @@ fn rule_message(rule: &RuleSpec) -> RuleMessage {
             message
                 .attributes
                 .push(RuleAttribute::Destination(*destination));
+        }
+        RuleSelector::ToUdpPort {
+            destination,
+            prefix,
+            port,
+        } => {
+            message.header.dst_len = *prefix;
+            message
+                .attributes
+                .push(RuleAttribute::Destination(*destination));
+            // FRA_IP_PROTO and FRA_DPORT_RANGE (`struct fib_rule_port_range`, host order).
+            message
+                .attributes
+                .push(RuleAttribute::IpProtocol(IpProtocol::Udp));
+            message
+                .attributes
+                .push(RuleAttribute::DestinationPortRange(RulePortRange {
+                    start: *port,
+                    end: *port,
+                }));
         }
     }
     message

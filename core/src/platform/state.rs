@@ -74,12 +74,23 @@ pub(super) enum RuleSelector {
         /// Routes with this prefix length or shorter are ignored.
         length: u32,
     },
-    /// `to DESTINATION/PREFIX`.
+    /// `to DESTINATION/PREFIX`, any protocol. No longer installed (the full tunnel's gateway
+    /// rule is [`RuleSelector::ToUdpPort`] now), kept so that state files of earlier versions
+    /// can still be undone.
     To {
         /// Destination address.
         destination: IpAddr,
         /// Its prefix length.
         prefix: u8,
+    },
+    /// `to DESTINATION/PREFIX ipproto udp dport PORT`.
+    ToUdpPort {
+        /// Destination address.
+        destination: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+        /// Destination UDP port.
+        port: u16,
     },
 }
 
@@ -126,6 +137,11 @@ impl std::fmt::Display for RuleSpec {
                 destination,
                 prefix,
             } => write!(f, "to {destination}/{prefix}")?,
+            RuleSelector::ToUdpPort {
+                destination,
+                prefix,
+                port,
+            } => write!(f, "to {destination}/{prefix} ipproto udp dport {port}")?,
         }
         write!(f, " lookup {}", self.table)
     }

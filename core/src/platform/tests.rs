@@ -222,3 +222,60 @@ fn errors_chain_their_sources() {
     );
     assert!(text.contains("Operation not permitted"), "{text}");
 }
+
+/// The full tunnel's gateway rule changed from `to GATEWAY` to `to GATEWAY ipproto udp dport
+/// PORT` (security review finding 6); state files written before still load, so a crashed
+/// earlier version's rule is still undone.
+#[test]
+fn finding6_state_files_with_the_old_gateway_rule_still_load() {
+    let dir = TempDir::new("old-gateway-rule");
+    let path = dir.0.join("pqt0.json");
+    std::fs::write(
+        &path,
+        br#"{"version": 1, "tun_name": "pqt0", "owner_pid": 1, "netns": 0, "changes": [
+            {"kind": "rule", "ipv6": false, "priority": 32759, "table": 254,
+             "selector": {"kind": "to", "destination": "192.0.2.10", "prefix": 32}}]}"#,
+    )
+    .unwrap();
+    let loaded = StateFile::load(&path).unwrap();
+    assert_eq!(
+        loaded.changes(),
+        [Change::Rule(RuleSpec {
+            ipv6: false,
+            priority: 32759,
+            table: 254,
+            selector: RuleSelector::To {
+                destination: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+                prefix: 32,
+            },
+        })]
+    );
+
+    let mut state = StateFile::create(&dir.0, "pqt1").unwrap();
+    let rule = RuleSpec {
+        ipv6: false,
+        priority: 32759,
+        table: 254,
+        selector: RuleSelector::ToUdpPort {
+            destination: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+            prefix: 32,
+            port: 4500,
+        },
+    };
+    assert_eq!(
+        rule.to_string(),
+        "-4 priority 32759 to 192.0.2.10/32 ipproto udp dport 4500 lookup 254"
+    );
+    state.record(Change::Rule(rule.clone())).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.path()).unwrap()).unwrap();
+    assert_eq!(
+        json["changes"][0]["selector"],
+        serde_json::json!({"kind": "to_udp_port", "destination": "192.0.2.10", "prefix": 32,
+                           "port": 4500})
+    );
+    assert_eq!(
+        StateFile::load(state.path()).unwrap().changes(),
+        [Change::Rule(rule)]
+    );
+}

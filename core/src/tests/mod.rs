@@ -3,6 +3,7 @@
 
 mod gateway_addresses;
 mod half_open;
+mod hostile_cfg_reply;
 mod ike_handshake;
 mod ike_lifecycle;
 mod pair;

@@ -10,6 +10,7 @@ use pqvpn_core::driver::{
     ClientOptions, DeviceFactory, DriverError, GatewayOptions, GatewayStatus, PacketDevice, Status,
     TunnelUp, run_client, run_gateway,
 };
+use pqvpn_core::ike::NAT_T_PORT;
 use pqvpn_core::platform::{self, Applied, DnsBackend, NetworkConfig, Tun, TunConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -41,6 +42,9 @@ struct TunFactory {
     interface: Option<String>,
     mtu: u16,
     full_tunnel: bool,
+    block_lan: bool,
+    /// The gateway's IKE port; with NAT-T's 4500, the only UDP that bypasses a full tunnel.
+    ike_port: u16,
     routes: Vec<(std::net::IpAddr, u8)>,
     dns: bool,
     tun: Option<Arc<Tun>>,
@@ -58,13 +62,18 @@ impl DeviceFactory for TunFactory {
         })
         .map_err(|e| DriverError::Device(platform::DisplayChain(&e).to_string()))?;
         let tun = Arc::new(tun);
+        // Pushed subnets are there only with `accept_pushed_routes` (the core drops them
+        // otherwise); routes covering the gateway are refused by `platform::apply`.
         let mut routes = self.routes.clone();
         routes.extend(up.config.subnets.iter().copied());
         let config = NetworkConfig {
             tun_name: tun.name().to_owned(),
             tun_index: tun.index(),
             gateway: up.gateway,
+            ike_port: self.ike_port,
+            nat_t_port: NAT_T_PORT,
             full_tunnel: self.full_tunnel,
+            block_lan: self.block_lan,
             routes,
             dns_servers: if self.dns {
                 up.config.dns.clone()
@@ -148,13 +157,15 @@ pub(crate) async fn up(path: &Path) -> Result<(), String> {
         shutdown_tx,
     )?;
     let mut options = ClientOptions::new(profile.initiator.clone(), profile.gateway);
-    if profile.network.full_tunnel {
-        options.fwmark = Some(platform::FWMARK);
-    }
+    // The full tunnel's policy rules need the mark; in a split tunnel it changes nothing (no
+    // rules match it) but keeps the socket's packets identifiable, as in a full tunnel.
+    options.fwmark = Some(platform::FWMARK);
     let mut factory = TunFactory {
         interface: profile.network.interface.clone(),
         mtu: profile.network.mtu,
         full_tunnel: profile.network.full_tunnel,
+        block_lan: profile.network.block_lan,
+        ike_port: profile.gateway.port(),
         routes: profile.routes.clone(),
         dns: profile.network.dns,
         tun: None,

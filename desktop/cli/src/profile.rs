@@ -423,8 +423,8 @@ struct Crypto {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Network {
-    /// Route everything through the tunnel (default), or only `routes` and the gateway's
-    /// INTERNAL_IP4_SUBNET.
+    /// Route everything through the tunnel (default), or only `routes` (and the gateway's
+    /// INTERNAL_IP4_SUBNET with `accept_pushed_routes`).
     #[serde(default = "yes")]
     pub(crate) full_tunnel: bool,
     /// Extra networks to route through the tunnel (split tunnel).
@@ -438,6 +438,16 @@ pub(crate) struct Network {
     pub(crate) mtu: u16,
     /// TUN device name.
     pub(crate) interface: Option<String>,
+    /// Full tunnel: no main-table route (the LAN, a hostile DHCP's 0.0.0.0/1) bypasses the
+    /// tunnel; the LAN is then unreachable (TunnelCrack LocalNet).
+    #[serde(default)]
+    pub(crate) block_lan: bool,
+    /// Route the networks the gateway pushes (INTERNAL_IP4/6_SUBNET) through the tunnel.
+    #[serde(default)]
+    pub(crate) accept_pushed_routes: bool,
+    /// Accept a public (globally routable) virtual address from the gateway.
+    #[serde(default)]
+    pub(crate) allow_public_virtual_ip: bool,
 }
 
 impl Default for Network {
@@ -448,6 +458,9 @@ impl Default for Network {
             dns: true,
             mtu: default_mtu(),
             interface: None,
+            block_lan: false,
+            accept_pushed_routes: false,
+            allow_public_virtual_ip: false,
         }
     }
 }
@@ -691,6 +704,11 @@ impl Profile {
             .iter()
             .map(|r| parse_prefix("network.routes", r))
             .collect::<Result<Vec<_>, _>>()?;
+        if file.network.block_lan && !file.network.full_tunnel {
+            return Err("network.block_lan = true needs full_tunnel = true".into());
+        }
+        initiator.accept_pushed_routes = file.network.accept_pushed_routes;
+        initiator.allow_public_virtual_ip = file.network.allow_public_virtual_ip;
         if !file.network.full_tunnel && routes.is_empty() {
             // The gateway's INTERNAL_IP4_SUBNET may still provide routes.
         }
@@ -1564,5 +1582,30 @@ ipv4 = "10.99.0.10-10.99.0.20"
         assert!(e.contains("client setting"), "{e}");
         let e = GatewayProfile::parse(&format!("{base}rekey_time = \"1s\"\n")).unwrap_err();
         assert!(e.contains("ike.rekey_time"), "{e}");
+    }
+
+    #[test]
+    fn tunnelcrack_network_options_default_off_and_reach_the_configs() {
+        let p = Profile::parse("t", GOOD).unwrap();
+        assert!(!p.network.block_lan);
+        assert!(!p.initiator.accept_pushed_routes);
+        assert!(!p.initiator.allow_public_virtual_ip);
+        let p = Profile::parse(
+            "t",
+            &format!(
+                "{GOOD}[network]\nblock_lan = true\naccept_pushed_routes = true\n\
+                 allow_public_virtual_ip = true\n"
+            ),
+        )
+        .unwrap();
+        assert!(p.network.block_lan);
+        assert!(p.initiator.accept_pushed_routes);
+        assert!(p.initiator.allow_public_virtual_ip);
+        let e = Profile::parse(
+            "t",
+            &format!("{GOOD}[network]\nfull_tunnel = false\nblock_lan = true\n"),
+        )
+        .unwrap_err();
+        assert!(e.contains("block_lan"), "{e}");
     }
 }
