@@ -1,6 +1,7 @@
 //! The gateway: the project's own responder on a thread of its own, and the ESP SAs of its
 //! clients on the task that owns the packet device.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +56,6 @@ impl GatewayOptions {
 
 /// One connected client.
 struct Client {
-    ike_spi_r: u64,
     /// Every inbound SA of the client (two while a rekey completes).
     inbound_spis: Vec<EspSpi>,
     outbound: Outbound,
@@ -150,13 +150,7 @@ pub async fn run_gateway<D: PacketDevice>(
     }
     .spawn(ike_socket, nat_t_sender)?;
     tracing::info!(%ike_local, %nat_t_local, "gateway listening");
-    let mut esp = EspLoop {
-        demux: Demux::new(),
-        clients: Vec::new(),
-        to_ike,
-        to_ike_datagrams,
-        dropped_ike: 0,
-    };
+    let mut esp = EspLoop::new(to_ike, to_ike_datagrams);
     let mut nat_t_buf = vec![0u8; BUF_LEN];
     let mut out = vec![0u8; BUF_LEN];
     let mut tun_buf = vec![0u8; BUF_LEN];
@@ -222,10 +216,16 @@ fn into_std(socket: UdpSocket) -> Result<std::net::UdpSocket, DriverError> {
         .map_err(DriverError::io("deregister the UDP socket"))
 }
 
-/// The data plane: the ESP SAs of every connected client.
+/// The data plane: the ESP SAs of every connected client, found by inbound SPI and by virtual
+/// address in maps (no per-packet scans).
 struct EspLoop {
     demux: Demux,
-    clients: Vec<Client>,
+    /// By IKE SA (the responder's SPI).
+    clients: HashMap<u64, Client>,
+    /// Inbound ESP SPI to IKE SA.
+    by_spi: HashMap<EspSpi, u64>,
+    /// Virtual address (the client's lease) to IKE SA: where packets from the device go.
+    by_address: HashMap<IpAddr, u64>,
     to_ike: mpsc::Sender<ike::IkeInput>,
     to_ike_datagrams: mpsc::Sender<ike::IkeDatagram>,
     /// IKE datagrams from port 4500 dropped because the IKE thread was behind.
@@ -233,6 +233,21 @@ struct EspLoop {
 }
 
 impl EspLoop {
+    fn new(
+        to_ike: mpsc::Sender<ike::IkeInput>,
+        to_ike_datagrams: mpsc::Sender<ike::IkeDatagram>,
+    ) -> Self {
+        Self {
+            demux: Demux::new(),
+            clients: HashMap::new(),
+            by_spi: HashMap::new(),
+            by_address: HashMap::new(),
+            to_ike,
+            to_ike_datagrams,
+            dropped_ike: 0,
+        }
+    }
+
     /// Applies what an authenticated IKE exchange decided.
     fn apply(&mut self, update: ike::EspUpdate) {
         match update {
@@ -244,17 +259,34 @@ impl EspLoop {
                 ts_i,
             } => {
                 self.remove(spi_r);
-                self.clients.push(Client {
-                    ike_spi_r: spi_r,
-                    inbound_spis: vec![inbound.spi()],
-                    outbound: Outbound::new(outbound),
-                    rekey_requested: false,
-                    address,
-                    virtual_ips: hosts(&ts_i),
-                    ts_i,
-                    selector_drops: 0,
-                    traffic_noted: None,
-                });
+                let virtual_ips = hosts(&ts_i);
+                // The responder leases each address once; should two clients still claim one,
+                // the first keeps it and the second gets no tunnel (finding 1).
+                if let Some(taken) = virtual_ips
+                    .iter()
+                    .find(|ip| self.by_address.get(ip).is_some_and(|&o| o != spi_r))
+                {
+                    tracing::warn!(client = %address, virtual_ip = %taken, "virtual address already routed to another client; closing");
+                    let _ = self.to_ike.try_send(ike::IkeInput::Close { spi_r });
+                    return;
+                }
+                for ip in &virtual_ips {
+                    self.by_address.insert(*ip, spi_r);
+                }
+                self.by_spi.insert(inbound.spi(), spi_r);
+                self.clients.insert(
+                    spi_r,
+                    Client {
+                        inbound_spis: vec![inbound.spi()],
+                        outbound: Outbound::new(outbound),
+                        rekey_requested: false,
+                        address,
+                        virtual_ips,
+                        ts_i,
+                        selector_drops: 0,
+                        traffic_noted: None,
+                    },
+                );
                 self.demux.insert(inbound);
             }
             ike::EspUpdate::Rekeyed {
@@ -263,17 +295,18 @@ impl EspLoop {
                 outbound,
                 ts_i,
             } => {
-                let Some(client) = self.clients.iter_mut().find(|c| c.ike_spi_r == spi_r) else {
+                let Some(client) = self.clients.get_mut(&spi_r) else {
                     return;
                 };
                 client.inbound_spis.push(inbound.spi());
                 client.outbound.rekeyed(outbound);
                 client.ts_i = ts_i;
                 client.rekey_requested = false;
+                self.by_spi.insert(inbound.spi(), spi_r);
                 self.demux.insert(inbound);
             }
             ike::EspUpdate::RekeyRefused { spi_r } => {
-                if let Some(client) = self.clients.iter_mut().find(|c| c.ike_spi_r == spi_r) {
+                if let Some(client) = self.clients.get_mut(&spi_r) {
                     client.rekey_requested = false;
                 }
             }
@@ -282,11 +315,15 @@ impl EspLoop {
                 outbound,
                 inbound,
             } => {
-                self.demux.remove(inbound);
-                let Some(client) = self.clients.iter_mut().find(|c| c.ike_spi_r == spi_r) else {
+                let Some(client) = self.clients.get_mut(&spi_r) else {
                     return;
                 };
-                client.inbound_spis.retain(|s| *s != inbound);
+                // Only this client's own SAs: another IKE SA cannot delete them.
+                if client.inbound_spis.contains(&inbound) {
+                    self.demux.remove(inbound);
+                    self.by_spi.remove(&inbound);
+                    client.inbound_spis.retain(|s| *s != inbound);
+                }
                 if client.outbound.deleted(outbound).is_err() {
                     // No SA is left to send to this client on: an IKE SA without a tunnel only
                     // holds the address lease. Close it (the queue has room for one close per
@@ -300,9 +337,16 @@ impl EspLoop {
     }
 
     fn remove(&mut self, spi_r: u64) {
-        if let Some(i) = self.clients.iter().position(|c| c.ike_spi_r == spi_r) {
-            for spi in self.clients.swap_remove(i).inbound_spis {
-                self.demux.remove(spi);
+        let Some(client) = self.clients.remove(&spi_r) else {
+            return;
+        };
+        for spi in client.inbound_spis {
+            self.demux.remove(spi);
+            self.by_spi.remove(&spi);
+        }
+        for ip in client.virtual_ips {
+            if self.by_address.get(&ip) == Some(&spi_r) {
+                self.by_address.remove(&ip);
             }
         }
     }
@@ -334,20 +378,15 @@ impl EspLoop {
                 spi,
                 packet: Inbound::Ipv4(p) | Inbound::Ipv6(p),
             }) => {
-                let c = self
-                    .clients
-                    .iter_mut()
-                    .find(|c| c.inbound_spis.contains(&spi))?;
+                let spi_r = *self.by_spi.get(&spi)?;
+                let c = self.clients.get_mut(&spi_r)?;
                 c.address = from;
                 let now = Instant::now();
                 if c.traffic_noted
                     .is_none_or(|t| now.duration_since(t) >= TRAFFIC_NOTE_INTERVAL)
                     && self
                         .to_ike
-                        .try_send(ike::IkeInput::Traffic {
-                            spi_r: c.ike_spi_r,
-                            at: now,
-                        })
+                        .try_send(ike::IkeInput::Traffic { spi_r, at: now })
                         .is_ok()
                 {
                     c.traffic_noted = Some(now);
@@ -371,17 +410,14 @@ impl EspLoop {
     /// A packet from the device, sealed for the client whose virtual address it is sent to:
     /// the datagram's length in `out` and where it goes.
     fn outbound(&mut self, packet: &[u8], out: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        let dst = destination(packet)?;
-        let client = self
-            .clients
-            .iter_mut()
-            .find(|c| c.virtual_ips.contains(&dst))?;
+        let spi_r = *self.by_address.get(&destination(packet)?)?;
+        let client = self.clients.get_mut(&spi_r)?;
         let outbound = client.outbound.current();
         if outbound.needs_rekey() && !client.rekey_requested {
             client.rekey_requested = self
                 .to_ike
                 .try_send(ike::IkeInput::RekeyChild {
-                    spi_r: client.ike_spi_r,
+                    spi_r,
                     spi: outbound.spi().0,
                 })
                 .is_ok();
@@ -397,5 +433,71 @@ impl EspLoop {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::crypto::{AeadAlgorithm, DeterministicProvider, SecretBytes};
+    use crate::esp::{InboundSa, OutboundSa, SaConfig};
+
+    fn connected(spi_r: u64, spi: u32, virtual_ip: Ipv4Addr) -> ike::EspUpdate {
+        let provider = DeterministicProvider::new(1);
+        let config = SaConfig::new(AeadAlgorithm::Aes256Gcm16);
+        let keys = SecretBytes::from_slice(&[7; 36]);
+        ike::EspUpdate::Connected {
+            spi_r,
+            address: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 4500),
+            inbound: InboundSa::new(&provider, &config, EspSpi(spi), &keys).unwrap(),
+            outbound: OutboundSa::new(&provider, &config, EspSpi(spi + 1), &keys).unwrap(),
+            ts_i: vec![TrafficSelector::Ipv4 {
+                ip_protocol: 0,
+                start_port: 0,
+                end_port: u16::MAX,
+                start_addr: virtual_ip,
+                end_addr: virtual_ip,
+            }],
+        }
+    }
+
+    fn ipv4_packet(dst: Ipv4Addr) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1];
+        p.extend_from_slice(&dst.octets());
+        p
+    }
+
+    /// Finding 1: packets for a virtual address go to the client that leased it, found through
+    /// the address map; a second IKE SA claiming an address already routed gets no route and
+    /// is closed, and the first client keeps receiving.
+    #[test]
+    fn a_second_client_claiming_a_routed_address_gets_no_route() {
+        let (to_ike, mut input) = mpsc::channel(8);
+        let (to_ike_datagrams, _datagrams) = mpsc::channel(8);
+        let mut esp = EspLoop::new(to_ike, to_ike_datagrams);
+        let lease = Ipv4Addr::new(10, 99, 0, 10);
+        esp.apply(connected(1, 0x1000, lease));
+        esp.apply(connected(2, 0x2000, lease));
+        assert!(matches!(
+            input.try_recv(),
+            Ok(ike::IkeInput::Close { spi_r: 2 })
+        ));
+        assert_eq!(esp.clients.len(), 1);
+        assert!(!esp.by_spi.contains_key(&EspSpi(0x2000)));
+        let mut out = vec![0; 256];
+        let (_, to) = esp.outbound(&ipv4_packet(lease), &mut out).unwrap();
+        assert_eq!(to, esp.clients[&1].address);
+        assert!(
+            esp.outbound(&ipv4_packet(Ipv4Addr::new(10, 99, 0, 11)), &mut out)
+                .is_none()
+        );
+        // Once the first client is gone the address routes nowhere, and can be leased again.
+        esp.apply(ike::EspUpdate::Gone { spi_r: 1 });
+        assert!(esp.outbound(&ipv4_packet(lease), &mut out).is_none());
+        esp.apply(connected(3, 0x3000, lease));
+        assert!(esp.outbound(&ipv4_packet(lease), &mut out).is_some());
+        assert!(input.try_recv().is_err());
     }
 }
