@@ -176,13 +176,12 @@ impl IkeThread {
         let mut buf = vec![0u8; BUF_LEN];
         let mut reported: Option<(usize, u64, ResponderStats, Instant)> = None;
         loop {
-            self.send_queued(&ike_socket, &nat_t_socket, &mut buf).await;
+            // Events first: the ESP loop has a new Child SA's keys before the IKE_AUTH or
+            // CREATE_CHILD_SA response that lets the client send on it leaves.
             if !self.forward_events().await? {
                 return Ok(());
             }
             self.report_counts(&mut reported);
-            // What handling the events queued (a Delete, a rekey) goes out now, not at the
-            // next wake-up.
             self.send_queued(&ike_socket, &nat_t_socket, &mut buf).await;
             tokio::select! {
                 r = ike_socket.recv_from(&mut buf) => {

@@ -157,18 +157,7 @@ pub async fn run_gateway<D: PacketDevice>(
     let result = loop {
         tokio::select! {
             update = updates.recv() => match update {
-                Some(ike::EspUpdate::Counts { ike_sas, authenticated, stats }) => {
-                    status.send_modify(|s| {
-                        s.ike_sas = ike_sas;
-                        s.authenticated = authenticated;
-                        s.responder = stats;
-                    });
-                }
-                Some(update) => {
-                    esp.apply(update);
-                    let clients = esp.clients.len();
-                    status.send_if_modified(|s| std::mem::replace(&mut s.clients, clients) != clients);
-                }
+                Some(update) => esp.update(update, status),
                 // The IKE thread stopped: its result says why.
                 None => break Ok(()),
             },
@@ -177,6 +166,11 @@ pub async fn run_gateway<D: PacketDevice>(
                     Ok(r) => r,
                     Err(e) => break Err(DriverError::io("receive on the NAT-T port")(e)),
                 };
+                // The keys of a Child SA whose response just left are already queued: take
+                // them before its first ESP packet.
+                while let Ok(update) = updates.try_recv() {
+                    esp.update(update, status);
+                }
                 let datagram = nat_t_buf.get(..n).unwrap_or_default();
                 if let Some(p) = esp.inbound(from, datagram, &mut out)
                     && let Err(e) = device.send(p).await
@@ -190,6 +184,9 @@ pub async fn run_gateway<D: PacketDevice>(
                     Err(e) => break Err(DriverError::io("read from the tunnel device")(e)),
                 };
                 let packet = tun_buf.get(..n).unwrap_or_default();
+                while let Ok(update) = updates.try_recv() {
+                    esp.update(update, status);
+                }
                 if let Some((len, to)) = esp.outbound(packet, &mut out)
                     && let Err(e) = nat_t_socket.send_to(out.get(..len).unwrap_or_default(), to).await
                 {
@@ -246,6 +243,26 @@ impl EspLoop {
             to_ike_datagrams,
             dropped_ike: 0,
         }
+    }
+
+    /// Applies an update of the IKE thread, and the counts to `status`.
+    fn update(&mut self, update: ike::EspUpdate, status: &watch::Sender<GatewayStatus>) {
+        if let ike::EspUpdate::Counts {
+            ike_sas,
+            authenticated,
+            stats,
+        } = update
+        {
+            status.send_modify(|s| {
+                s.ike_sas = ike_sas;
+                s.authenticated = authenticated;
+                s.responder = stats;
+            });
+            return;
+        }
+        self.apply(update);
+        let clients = self.clients.len();
+        status.send_if_modified(|s| std::mem::replace(&mut s.clients, clients) != clients);
     }
 
     /// Applies what an authenticated IKE exchange decided.
