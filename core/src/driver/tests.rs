@@ -268,80 +268,13 @@ async fn gateway_drops_inner_sources_outside_the_clients_tsi() {
     gateway_task.await.unwrap().unwrap();
 }
 
-/// Security review item 8: when the gateway authenticates the client but refuses its Child SA
-/// (here NO_PROPOSAL_CHOSEN for ESP), the client deletes the IKE SA before it gives up, so the
-/// gateway holds no half-dead IKE SA (and no address lease) for it.
-#[tokio::test]
-async fn a_refused_child_sa_deletes_the_ike_sa_before_the_client_exits() {
-    let ip = Ipv4Addr::new(127, 0, 0, 6);
-    let mut gateway = gateway_config(Mode::Hybrid);
-    gateway.esp = vec![crate::crypto::AeadAlgorithm::ChaCha20Poly1305];
-    let mut options = GatewayOptions::new(gateway, IpAddr::V4(ip));
-    options.ike_port = 0;
-    let (gw_dev, _gw_app) = memory_device_pair(16);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (status_tx, mut gateway_status) = watch::channel(GatewayStatus::default());
-    let gateway_task = tokio::spawn(async move {
-        run_gateway(
-            options,
-            Arc::new(DeterministicProvider::new(7)),
-            gw_dev,
-            &status_tx,
-            stop_rx,
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    let mut client = client_config(Mode::Hybrid);
-    client.esp = vec![crate::crypto::AeadAlgorithm::Aes256Gcm16];
-    let options = ClientOptions::new(client, SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT));
-    let (cl_dev, _app) = memory_device_pair(16);
-    let (status_tx, _status) = watch::channel(Status::default());
-    let (_stop, client_stop) = watch::channel(false);
-    let mut factory = Memory(Some(cl_dev));
-    let result = tokio::time::timeout(
-        Duration::from_secs(5),
-        run_client(
-            options,
-            Arc::new(DeterministicProvider::new(8)),
-            &mut factory,
-            &status_tx,
-            client_stop,
-        ),
-    )
-    .await
-    .expect("the client gave up within 5 s");
-    assert!(matches!(result, Err(DriverError::ChildSa(_))), "{result:?}");
-    // The IKE SA existed (authenticated) and is gone after the client's Delete, not held
-    // until it expires.
-    let status = gateway_status.borrow().clone();
-    assert_eq!(status.clients, 0, "{status:?}");
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        gateway_status.wait_for(|s| s.authenticated == 1 && s.ike_sas == 0),
-    )
-    .await
-    .expect("the gateway deleted the client's IKE SA")
-    .unwrap();
-    stop_tx.send(true).unwrap();
-    gateway_task.await.unwrap().unwrap();
-}
-
-/// Security review L6: a gateway that assigns a public virtual address (without
-/// `allow_public_virtual_ip`) gets no tunnel: the client ends with the precise refusal, never
-/// creates its device, and deletes the IKE SA, so the gateway drops it.
-#[tokio::test]
-async fn hostile_cfg_reply_ends_the_tunnel_and_deletes_the_ike_sa() {
-    let ip = Ipv4Addr::new(127, 0, 0, 7);
-    let mut gateway = gateway_config(Mode::Hybrid);
-    let public = Ipv4Addr::new(8, 8, 8, 8);
-    gateway.pool_v4 = Some((public, public));
-    let (gateway_task, stop_tx, gateway_status) = spawn_gateway(ip, gateway).await;
-    let options = ClientOptions::new(
-        client_config(Mode::Hybrid),
-        SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT),
-    );
+/// A client that is expected to give up: runs it to its end (at most 10 s) and returns its
+/// result, whether it left its device uncreated, and its last status.
+async fn run_failing_client(
+    ip: Ipv4Addr,
+    config: InitiatorConfig,
+) -> (Result<(), DriverError>, bool, Status) {
+    let options = ClientOptions::new(config, SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT));
     let (status_tx, status) = watch::channel(Status::default());
     let (_stop, stop_rx) = watch::channel(false);
     let (cl_dev, _app) = memory_device_pair(16);
@@ -358,6 +291,53 @@ async fn hostile_cfg_reply_ends_the_tunnel_and_deletes_the_ike_sa() {
     )
     .await
     .expect("the client gave up within 10 s");
+    let last = status.borrow().clone();
+    (result, factory.0.is_some(), last)
+}
+
+/// Waits until the gateway has authenticated one IKE SA and holds none: the client deleted
+/// it (without its Delete the gateway keeps it until it expires).
+async fn wait_deleted(mut gateway_status: watch::Receiver<GatewayStatus>) {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        gateway_status.wait_for(|s| s.authenticated == 1 && s.ike_sas == 0),
+    )
+    .await
+    .expect("the gateway deleted the client's IKE SA after its Delete")
+    .unwrap();
+}
+
+/// Security review item 8: when the gateway authenticates the client but refuses its Child SA
+/// (here NO_PROPOSAL_CHOSEN for ESP), the client deletes the IKE SA before it gives up, so the
+/// gateway holds no half-dead IKE SA (and no address lease) for it.
+#[tokio::test]
+async fn a_refused_child_sa_deletes_the_ike_sa_before_the_client_exits() {
+    let ip = Ipv4Addr::new(127, 0, 0, 6);
+    let mut gateway = gateway_config(Mode::Hybrid);
+    gateway.esp = vec![crate::crypto::AeadAlgorithm::ChaCha20Poly1305];
+    let (gateway_task, stop_tx, gateway_status) = spawn_gateway(ip, gateway).await;
+    let mut client = client_config(Mode::Hybrid);
+    client.esp = vec![crate::crypto::AeadAlgorithm::Aes256Gcm16];
+    let (result, no_device, _) = run_failing_client(ip, client).await;
+    assert!(matches!(result, Err(DriverError::ChildSa(_))), "{result:?}");
+    assert!(no_device);
+    assert_eq!(gateway_status.borrow().clients, 0);
+    wait_deleted(gateway_status).await;
+    stop_tx.send(true).unwrap();
+    gateway_task.await.unwrap().unwrap();
+}
+
+/// Security review L6: a gateway that assigns a public virtual address (without
+/// `allow_public_virtual_ip`) gets no tunnel: the client ends with the precise refusal, never
+/// creates its device, and deletes the IKE SA, so the gateway drops it.
+#[tokio::test]
+async fn hostile_cfg_reply_ends_the_tunnel_and_deletes_the_ike_sa() {
+    let ip = Ipv4Addr::new(127, 0, 0, 7);
+    let mut gateway = gateway_config(Mode::Hybrid);
+    let public = Ipv4Addr::new(8, 8, 8, 8);
+    gateway.pool_v4 = Some((public, public));
+    let (gateway_task, stop_tx, gateway_status) = spawn_gateway(ip, gateway).await;
+    let (result, no_device, status) = run_failing_client(ip, client_config(Mode::Hybrid)).await;
     assert!(
         matches!(
             result,
@@ -367,27 +347,17 @@ async fn hostile_cfg_reply_ends_the_tunnel_and_deletes_the_ike_sa() {
         ),
         "{result:?}"
     );
-    assert!(factory.0.is_some(), "no device was created");
-    assert_eq!(status.borrow().state, State::Error);
+    assert!(no_device, "no device was created");
+    assert_eq!(status.state, State::Error);
     assert!(
         status
-            .borrow()
             .last_error
             .as_deref()
             .is_some_and(|e| e.contains("virtual address 8.8.8.8 is public")),
         "{:?}",
-        status.borrow().last_error
+        status.last_error
     );
-    // The gateway authenticated the client and sent the CFG_REPLY; without the client's
-    // Delete it would keep the IKE SA until it expires.
-    let mut gateway_status = gateway_status;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        gateway_status.wait_for(|s| s.authenticated == 1 && s.ike_sas == 0),
-    )
-    .await
-    .expect("the gateway deleted the client's IKE SA after its Delete")
-    .unwrap();
+    wait_deleted(gateway_status).await;
     stop_tx.send(true).unwrap();
     gateway_task.await.unwrap().unwrap();
 }
