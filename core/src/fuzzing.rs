@@ -1753,7 +1753,12 @@ mod tests {
         let (net, response) = auth_response().unwrap();
         let key = net.keys.key_for(&response[0].bytes).unwrap();
         let (first, plain) = plaintext_of(&key, &response).unwrap();
-        let cp = parse_payloads(first, &plain)
+        cp_of(first, &plain)
+    }
+
+    /// The first CP of a payload chain, and its body octets.
+    fn cp_of(first: PayloadType, chain: &[u8]) -> (ConfigPayload, Vec<u8>) {
+        let cp = parse_payloads(first, chain)
             .unwrap()
             .into_iter()
             .find_map(|p| match p {
@@ -1994,19 +1999,10 @@ mod tests {
         // cp_reply: our gateway's CFG_REPLY, strongSwan's, and one with every attribute kind.
         let (_, own) = genuine_cp();
         write("cp_reply", "own_gateway", &[vec![0], own].concat());
-        let sw = parse_payloads(
+        let (_, sw_body) = cp_of(
             PayloadType::IdentificationResponder,
             &strongswan("ike_auth_r_plain"),
-        )
-        .unwrap()
-        .into_iter()
-        .find_map(|p| match p {
-            Payload::Cp(cp) => Some(cp),
-            _ => None,
-        })
-        .unwrap();
-        let mut sw_body = Vec::new();
-        sw.emit(&mut sw_body);
+        );
         write(
             "cp_reply",
             "strongswan",
