@@ -257,7 +257,6 @@ impl IkeThread {
                         continue;
                     };
                     let (inbound, outbound) = self.sas(&child)?;
-                    tracing::info!(client = %address, ts_i = ?child.ts_i, "client connected");
                     EspUpdate::Connected {
                         spi_r,
                         address,

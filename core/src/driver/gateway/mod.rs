@@ -290,6 +290,7 @@ impl EspLoop {
                 for ip in &virtual_ips {
                     self.by_address.insert(*ip, spi_r);
                 }
+                tracing::info!(client = %address, ?virtual_ips, "client connected");
                 self.by_spi.insert(inbound.spi(), spi_r);
                 self.clients.insert(
                     spi_r,
