@@ -3,19 +3,20 @@
 //! established tunnel, and an IKE_SA_INIT flood while a client moves data. As non-root every
 //! test says it is skipped and why.
 //!
-//! The namespace harness is a trimmed copy of `tests/tunnel.rs` (integration tests cannot share
-//! code without a module both include). Threads that send or capture enter a namespace with
-//! `setns(2)`, which moves only the calling thread; sockets keep the namespace they were made in.
+//! The namespace harness, `tests/common/mod.rs`, is shared with `tests/tunnel.rs`; the extra
+//! namespaces of the flood test are added here. Threads that send or capture enter a namespace
+//! with `setns(2)`, which moves only the calling thread; sockets keep the namespace they were
+//! made in.
 
 #![cfg(target_os = "linux")]
 #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "test")]
+
+mod common;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,7 +27,8 @@ use pqvpn_core::ike::{Initiator, InitiatorConfig, Mode};
 use pqvpn_core::wire::{IkeId, KeyExchangeMethod};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-const PSK: &str = "hostile-test-psk-not-a-secret";
+use common::{Net, PSK, Transfer, ip, root};
+
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// IPv4 Identification of every forged datagram, so the capture can tell them from the
@@ -35,86 +37,17 @@ const FORGED_IP_ID: u16 = 0x5151;
 
 // ------------------------------------------------------------------------------ harness
 
-fn root() -> bool {
-    let ok = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0")
-        && Path::new("/dev/net/tun").exists();
-    if !ok {
-        eprintln!("skipped: needs root and /dev/net/tun (network namespaces, TUN devices)");
-    }
-    ok
+/// The gateway's PSK: one group PSK for every client.
+fn group_psk() -> String {
+    format!("[auth]\npsk = \"{PSK}\"\n")
 }
 
-fn ip(args: &[&str]) -> Output {
-    Command::new("ip").args(args).output().unwrap()
-}
-
-/// A gateway namespace, a client namespace joined to it by a veth (198.18.0.0/24), and more
-/// namespaces each on a veth of its own (198.18.N.0/24); removed on drop with whatever runs in
-/// them.
-struct Net {
-    tag: String,
-    gw: String,
-    cl: String,
-    extra: Vec<String>,
-    dir: PathBuf,
-    children: Vec<Child>,
-}
-
+/// More namespaces, each on a veth of its own to the gateway (198.18.N.0/24).
 impl Net {
-    fn new(tag: &str) -> Self {
-        let tag = format!("{tag}{}", std::process::id() % 100_000);
-        let (gw, cl) = (format!("pqh-gw-{tag}"), format!("pqh-cl-{tag}"));
-        let dir = std::env::temp_dir().join(format!("pqvpn-hostile-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut net = Self {
-            tag,
-            gw: gw.clone(),
-            cl: cl.clone(),
-            extra: Vec::new(),
-            dir,
-            children: Vec::new(),
-        };
-        for ns in [&gw, &cl] {
-            Self::add_ns(ns);
-        }
-        let (vg, vc) = (format!("g{}", net.tag), format!("c{}", net.tag));
-        assert!(
-            ip(&[
-                "link", "add", &vg, "netns", &gw, "type", "veth", "peer", "name", &vc, "netns", &cl
-            ])
-            .status
-            .success()
-        );
-        ip(&["-n", &gw, "addr", "add", "198.18.0.1/24", "dev", &vg]);
-        ip(&["-n", &cl, "addr", "add", "198.18.0.2/24", "dev", &vc]);
-        ip(&["-n", &gw, "link", "set", &vg, "up"]);
-        ip(&["-n", &cl, "link", "set", &vc, "up"]);
-        net.tag.shrink_to_fit();
-        net
-    }
-
-    fn add_ns(ns: &str) {
-        let _ = ip(&["netns", "del", ns]);
-        assert!(ip(&["netns", "add", ns]).status.success());
-        std::fs::create_dir_all(format!("/etc/netns/{ns}")).unwrap();
-        std::fs::write(
-            format!("/etc/netns/{ns}/resolv.conf"),
-            "nameserver 192.0.2.53\n",
-        )
-        .unwrap();
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
-
     /// A namespace `role` behind the gateway: veth 198.18.`subnet`.1 (gateway) to
     /// 198.18.`subnet`.2, default route via the gateway.
     fn attach(&mut self, role: char, subnet: u8) -> String {
-        let ns = format!("pqh-{role}-{}", self.tag);
+        let ns = format!("pqt-{role}-{}", self.tag);
         Self::add_ns(&ns);
         self.extra.push(ns.clone());
         let (vg, vn) = (
@@ -158,139 +91,12 @@ impl Net {
         ns
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        path
-    }
-
-    fn spawn(&mut self, ns: &str, args: &[&str]) -> usize {
-        let log = File::create(self.dir.join(format!("{}.log", self.children.len()))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_pqvpn")])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    fn log(&self, index: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{index}.log"))).unwrap_or_default()
-    }
-
-    /// Starts the gateway (all three modes, pool 10.99.0.10-20) with `extra` appended to the
-    /// top level of its profile; returns its child index.
-    fn gateway(&mut self, extra: &str) -> usize {
-        let config = self.write(
-            "gateway.toml",
-            &format!(
-                "listen = \"198.18.0.1\"\nlocal_id = \"gw.test\"\nmodes = [\"hybrid\", \"pq-only\", \"classical\"]\n\
-                 address = \"10.99.0.1/24\"\ndns = [\"10.99.0.1\"]\ninterface = \"pqgw{}\"\n{extra}\
-                 [auth]\npsk = \"{PSK}\"\n[pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n",
-                self.tag
-            ),
-        );
-        let gw = self.gw.clone();
-        let index = self.spawn(&gw, &["-v", "gateway", config.to_str().unwrap()]);
-        std::thread::sleep(Duration::from_millis(300));
-        index
-    }
-
-    /// A hybrid client profile; `ike` is the body of its `[ike]` table.
-    fn profile(&self, name: &str, ike: &str) -> PathBuf {
-        self.write(
-            &format!("{name}.toml"),
-            &format!(
-                "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\nmode = \"hybrid\"\n\
-                 [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{}\"\n[ike]\n{ike}",
-                self.tag
-            ),
-        )
-    }
-
-    fn pqvpn(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pqvpn"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn status(&self, name: &str) -> Option<serde_json::Value> {
-        let out = self.pqvpn(&["status", "--json", name]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    /// Polls `status --json` until connected; `None` after `timeout`.
-    fn wait_connected(&self, name: &str, timeout: Duration) -> Option<serde_json::Value> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(v) = self.status(name)
-                && v["state"] == "connected"
-            {
-                return Some(v);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-
+    /// Whether child `index` still runs.
     fn alive(&mut self, index: usize) -> bool {
         matches!(self.children[index].try_wait(), Ok(None))
     }
-
-    /// The pid of child `index`: `ip netns exec` execs pqvpn, so it is pqvpn's.
-    fn pid(&self, index: usize) -> u32 {
-        self.children[index].id()
-    }
-
-    fn wait_exit(&mut self, index: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if !self.alive(index) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
 }
 
-impl Drop for Net {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = Command::new("kill")
-                .arg(c.id().to_string())
-                .stderr(Stdio::null())
-                .status();
-        }
-        for c in &mut self.children {
-            for _ in 0..30 {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.gw, &self.cl].into_iter().chain(&self.extra) {
-            let _ = ip(&["netns", "del", ns]);
-            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Runs `f` on a new thread inside namespace `ns`.
 /// Held by each test of this file for its whole run: a spray or a flood competing for the
 /// same two cores would turn the flood test's throughput ratio into noise.
 static ALONE: Mutex<()> = Mutex::new(());
@@ -301,6 +107,7 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Runs `f` on a new thread inside namespace `ns`.
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
@@ -650,20 +457,15 @@ fn forged_fragment_spray_kills_nothing() {
     }
     let _alone = alone();
     let mut net = Net::new("spr");
-    let gateway = net.gateway("");
+    let gateway = net.gateway(&group_psk());
     let (cl, gw) = (net.cl.clone(), net.gw.clone());
     let stop_capture = Arc::new(AtomicBool::new(false));
     let (capture, seen) = capture_ike(&gw, stop_capture.clone());
     let name = format!("h-{}", net.tag);
     // A Child SA rekey 9-10 s after the tunnel comes up (10 s minus jitter), inside the spray.
-    let profile = net.profile(&name, "child_rekey_time = \"10s\"\n");
+    let profile = net.profile(&name, "hybrid", "child_rekey_time = \"10s\"\n");
     let client = net.spawn(&cl, &["-v", "up", profile.to_str().unwrap()]);
-    let up = net.wait_connected(&name, Duration::from_secs(20));
-    assert!(
-        up.is_some(),
-        "not connected; client log:\n{}",
-        net.log(client)
-    );
+    net.connected(&name, client);
 
     // The IKE SA's SPIs and the client's port: `status --json` has no SPIs, so read them from
     // the IKE_AUTH request the client sent (header in clear, RFC 7296 §3.1).
@@ -791,72 +593,7 @@ fn forged_fragment_spray_kills_nothing() {
         net.log(gateway)
     );
     assert!(net.pqvpn(&["down", &name]).status.success());
-    assert!(net.wait_exit(client, Duration::from_secs(10)));
-}
-
-/// Sends `bytes` over TCP from namespace `from` to a sink at `addr` in namespace `to`, through
-/// the tunnel, as `tests/tunnel.rs` does; `None` if it has not finished by `deadline`.
-/// Otherwise the seconds it took, after checking octet count and checksum.
-struct Transfer {
-    sink: usize,
-    source: Child,
-    bytes: u64,
-}
-
-impl Transfer {
-    fn start(net: &mut Net, from: &str, to: &str, addr: &str, bytes: u64) -> Self {
-        let sink = net.spawn(to, &["__tcp-sink", addr]);
-        std::thread::sleep(Duration::from_millis(300));
-        let source = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                from,
-                env!("CARGO_BIN_EXE_pqvpn"),
-                "__tcp-source",
-            ])
-            .args([addr, &bytes.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Self {
-            sink,
-            source,
-            bytes,
-        }
-    }
-
-    fn finish(mut self, net: &mut Net, deadline: Instant) -> Option<f64> {
-        while matches!(self.source.try_wait(), Ok(None)) {
-            if Instant::now() >= deadline {
-                let _ = self.source.kill();
-                let _ = self.source.wait();
-                let _ = net.children[self.sink].kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = self.source.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(net.wait_exit(self.sink, Duration::from_secs(10)));
-        let source = String::from_utf8_lossy(&out.stdout).into_owned();
-        let sink_out = net.log(self.sink);
-        let (secs, sent_sum) = source.trim().split_once(' ').unwrap();
-        let (received, received_sum) = sink_out.trim().split_once(' ').unwrap();
-        assert_eq!(
-            received,
-            self.bytes.to_string(),
-            "octets through the tunnel"
-        );
-        assert_eq!(received_sum, sent_sum, "checksum of the stream");
-        Some(secs.parse().unwrap())
-    }
+    net.wait_exit(client, Duration::from_secs(10));
 }
 
 /// VmRSS and VmHWM of process `pid`, in KiB.
@@ -949,16 +686,12 @@ fn ike_sa_init_flood_leaves_connected_clients_working() {
             .status
             .success()
     );
-    let gateway = net.gateway("");
+    let gateway = net.gateway(&group_psk());
     let (cl, gw) = (net.cl.clone(), net.gw.clone());
     let name = format!("h-{}", net.tag);
-    let profile = net.profile(&name, "");
+    let profile = net.profile(&name, "hybrid", "");
     let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
-    assert!(
-        net.wait_connected(&name, Duration::from_secs(20)).is_some(),
-        "not connected; log:\n{}",
-        net.log(client)
-    );
+    net.connected(&name, client);
 
     let unflooded = Transfer::start(&mut net, &cl, &gw, "10.99.0.1:5301", BYTES)
         .finish(&mut net, Instant::now() + Duration::from_secs(30))
@@ -1111,7 +844,7 @@ fn ike_sa_init_flood_leaves_connected_clients_working() {
     std::thread::sleep(Duration::from_secs(3));
     let transfer = Transfer::start(&mut net, &cl, &gw, "10.99.0.1:5302", BYTES);
     let name2 = format!("h2-{}", net.tag);
-    let profile2 = net.profile(&name2, "");
+    let profile2 = net.profile(&name2, "hybrid", "");
     let connect_start = Instant::now();
     let client2 = net.spawn(&honest, &["up", profile2.to_str().unwrap()]);
     let second = net.wait_connected(&name2, Duration::from_secs(20));
