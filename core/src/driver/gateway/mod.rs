@@ -108,7 +108,7 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
 /// Runs the gateway until `shutdown` turns true, keeping `status` up to date.
 ///
 /// Two loops: this task moves ESP between the NAT-T socket and `device`; the responder, port
-/// 500 and every key exchange run on a thread of their own ([`ike`]), so a flood of
+/// 500 and every key exchange run on a thread of their own (`gateway::ike`), so a flood of
 /// IKE_SA_INIT delays no connected client's packets.
 pub async fn run_gateway<D: PacketDevice>(
     options: GatewayOptions,
