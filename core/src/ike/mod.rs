@@ -7,7 +7,7 @@
 //! | [`keys`] | the key schedule |
 //! | [`Initiator`] | the client's IKE SA: IKE_SA_INIT, IKE_INTERMEDIATE, IKE_AUTH |
 //! | [`Responder`] | the gateway side, for `pqvpn gateway`, the demo and the tests |
-//! | `established` | what both roles do once the IKE SA is up: rekeying, liveness, Delete |
+//! | `session` | what both roles do once the IKE SA is up: rekeying, liveness, Delete |
 //!
 //! Both roles have the quinn-proto shape: `handle_datagram(now, remote, bytes)`,
 //! `handle_timeout(now)`, `poll_transmit(now, buf)`, `poll_timeout()`, `poll_event()`.
@@ -18,9 +18,13 @@ pub mod config;
 pub mod config_reply;
 mod cookie;
 mod error;
-mod established;
+mod session;
+/// The old path of `session`, until the handshake modules move over.
+mod established {
+    pub(crate) use super::session::{IkeSa, Session as EstablishedSa, Settings, Status};
+}
 #[cfg(test)]
-pub(crate) use established::Pfs;
+pub(crate) use session::Pfs;
 mod initiator;
 pub mod keys;
 mod proposal;

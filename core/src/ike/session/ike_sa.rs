@@ -1,0 +1,110 @@
+//! One IKE SA of a session: its SPIs, `SK_*` keys, message IDs (window size 1, [RFC 7296
+//! §2.3]), the cached last response ([RFC 7296 §2.1]) and our one outstanding request.
+//!
+//! [RFC 7296 §2.1]: https://www.rfc-editor.org/rfc/rfc7296#section-2.1
+//! [RFC 7296 §2.3]: https://www.rfc-editor.org/rfc/rfc7296#section-2.3
+
+use std::time::Instant;
+
+use crate::crypto::{Prf, SecretBytes};
+use crate::ike::proposal::IkeChoice;
+use crate::ike::protect::{Reassembly, SkCipher};
+use crate::ike::sa::Outstanding;
+use crate::wire::{ExchangeType, Flags, Header};
+
+use super::Exchange;
+
+/// The keys and message ID state of one IKE SA.
+pub(crate) struct IkeSa {
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    /// Whether we are the original initiator of this IKE SA (RFC 7296 §2.18: the initiator of
+    /// the rekey is the original initiator of the new SA).
+    pub(crate) original_initiator: bool,
+    pub(crate) choice: IkeChoice,
+    pub(crate) prf: Box<dyn Prf>,
+    pub(crate) sk_d: SecretBytes,
+    pub(crate) cipher: SkCipher,
+    pub(crate) peer_fragmentation: bool,
+    /// Message ID of our next request.
+    pub(crate) next_request_id: u32,
+    /// Message ID of the peer's next request.
+    pub(crate) expected_request_id: u32,
+    /// Our last response, resent for a retransmitted request (RFC 7296 §2.1).
+    pub(crate) last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// When the cached response was last resent (see [`resend_allowed`]).
+    pub(super) last_resend: Option<Instant>,
+    pub(super) requests: Reassembly,
+    pub(super) responses: Reassembly,
+    /// Our one outstanding request and what it is (window size 1).
+    pub(super) active: Option<(Outstanding, Exchange)>,
+    /// When a retired SA is dropped even without a Delete.
+    pub(super) expires: Option<Instant>,
+}
+
+impl IkeSa {
+    /// An IKE SA after IKE_AUTH.
+    #[expect(clippy::too_many_arguments, reason = "every field of a fresh IKE SA")]
+    pub(crate) fn new(
+        spi_i: u64,
+        spi_r: u64,
+        original_initiator: bool,
+        choice: IkeChoice,
+        prf: Box<dyn Prf>,
+        sk_d: SecretBytes,
+        cipher: SkCipher,
+        peer_fragmentation: bool,
+        next_request_id: u32,
+        expected_request_id: u32,
+        last_response: Option<(u32, Vec<Vec<u8>>)>,
+    ) -> Self {
+        Self {
+            spi_i,
+            spi_r,
+            original_initiator,
+            choice,
+            prf,
+            sk_d,
+            cipher,
+            peer_fragmentation,
+            next_request_id,
+            expected_request_id,
+            last_response,
+            last_resend: None,
+            requests: Reassembly::default(),
+            responses: Reassembly::default(),
+            active: None,
+            expires: None,
+        }
+    }
+
+    pub(super) fn spis(&self) -> (u64, u64) {
+        (self.spi_i, self.spi_r)
+    }
+
+    pub(super) fn local_spi(&self) -> u64 {
+        if self.original_initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
+    }
+
+    pub(super) fn flags(&self, response: bool) -> Flags {
+        Flags {
+            initiator: self.original_initiator,
+            version: false,
+            response,
+        }
+    }
+
+    pub(super) fn header(&self, exchange: ExchangeType, response: bool, message_id: u32) -> Header {
+        Header::new(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            self.flags(response),
+            message_id,
+        )
+    }
+}

@@ -1,0 +1,464 @@
+//! Rekeying a Child SA with CREATE_CHILD_SA and REKEY_SA ([RFC 7296 §1.3.3]), both sides:
+//! our request and its answer, the peer's request and our answer. Each repeats the IKE SA's
+//! key exchanges for PFS as far as the peer allows ([RFC 9370 §2.2.1], see `pfs.rs`).
+//!
+//! [RFC 7296 §1.3.3]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.3
+//! [RFC 9370 §2.2.1]: https://www.rfc-editor.org/rfc/rfc9370#section-2.2.1
+
+use std::time::Instant;
+
+use crate::crypto::{AeadAlgorithm, KeyExchange};
+use crate::ike::Error;
+use crate::ike::proposal::{check_esp_choice, esp_answer, is_narrowing, select_esp};
+use crate::ike::sa::{Event, find_notify, first_error_notify, random_bytes, random_esp_spi};
+use crate::wire::{
+    ExchangeType, KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload, Proposal,
+    ProtocolId, SaPayload, TrafficSelector, TsPayload,
+};
+
+use super::collision::{Collision, min_nonce};
+use super::exchange::After;
+use super::followup::{PeerRekeyKind, Rounds, link_notify, link_of, rounds_after};
+use super::ike_sa::IkeSa;
+use super::pfs::{Pfs, check_pfs_answer, pfs_answer, pfs_of, select_pfs};
+use super::{
+    Exchange, Intent, MAX_INVALID_KE_RETRIES, Session, ke_payload, nonce_payload, payload_ke,
+    payload_nonce, payload_sa, payload_ts,
+};
+
+/// Our CREATE_CHILD_SA rekeying a Child SA ([RFC 7296 §1.3.3]).
+///
+/// [RFC 7296 §1.3.3]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.3
+pub(super) struct RekeyChildSa {
+    /// The Child SA rekeyed (normalized SPI pair).
+    pub(super) old: (u32, u32),
+    pub(super) encr: AeadAlgorithm,
+    /// Our inbound SPI of the new SA.
+    pub(super) new_spi: u32,
+    pub(super) nonce_i: Vec<u8>,
+    pub(super) ke: Box<dyn KeyExchange>,
+    /// TSi and TSr as proposed (the exchange's view).
+    pub(super) ts_i: Vec<TrafficSelector>,
+    pub(super) ts_r: Vec<TrafficSelector>,
+    pub(super) answer: Option<ChildAnswer>,
+    pub(super) rounds: Rounds,
+    pub(super) invalid_ke_retries: u8,
+}
+
+/// What the responder answered to our Child SA rekey.
+pub(super) struct ChildAnswer {
+    pub(super) nonce_r: Vec<u8>,
+    pub(super) peer_spi: u32,
+    pub(super) esn: bool,
+    pub(super) ts_i: Vec<TrafficSelector>,
+    pub(super) ts_r: Vec<TrafficSelector>,
+    pub(super) link: Option<Vec<u8>>,
+}
+
+/// A Child SA negotiated by a rekey, in the exchange's view (`_i` = exchange initiator).
+pub(super) struct ChildParts {
+    pub(super) old: (u32, u32),
+    pub(super) encr: AeadAlgorithm,
+    pub(super) esn: bool,
+    pub(super) spi_i: u32,
+    pub(super) spi_r: u32,
+    pub(super) ts_i: Vec<TrafficSelector>,
+    pub(super) ts_r: Vec<TrafficSelector>,
+}
+
+impl Session {
+    pub(super) fn start_child_rekey(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        pair: (u32, u32),
+        method: Option<KeyExchangeMethod>,
+        invalid_ke_retries: u8,
+    ) -> Result<(), Error> {
+        let Some(child) = self.child_index(pair).and_then(|i| self.children.get(i)) else {
+            return Ok(()); // deleted meanwhile
+        };
+        if child.replaced || child.deleting {
+            return Ok(());
+        }
+        let (encr, old_in) = (child.sa.encr, self.in_out(pair).0);
+        // TSi is the exchange initiator's side.
+        let (ts_i, ts_r) = if self.is_client {
+            (child.sa.ts_i.clone(), child.sa.ts_r.clone())
+        } else {
+            (child.sa.ts_r.clone(), child.sa.ts_i.clone())
+        };
+        let choice = sa.choice.clone();
+        #[cfg_attr(not(test), expect(unused_mut, reason = "altered by test faults"))]
+        let mut ke_method = method.unwrap_or(choice.ke);
+        #[cfg(test)]
+        if let Some(m) = self.faults.child_rekey_ke.take() {
+            ke_method = m;
+        }
+        let mut offered = vec![choice.ke];
+        offered.extend(
+            self.settings
+                .policy
+                .ke
+                .iter()
+                .copied()
+                .filter(|&m| m != choice.ke),
+        );
+        if !offered.contains(&ke_method) {
+            offered.insert(0, ke_method);
+        } else {
+            // KEi's method first (RFC 7296 §1.3: the KE payload uses the first group proposed).
+            offered.retain(|&m| m != ke_method);
+            offered.insert(0, ke_method);
+        }
+        let ke = self.provider.start_key_exchange(ke_method)?;
+        let new_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
+        let nonce_i = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
+        let proposals = self.child_rekey_proposals(encr, new_spi, &offered, &choice.addke);
+        // KEi goes with offers that have a KE (RFC 7296 §1.3.1).
+        let with_ke = proposals
+            .iter()
+            .any(|p| pfs_of(p, &choice.addke).is_some_and(|l| l != Pfs::None));
+        let mut inner = vec![
+            Payload::Notify(NotifyPayload {
+                protocol_id: ProtocolId::Esp,
+                spi: old_in.to_be_bytes().to_vec(),
+                notify_type: NotifyType::RekeySa,
+                data: Vec::new(),
+            }),
+            Payload::Sa(SaPayload { proposals }),
+            nonce_payload(&nonce_i)?,
+        ];
+        if with_ke {
+            inner.push(ke_payload(&*ke));
+        }
+        inner.push(Payload::TsI(TsPayload {
+            selectors: ts_i.clone(),
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: ts_r.clone(),
+        }));
+        let exchange = RekeyChildSa {
+            old: pair,
+            encr,
+            new_spi,
+            nonce_i,
+            ke,
+            ts_i,
+            ts_r,
+            answer: None,
+            rounds: Rounds {
+                remaining: rounds_after(&choice),
+                shared: Vec::new(),
+            },
+            invalid_ke_retries,
+        };
+        self.send_request(
+            now,
+            sa,
+            ExchangeType::CreateChildSa,
+            &inner,
+            Exchange::RekeyChildSa(Box::new(exchange)),
+        )
+    }
+
+    /// A response to our Child SA rekey (CREATE_CHILD_SA or IKE_FOLLOWUP_KE).
+    pub(super) fn on_child_rekey_response(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        mut x: Box<RekeyChildSa>,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        if let Some(error) = first_error_notify(payloads) {
+            return self.child_rekey_refused(now, sa, &x, error, payloads);
+        }
+        let mut pfs = Pfs::Full;
+        if x.answer.is_none() {
+            let sa_payload = payload_sa(payloads).ok_or(Error::MissingPayload("SA"))?;
+            let esp = check_esp_choice(&[x.encr], &sa_payload.proposals)?;
+            if let [p] = &sa_payload.proposals[..] {
+                pfs = pfs_of(p, &sa.choice.addke).ok_or(Error::ProposalMismatch(
+                    "key exchanges of the Child SA rekey",
+                ))?;
+                if self.settings.require_child_pfs && pfs != Pfs::Full {
+                    return Err(Error::ProposalMismatch(
+                        "the Child SA rekey without every key exchange (PFS is required)",
+                    ));
+                }
+                if pfs != Pfs::None {
+                    check_pfs_answer(p, x.ke.method(), pfs.addke(&sa.choice.addke))?;
+                }
+                if pfs != Pfs::Full {
+                    x.rounds.remaining.clear();
+                }
+            }
+            let nonce_r = payload_nonce(payloads).ok_or(Error::MissingPayload("Nonce"))?;
+            let (ts_i, ts_r) = payload_ts(payloads);
+            let ts_i = ts_i.ok_or(Error::MissingPayload("TSi"))?;
+            let ts_r = ts_r.ok_or(Error::MissingPayload("TSr"))?;
+            if !is_narrowing(&x.ts_i, &ts_i.selectors) || !is_narrowing(&x.ts_r, &ts_r.selectors) {
+                return Err(Error::TsUnacceptable);
+            }
+            x.answer = Some(ChildAnswer {
+                nonce_r: nonce_r.as_bytes().to_vec(),
+                peer_spi: esp.peer_spi,
+                esn: esp.esn,
+                ts_i: ts_i.selectors.clone(),
+                ts_r: ts_r.selectors.clone(),
+                link: None,
+            });
+            if let Some(c) = self
+                .child_index(x.old)
+                .and_then(|i| self.children.get_mut(i))
+                && let Some(collision) = c.collision.as_mut()
+                && let Some(a) = &x.answer
+            {
+                collision.ours = Some(min_nonce(&x.nonce_i, &a.nonce_r));
+            }
+        }
+        if pfs != Pfs::None {
+            let ker = payload_ke(payloads).ok_or(Error::MissingPayload("KE"))?;
+            if ker.method != x.ke.method() {
+                return Err(Error::WrongKeyExchangeMethod {
+                    expected: x.ke.method(),
+                    got: ker.method,
+                });
+            }
+            x.rounds.shared.push(x.ke.complete(&ker.data)?);
+        }
+        let link = link_of(payloads);
+        if let Some(method) = x.rounds.remaining.pop_front() {
+            // Another round: the response must carry the link (RFC 9370 §2.2.4).
+            let link = link.ok_or(Error::MissingPayload("ADDITIONAL_KEY_EXCHANGE"))?;
+            x.ke = self.provider.start_key_exchange(method)?;
+            let inner = [link_notify(link.clone()), ke_payload(&*x.ke)];
+            if let Some(a) = x.answer.as_mut() {
+                a.link = Some(link);
+            }
+            return self.send_request(
+                now,
+                sa,
+                ExchangeType::IkeFollowupKe,
+                &inner,
+                Exchange::RekeyChildSa(x),
+            );
+        }
+        let answer = x
+            .answer
+            .take()
+            .ok_or(Error::ApiMisuse("rekey without answer"))?;
+        let parts = ChildParts {
+            old: x.old,
+            encr: x.encr,
+            esn: answer.esn,
+            spi_i: x.new_spi,
+            spi_r: answer.peer_spi,
+            ts_i: answer.ts_i,
+            ts_r: answer.ts_r,
+        };
+        let secrets = x.rounds.secrets();
+        self.complete_child_rekey(now, sa, true, parts, &x.nonce_i, &answer.nonce_r, &secrets)
+    }
+
+    /// The peer answered our Child SA rekey with an error Notify.
+    pub(super) fn child_rekey_refused(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        x: &RekeyChildSa,
+        error: NotifyType,
+        payloads: &[Payload],
+    ) -> Result<(), Error> {
+        self.clear_child_collision(x.old);
+        match error {
+            NotifyType::InvalidKePayload if x.answer.is_none() => {
+                let method = find_notify(payloads, NotifyType::InvalidKePayload)
+                    .and_then(NotifyPayload::invalid_ke_payload_method);
+                match method {
+                    Some(m)
+                        if m != x.ke.method()
+                            && self.settings.policy.ke.contains(&m)
+                            && x.invalid_ke_retries < MAX_INVALID_KE_RETRIES =>
+                    {
+                        self.start_child_rekey(now, sa, x.old, Some(m), x.invalid_ke_retries + 1)
+                    }
+                    _ => {
+                        self.events
+                            .push_back(Event::ChildSaFailed(Error::NotifyReceived(
+                                NotifyType::InvalidKePayload,
+                            )));
+                        Ok(())
+                    }
+                }
+            }
+            // Someone else is rekeying or deleting: try again later (RFC 7296 §2.25); after
+            // STATE_NOT_FOUND the exchange is void and is run again (RFC 9370 §2.2.4).
+            NotifyType::TemporaryFailure | NotifyType::StateNotFound => {
+                let at = now + self.retry_delay();
+                self.retries.push((at, Intent::RekeyChildSa(x.old)));
+                Ok(())
+            }
+            // The peer no longer has it (RFC 7296 §2.25).
+            NotifyType::ChildSaNotFound => {
+                self.remove_child(x.old);
+                Ok(())
+            }
+            other => {
+                self.events
+                    .push_back(Event::ChildSaFailed(Error::NotifyReceived(other)));
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn on_child_rekey_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        peer_spi_of_old: u32,
+        sa_payload: &SaPayload,
+        nonce_i: Vec<u8>,
+        payloads: &[Payload],
+    ) -> Result<(Vec<Payload>, After), Error> {
+        let i = self
+            .child_by_peer_spi(peer_spi_of_old)
+            .ok_or(Error::ChildSaNotFound)?;
+        let child = self.children.get(i).ok_or(Error::ChildSaNotFound)?;
+        let old = Self::pair(&child.sa);
+        // RFC 7296 §2.25.1: rekeying one we are closing, or already replaced → later; §2.25.2:
+        // not while the IKE SA is being rekeyed.
+        if child.deleting
+            || child.replaced
+            || matches!(sa.active, Some((_, Exchange::RekeyIkeSa(_))))
+        {
+            return Err(Error::ExchangeInProgress);
+        }
+        // The strongest PFS offered wins, then our cipher preference (RFC 7296 §1.3.1 leaves
+        // PFS to policy: a gateway configured without it still rekeys, see
+        // `InitiatorConfig::require_child_pfs`).
+        let weakest = if self.settings.require_child_pfs {
+            Pfs::Full
+        } else {
+            Pfs::None
+        };
+        let (number, esp, pfs) = [Pfs::Full, Pfs::KeOnly, Pfs::None]
+            .into_iter()
+            .filter(|&level| level >= weakest)
+            .find_map(|level| {
+                let offers: Vec<Proposal> = sa_payload
+                    .proposals
+                    .iter()
+                    .filter(|p| pfs_of(p, &sa.choice.addke) == Some(level))
+                    .cloned()
+                    .collect();
+                select_esp(&self.settings.esp, &offers)
+                    .ok()
+                    .map(|(number, esp)| (number, esp, level))
+            })
+            .ok_or(Error::NoProposalChosen)?;
+        let proposal = sa_payload
+            .proposals
+            .iter()
+            .find(|p| p.number == number && p.protocol_id == ProtocolId::Esp)
+            .ok_or(Error::NoProposalChosen)?;
+        let addke = pfs.addke(&sa.choice.addke).to_vec();
+        let mut allowed = vec![sa.choice.ke];
+        allowed.extend(
+            self.settings
+                .policy
+                .ke
+                .iter()
+                .copied()
+                .filter(|&m| m != sa.choice.ke),
+        );
+        // Without PFS a KEi is ignored (RFC 7296 §1.3.1: it goes with the offers that have KE).
+        let exchange = match pfs {
+            Pfs::None => None,
+            Pfs::KeOnly | Pfs::Full => {
+                let kei = payload_ke(payloads);
+                let method = select_pfs(proposal, &allowed, &addke, kei.map(|k| k.method))?;
+                let kei = kei.ok_or(Error::MissingPayload("KE"))?;
+                Some((
+                    method,
+                    self.provider.respond_key_exchange(method, &kei.data)?,
+                ))
+            }
+        };
+        let (ts_i, ts_r) = payload_ts(payloads);
+        ts_i.ok_or(Error::MissingPayload("TSi"))?;
+        ts_r.ok_or(Error::MissingPayload("TSr"))?;
+        // The rekeyed SA keeps the old one's selectors (RFC 7296 §2.8), in the exchange's view.
+        let (ts_i, ts_r) = if self.is_client {
+            (child.sa.ts_r.clone(), child.sa.ts_i.clone())
+        } else {
+            (child.sa.ts_i.clone(), child.sa.ts_r.clone())
+        };
+        let our_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
+        let nonce_r = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
+        // A collision with our own rekey of the same SA (RFC 7296 §2.8.1): answer as usual and
+        // remember the peer's nonces.
+        let ours_running = match &sa.active {
+            Some((_, Exchange::RekeyChildSa(x))) if x.old == old => {
+                Some(x.answer.as_ref().map(|a| min_nonce(&x.nonce_i, &a.nonce_r)))
+            }
+            _ => None,
+        };
+        if let Some(ours) = ours_running
+            && let Some(c) = self.children.get_mut(i)
+        {
+            c.collision = Some(Collision {
+                ours,
+                theirs: Some(min_nonce(&nonce_i, &nonce_r)),
+            });
+        }
+        let (answer, shared) = match exchange {
+            Some((method, response)) => (
+                (
+                    pfs_answer(number, &esp, our_spi, method, &addke),
+                    Some(Payload::Ke(KePayload {
+                        method,
+                        data: response.public_value,
+                    })),
+                ),
+                vec![response.shared_secret],
+            ),
+            None => ((esp_answer(number, &esp, our_spi), None), Vec::new()),
+        };
+        let mut inner = vec![
+            Payload::Sa(SaPayload {
+                proposals: vec![answer.0],
+            }),
+            nonce_payload(&nonce_r)?,
+        ];
+        inner.extend(answer.1);
+        inner.push(Payload::TsI(TsPayload {
+            selectors: ts_i.clone(),
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: ts_r.clone(),
+        }));
+        let parts = ChildParts {
+            old,
+            encr: esp.encr,
+            esn: esp.esn,
+            spi_i: esp.peer_spi,
+            spi_r: our_spi,
+            ts_i,
+            ts_r,
+        };
+        let rounds = Rounds {
+            remaining: addke.iter().copied().collect(),
+            shared,
+        };
+        self.after_first_round(
+            now,
+            sa,
+            nonce_i,
+            nonce_r,
+            rounds,
+            PeerRekeyKind::Child(parts),
+            &mut inner,
+        )
+    }
+}
