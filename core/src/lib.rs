@@ -7,12 +7,16 @@
 //! | [`crypto`] | the [`CryptoProvider`](crypto::CryptoProvider) trait, its RustCrypto implementation, secret types | none |
 //! | [`ike`] | IKEv2 key schedule ([`ike::keys`]) and, with later issues, the SA state machines | none |
 //! | [`esp`] | ESP tunnel mode (RFC 4303) in UDP (RFC 3948): seal/open into caller buffers, anti-replay | none |
+//! | [`tunnel`] | the IKE SA and its ESP SAs as one state machine per tunnel ([`tunnel::ClientTunnel`]) | none |
+//! | `driver` | tokio loops over socket, packet device and one timer around `tunnel` | sockets, clock |
+//! | `platform` | TUN, routes, DNS per OS | the OS |
 //!
-//! `wire`, `crypto`, `ike` and `esp` never read a clock, open a socket or call a global RNG:
+//! `wire`, `crypto`, `ike`, `esp` and `tunnel` never read a clock, open a socket or call a global RNG:
 //! time arrives as a `now` argument and randomness from the crypto provider, so both ends of a
 //! tunnel can run in one test on a virtual clock. The tokio driver and the per-OS platform code
 //! live behind the default `driver` feature; `cargo check -p pqvpn-core --no-default-features`
-//! proves the boundary.
+//! proves the boundary. The gateway (responder, pool, gateway data plane) is the default
+//! `gateway` feature; a phone build leaves it out.
 
 #![cfg_attr(not(feature = "driver"), forbid(unsafe_code))] // driver: platform::sys opts out
 
@@ -23,10 +27,11 @@ pub mod esp;
 pub mod ike;
 #[cfg(feature = "driver")]
 pub mod platform;
+pub mod tunnel;
 pub mod wire;
 
-#[cfg(any(test, feature = "test-provider"))]
+#[cfg(all(any(test, feature = "test-provider"), feature = "gateway"))]
 pub mod fuzzing;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "gateway"))]
 mod tests;

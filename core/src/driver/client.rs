@@ -5,22 +5,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use super::DriverError;
 use super::device::PacketDevice;
-use super::outbound::Outbound;
 use super::socket::{SocketHook, bind_udp};
 use super::status::{EspStatus, IkeStatus, State, Status};
 use crate::crypto::CryptoProvider;
-use crate::esp::{self, ChildSa, Demux, EspSpi, Inbound, Received, ReplayProtection, SaConfig};
-use crate::ike::{
-    ChildSaEstablished, ConfigReceived, Event, Initiator, InitiatorConfig, NAT_T_PORT, Suite,
+use crate::esp::ReplayProtection;
+use crate::ike::{InitiatorConfig, Suite};
+use crate::tunnel::{
+    ClientTunnel, DownReason, EspOptions, TunnelEvent, TunnelResult, TunnelStats, TunnelUp,
 };
-
-/// How often a NAT keepalive is sent when UDP-encapsulated (strongSwan's default, RFC 3948).
-const NAT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// How often counters are published.
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// Large enough for any UDP datagram.
@@ -65,17 +61,6 @@ impl ClientOptions {
     }
 }
 
-/// What the gateway assigned, handed to the [`DeviceFactory`] once the tunnel is up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunnelUp {
-    /// The negotiated algorithms.
-    pub suite: Suite,
-    /// The gateway's address (outer).
-    pub gateway: SocketAddr,
-    /// Virtual addresses, DNS and split subnets from CFG_REPLY.
-    pub config: ConfigReceived,
-}
-
 /// Creates the packet device once addresses are known, and undoes what it configured.
 pub trait DeviceFactory: Send {
     /// The device.
@@ -105,28 +90,18 @@ fn to_status_suite(status: &mut Status, suite: &Suite) {
     };
 }
 
-/// Sends everything the IKE SA queued.
-async fn flush(
-    ike: &mut Initiator,
-    socket: &UdpSocket,
-    buf: &mut [u8],
-    now: Instant,
-) -> Result<(), DriverError> {
-    while let Some(t) = ike.poll_transmit(now, buf) {
-        let datagram = buf.get(..t.size).unwrap_or_default();
-        // A send error (e.g. no route yet) is a lost datagram; retransmission covers it.
-        if let Err(e) = socket.send_to(datagram, t.destination).await {
-            tracing::debug!(error = %e, "IKE datagram not sent");
-        }
-    }
-    Ok(())
+fn to_status_counts(status: &mut Status, stats: &TunnelStats) {
+    status.bytes_in = stats.bytes_in;
+    status.bytes_out = stats.bytes_out;
+    status.child_sa_rekeys = stats.child_sa_rekeys;
+    status.ike_sa_rekeys = stats.ike_sa_rekeys;
 }
 
-/// Runs a client tunnel until `shutdown` turns true or the IKE SA fails.
+/// Runs a client tunnel until `shutdown` turns true or the tunnel goes down.
 ///
-/// Phase 1 handshakes (IKE_SA_INIT, IKE_INTERMEDIATE, IKE_AUTH); phase 2 creates the device
-/// through `factory` and moves packets. `status` is updated throughout; on return its state is
-/// `disconnected` or `error` with `last_error` set.
+/// A thin loop over one UDP socket, the packet device (created through `factory` once the
+/// Child SA is up) and one timer, around the sans-IO [`ClientTunnel`]. `status` is updated
+/// throughout; on return its state is `disconnected` or `error` with `last_error` set.
 pub async fn run_client<F: DeviceFactory>(
     options: ClientOptions,
     provider: Arc<dyn CryptoProvider>,
@@ -168,271 +143,147 @@ async fn run<F: DeviceFactory>(
     let local = socket
         .local_addr()
         .map_err(DriverError::io("read the local address"))?;
-    let started = Instant::now();
     status.send_modify(|s| {
         s.state = State::Connecting;
         s.gateway = options.gateway.to_string();
         s.mode = options.initiator.policy.mode.as_str().into();
     });
-    let mut ike = Initiator::new(
-        provider.clone(),
+    let esp = EspOptions {
+        replay: options.esp_replay,
+        ..EspOptions::default()
+    };
+    let mut tunnel = ClientTunnel::new(
+        provider,
         options.initiator.clone(),
-        started,
+        esp,
+        Instant::now(),
         local,
         options.gateway,
     )?;
     let mut buf = vec![0u8; BUF_LEN];
     let mut out = vec![0u8; BUF_LEN];
-
-    // ---- phase 1: handshake
-    let mut suite = None;
-    let mut config = ConfigReceived::default();
-    let child: ChildSaEstablished = loop {
-        flush(&mut ike, &socket, &mut buf, Instant::now()).await?;
-        let mut child = None;
-        let mut child_failed = None;
-        while let Some(event) = ike.poll_event() {
-            match event {
-                Event::IkeSaEstablished { suite: s } => suite = Some(s),
-                Event::ConfigReceived(c) => config = c,
-                Event::ChildSaEstablished(c) => child = Some(*c),
-                Event::ChildSaFailed(e) => child_failed = Some(e),
-                Event::Failed(e) => return Err(DriverError::Ike(e)),
-                _ => {}
-            }
-        }
-        if let Some(e) = child_failed {
-            // The IKE SA is up but carries no tunnel: delete it rather than leave the gateway
-            // a half-dead IKE SA that it keeps alive and rekeys (RFC 7296 §1.4.1).
-            close(&mut ike, &socket, &mut buf).await;
-            return Err(DriverError::ChildSa(e));
-        }
-        if let Some(child) = child {
-            break child;
-        }
-        let deadline = ike.poll_timeout();
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, from) = r.map_err(DriverError::io("receive from the gateway"))?;
-                handle_ike(&mut ike, from, buf.get(..n).unwrap_or_default());
-            }
-            () = sleep_until(deadline) => ike.handle_timeout(Instant::now()),
-            _ = shutdown.changed() => return Ok(()),
-        }
-    };
-    let suite = suite.ok_or_else(|| DriverError::Device("Child SA without IKE SA".into()))?;
-    let handshake = started.elapsed();
-    tracing::info!(suite = %suite, handshake_ms = handshake.as_millis(), "tunnel up");
-
-    // ---- phase 2: the tunnel
-    if !ike.is_nat_t() {
-        return Err(DriverError::Device(
-            "the IKE SA did not switch to UDP encapsulation (port 4500), which pqvpn's userspace \
-             ESP needs; enable force_udp_encapsulation"
-                .into(),
-        ));
-    }
-    let up = TunnelUp {
-        suite: suite.clone(),
-        gateway: ike.remote(),
-        config: config.clone(),
-    };
-    let mut device = factory.create(&up).await?;
-    let mut sa_config = SaConfig::new(child.encr);
-    sa_config.esn = child.esn;
-    sa_config.replay = options.esp_replay;
-    let (outbound, inbound) = client_sas(&*provider, &sa_config, &child)?;
-    let mut outbound = Outbound::new(outbound);
-    let mut demux = Demux::new();
-    demux.insert(inbound);
-    let mut rekey_requested = false;
-    // RFC 4301 §5.2: inbound packets come only from the gateway's side of the Child SA.
-    let mut ts_r = child.ts_r.clone();
-    let mut selector_drops = 0u64;
-    let esp_destination = SocketAddr::new(options.gateway.ip(), NAT_T_PORT);
-    let connected_at = Instant::now();
-    status.send_modify(|s| {
-        s.state = State::Connected;
-        to_status_suite(s, &suite);
-        s.esp = EspStatus {
-            encr: child.encr.display_name().into(),
-        };
-        s.virtual_ips = config
-            .virtual_ips
-            .iter()
-            .map(|(ip, len)| format!("{ip}/{len}"))
-            .collect();
-        s.dns = config.dns.clone();
-        s.handshake_ms = Some(handshake.as_secs_f64() * 1e3);
-    });
-
     let mut tun_buf = vec![0u8; BUF_LEN];
-    let mut next_keepalive = Instant::now() + NAT_KEEPALIVE_INTERVAL;
+    let mut device: Option<F::Device> = None;
+    let mut connected_at = None;
     let mut next_status = Instant::now() + STATUS_INTERVAL;
-    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    let mut closing = false;
     loop {
-        flush(&mut ike, &socket, &mut buf, Instant::now()).await?;
-        while let Some(event) = ike.poll_event() {
-            match event {
-                Event::Failed(e) => return Err(DriverError::Ike(e)),
-                Event::Closed => return Err(DriverError::Closed),
-                // Make-before-break: send on the new SA at once, keep receiving on the old one
-                // until the IKE SA deletes it.
-                Event::ChildSaRekeyed { new, .. } => {
-                    let mut config = sa_config;
-                    config.algorithm = new.encr;
-                    config.esn = new.esn;
-                    let (out_sa, in_sa) = client_sas(&*provider, &config, &new)?;
-                    demux.insert(in_sa);
-                    outbound.rekeyed(out_sa);
-                    ts_r.clone_from(&new.ts_r);
-                    rekey_requested = false;
-                    status.send_modify(|s| s.child_sa_rekeys += 1);
-                    tracing::info!(spi_in = new.spi_i, spi_out = new.spi_r, "Child SA rekeyed");
-                }
-                Event::ChildSaDeleted { spi_i, spi_r } => {
-                    demux.remove(EspSpi(spi_i));
-                    if outbound.deleted(EspSpi(spi_r)).is_err() {
-                        // No SA is left to send on: the tunnel carries nothing any more. Say
-                        // goodbye to the gateway.
-                        tracing::warn!(spi_out = spi_r, "the tunnel's Child SA is gone");
-                        close(&mut ike, &socket, &mut buf).await;
-                        return Err(DriverError::ChildSaGone);
-                    }
-                }
-                Event::IkeSaRekeyed { suite } => {
-                    status.send_modify(|s| s.ike_sa_rekeys += 1);
-                    tracing::info!(suite = %suite, "IKE SA rekeyed");
-                }
-                _ => {}
+        let now = Instant::now();
+        while let Some(t) = tunnel.poll_transmit(now, &mut buf) {
+            let datagram = buf.get(..t.size).unwrap_or_default();
+            // A send error (e.g. no route yet) is a lost datagram; retransmission covers it.
+            if let Err(e) = socket.send_to(datagram, t.destination).await {
+                tracing::debug!(error = %e, "datagram not sent");
             }
         }
-        if outbound.current().needs_rekey() && !rekey_requested {
-            let spi = outbound.current().spi().0;
-            rekey_requested = ike.rekey_child_sa(Instant::now(), spi).is_ok();
-            // Send the request now, not at the next wake-up.
-            flush(&mut ike, &socket, &mut buf, Instant::now()).await?;
+        while let Some(event) = tunnel.poll_event() {
+            match event {
+                TunnelEvent::Up(up) => {
+                    tracing::info!(suite = %up.suite, handshake_ms = up.handshake.as_millis(), "tunnel up");
+                    device = Some(factory.create(&up).await?);
+                    connected_at = Some(Instant::now());
+                    status.send_modify(|s| connected_status(s, &up));
+                }
+                TunnelEvent::ChildSaRekeyed { spi_in, spi_out } => {
+                    tracing::info!(%spi_in, %spi_out, "Child SA rekeyed");
+                    status.send_modify(|s| to_status_counts(s, &tunnel.stats()));
+                }
+                TunnelEvent::IkeSaRekeyed { suite } => {
+                    tracing::info!(suite = %suite, "IKE SA rekeyed");
+                    status.send_modify(|s| to_status_counts(s, &tunnel.stats()));
+                }
+                TunnelEvent::Down(reason) => {
+                    status.send_modify(|s| to_status_counts(s, &tunnel.stats()));
+                    return down_result(reason);
+                }
+            }
         }
-        let deadline = [ike.poll_timeout(), Some(next_keepalive), Some(next_status)]
+        let deadline = [tunnel.poll_timeout(), Some(next_status)]
             .into_iter()
             .flatten()
             .min();
         tokio::select! {
-            r = device.recv(&mut tun_buf) => {
+            r = recv_device(device.as_mut(), &mut tun_buf) => {
                 let n = r.map_err(DriverError::io("read from the tunnel device"))?;
                 let packet = tun_buf.get(..n).unwrap_or_default();
-                match outbound.current().seal(packet, &mut out) {
-                    Ok(len) => {
-                        bytes_out += n as u64;
-                        let datagram = out.get(..len).unwrap_or_default();
-                        if let Err(e) = socket.send_to(datagram, esp_destination).await {
-                            tracing::trace!(error = %e, "ESP datagram not sent");
-                        }
+                if let Some(t) = tunnel.handle_tun_packet(Instant::now(), packet, &mut out) {
+                    let datagram = out.get(..t.size).unwrap_or_default();
+                    if let Err(e) = socket.send_to(datagram, t.destination).await {
+                        tracing::trace!(error = %e, "ESP datagram not sent");
                     }
-                    Err(esp::Error::SequenceExhausted) => {
-                        return Err(DriverError::Esp(esp::Error::SequenceExhausted));
-                    }
-                    Err(e) => tracing::trace!(error = %e, "outbound packet dropped"),
                 }
             }
             r = socket.recv_from(&mut buf) => {
                 let (n, from) = r.map_err(DriverError::io("receive from the gateway"))?;
                 let datagram = buf.get(..n).unwrap_or_default();
-                if from.port() != NAT_T_PORT {
-                    ike.handle_datagram(Instant::now(), from, datagram);
-                    continue;
-                }
-                match demux.handle_udp4500(datagram, &mut out) {
-                    Ok(Received::Ike(message)) => ike.handle_datagram(Instant::now(), from, message),
-                    Ok(Received::Esp { packet: Inbound::Ipv4(p) | Inbound::Ipv6(p), .. }) => {
-                        ike.handle_inbound_traffic(Instant::now());
-                        if !esp::selectors_allow(&ts_r, p, esp::Direction::Source) {
-                            selector_drops += 1;
-                            tracing::debug!(drops = selector_drops, "inner source outside the Child SA's TSr; dropped");
-                            continue;
+                match tunnel.handle_udp(Instant::now(), from, datagram, &mut out) {
+                    TunnelResult::WriteToTun(p) => {
+                        if let Some(device) = device.as_mut() {
+                            device.send(p).await.map_err(DriverError::io("write to the tunnel device"))?;
                         }
-                        bytes_in += p.len() as u64;
-                        device.send(p).await.map_err(DriverError::io("write to the tunnel device"))?;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::trace!(error = %e, "inbound datagram dropped"),
+                    TunnelResult::Dropped(reason) => tracing::trace!(?reason, "datagram dropped"),
+                    TunnelResult::Done => {}
                 }
             }
             () = sleep_until(deadline) => {
                 let now = Instant::now();
-                ike.handle_timeout(now);
-                if now >= next_keepalive {
-                    next_keepalive = now + NAT_KEEPALIVE_INTERVAL;
-                    if ike.is_nat_t() {
-                        let _ = socket.send_to(&crate::wire::NAT_KEEPALIVE, esp_destination).await;
-                    }
-                }
+                tunnel.handle_timeout(now);
                 if now >= next_status {
                     next_status = now + STATUS_INTERVAL;
                     status.send_modify(|s| {
-                        s.bytes_in = bytes_in;
-                        s.bytes_out = bytes_out;
-                        s.uptime_s = connected_at.elapsed().as_secs();
+                        to_status_counts(s, &tunnel.stats());
+                        if let Some(at) = connected_at {
+                            s.uptime_s = at.elapsed().as_secs();
+                        }
                     });
                 }
             }
-            _ = shutdown.changed() => {
-                status.send_modify(|s| {
-                    s.bytes_in = bytes_in;
-                    s.bytes_out = bytes_out;
-                });
-                close(&mut ike, &socket, &mut buf).await;
-                return Ok(());
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                tunnel.close(Instant::now());
             }
         }
     }
 }
 
-/// The outbound and inbound ESP SAs of a Child SA, from the client's side: it sends with the
-/// initiator-to-responder keys to the gateway's SPI (RFC 7296 §2.17).
-fn client_sas(
-    provider: &dyn CryptoProvider,
-    config: &SaConfig,
-    child: &ChildSaEstablished,
-) -> Result<(esp::OutboundSa, esp::InboundSa), DriverError> {
-    let sa = ChildSa::new(
-        provider,
-        config,
-        EspSpi(child.spi_r),
-        &child.keys.encr_i,
-        EspSpi(child.spi_i),
-        &child.keys.encr_r,
-    )?;
-    Ok(sa.split())
+fn connected_status(s: &mut Status, up: &TunnelUp) {
+    s.state = State::Connected;
+    to_status_suite(s, &up.suite);
+    s.esp = EspStatus {
+        encr: up.esp.display_name().into(),
+    };
+    s.virtual_ips = up
+        .config
+        .virtual_ips
+        .iter()
+        .map(|(ip, len)| format!("{ip}/{len}"))
+        .collect();
+    s.dns = up.config.dns.clone();
+    s.handshake_ms = Some(up.handshake.as_secs_f64() * 1e3);
 }
 
-/// Deletes the IKE SA (and so its Child SAs) at the gateway, waiting up to a second for the
-/// answer: an orderly goodbye, so the gateway frees our address at once.
-async fn close(ike: &mut Initiator, socket: &UdpSocket, buf: &mut [u8]) {
-    ike.close(Instant::now());
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while !ike.is_closed() && !ike.is_failed() && Instant::now() < deadline {
-        let _ = flush(ike, socket, buf, Instant::now()).await;
-        let wait = ike.poll_timeout().map_or(deadline, |t| t.min(deadline));
-        tokio::select! {
-            r = socket.recv_from(buf) => {
-                if let Ok((n, from)) = r {
-                    let datagram = buf.get(..n).unwrap_or_default().to_vec();
-                    handle_ike(ike, from, &datagram);
-                }
-            }
-            () = sleep_until(Some(wait)) => ike.handle_timeout(Instant::now()),
-        }
-    }
+/// How the run ends for a tunnel that went down for `reason`.
+fn down_result(reason: DownReason) -> Result<(), DriverError> {
+    Err(match reason {
+        DownReason::Closed => return Ok(()),
+        DownReason::ClosedByPeer => DriverError::Closed,
+        DownReason::Ike(e) => DriverError::Ike(e),
+        DownReason::ChildSaRefused(e) => DriverError::ChildSa(e),
+        DownReason::ChildSaGone => DriverError::ChildSaGone,
+        DownReason::Esp(e) => DriverError::Esp(e),
+        reason @ DownReason::NotUdpEncapsulated => DriverError::Device(reason.to_string()),
+    })
 }
 
-fn handle_ike(ike: &mut Initiator, from: SocketAddr, datagram: &[u8]) {
-    if from.port() == NAT_T_PORT {
-        if let Ok(crate::wire::Udp4500::Ike(message)) = crate::wire::classify_udp4500(datagram) {
-            ike.handle_datagram(Instant::now(), from, message);
-        }
-    } else {
-        ike.handle_datagram(Instant::now(), from, datagram);
+/// Reads a packet from the device, or waits forever before there is one.
+async fn recv_device<D: PacketDevice>(
+    device: Option<&mut D>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match device {
+        Some(d) => d.recv(buf).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -14,18 +14,22 @@
 
 mod client;
 mod device;
+#[cfg(feature = "gateway")]
 mod gateway;
-mod outbound;
 mod socket;
 mod status;
-#[cfg(test)]
+#[cfg(all(test, feature = "gateway"))]
 mod tests;
 
-pub use client::{ClientOptions, DeviceFactory, TunnelUp, run_client};
+pub use crate::tunnel::TunnelUp;
+pub use client::{ClientOptions, DeviceFactory, run_client};
 pub use device::{MemoryDevice, PacketDevice, memory_device_pair};
+#[cfg(feature = "gateway")]
 pub use gateway::{GatewayOptions, run_gateway};
 pub use socket::{SocketHook, bind_udp};
-pub use status::{EspStatus, GatewayStatus, IkeStatus, State, Status};
+#[cfg(feature = "gateway")]
+pub use status::GatewayStatus;
+pub use status::{EspStatus, IkeStatus, State, Status};
 
 /// Why a tunnel task stopped.
 #[non_exhaustive]

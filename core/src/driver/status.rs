@@ -77,6 +77,7 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
+#[cfg(feature = "gateway")]
 /// What a gateway reports: its clients and what its responder holds and refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -379,6 +379,7 @@ pub const MAX_IKE_SA_INIT: usize = 10_000;
 
 impl ResponderConfig {
     /// The PSK a client with `id_i` authenticates with: its own, else the group key.
+    #[cfg(feature = "gateway")]
     pub(crate) fn psk_for(&self, id_i: &IkeId) -> Option<&SecretBytes> {
         self.client_psks.get(id_i).or(self.group_psk.as_ref())
     }

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod config_reply;
+#[cfg(feature = "gateway")]
 mod cookie;
 mod error;
 mod session;
@@ -29,6 +30,7 @@ mod initiator;
 pub mod keys;
 mod proposal;
 pub(crate) mod protect;
+#[cfg(feature = "gateway")]
 mod responder;
 mod sa;
 
@@ -39,5 +41,6 @@ pub use config::{
 pub use config_reply::ConfigRefusal;
 pub use error::Error;
 pub use initiator::Initiator;
+#[cfg(feature = "gateway")]
 pub use responder::{Responder, ResponderStats};
 pub use sa::{ChildSaEstablished, ConfigReceived, Event, IKE_PORT, NAT_T_PORT, Suite, Transmit};

@@ -432,6 +432,7 @@ pub(crate) fn intersect(a: &TrafficSelector, b: &TrafficSelector) -> Option<Traf
 }
 
 /// Every non-empty pairwise intersection of `ours` and `theirs`.
+#[cfg(feature = "gateway")]
 pub(crate) fn narrow(ours: &[TrafficSelector], theirs: &[TrafficSelector]) -> Vec<TrafficSelector> {
     let mut out = Vec::new();
     for a in ours {

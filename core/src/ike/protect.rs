@@ -38,6 +38,7 @@ pub(crate) struct Protected {
 #[derive(Debug)]
 pub(crate) struct Unprotected {
     /// The header (of the first fragment, for a fragmented message).
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
     pub(crate) header: Header,
     /// The decrypted inner payloads.
     pub(crate) payloads: Vec<Payload>,
@@ -312,6 +313,7 @@ pub(crate) fn resend_allowed(
     true
 }
 
+#[cfg(feature = "gateway")]
 /// [`resend_allowed`] for a responder whose keys changed since the request (after an
 /// IKE_INTERMEDIATE key update, RFC 9370 §2.2.2): the retransmission must be byte-identical to
 /// the first datagram of the request, which it kept.

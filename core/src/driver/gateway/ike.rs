@@ -4,8 +4,8 @@
 //!
 //! The ESP loop hands it what arrives on port 4500 with a non-ESP marker ([`IkeDatagram`],
 //! through a bounded queue that drops when full, as a socket would) and, on a queue of their
-//! own, the data plane's few requests ([`IkeInput`]). It answers only with authenticated outcomes ([`EspUpdate`]): the keys of
-//! a new or rekeyed Child SA, a deleted SA, a client gone.
+//! own, the data plane's few requests ([`GatewayRequest`]). It answers only with authenticated
+//! outcomes ([`EspUpdate`]): the keys of a new or rekeyed Child SA, a deleted SA, a client gone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,9 +17,8 @@ use tokio::sync::{mpsc, watch};
 use super::super::DriverError;
 use super::super::client::sleep_until;
 use crate::crypto::CryptoProvider;
-use crate::esp::{EspSpi, InboundSa, OutboundSa, ReplayProtection, SaConfig};
-use crate::ike::{ChildSaEstablished, Event, Responder, ResponderStats};
-use crate::wire::TrafficSelector;
+use crate::ike::{Event, Responder, ResponderStats};
+use crate::tunnel::{EspOptions, EspUpdate, GatewayRequest, GatewayTunnel};
 
 use super::BUF_LEN;
 
@@ -41,77 +40,10 @@ pub(super) struct IkeDatagram {
     pub(super) octets: Vec<u8>,
 }
 
-/// What the data plane asks of the IKE thread.
-#[derive(Debug)]
-pub(super) enum IkeInput {
-    /// Authentic ESP arrived for the client whose IKE SA is `spi_r` (liveness for DPD).
-    Traffic {
-        /// The IKE SA.
-        spi_r: u64,
-        /// When.
-        at: Instant,
-    },
-    /// The outbound SA `spi` reached its soft limit: rekey its Child SA (RFC 7296 §2.8).
-    RekeyChild {
-        /// The IKE SA.
-        spi_r: u64,
-        /// An SPI of the Child SA.
-        spi: u32,
-    },
-    /// The client has no Child SA left to send on: close its IKE SA.
-    Close {
-        /// The IKE SA.
-        spi_r: u64,
-    },
-}
-
-/// What the IKE thread tells the ESP loop; only what authenticated exchanges decided.
-pub(super) enum EspUpdate {
-    /// A client's first Child SA.
-    Connected {
-        /// Its IKE SA.
-        spi_r: u64,
-        /// Where its IKE_AUTH came from: after the float to 4500 (and through any NAT) that is
-        /// where its ESP comes from too (RFC 3948 §2.1).
-        address: SocketAddr,
-        /// Keys of the new Child SA.
-        inbound: InboundSa,
-        /// Keys of the new Child SA.
-        outbound: OutboundSa,
-        /// The Child SA's TSi: the inner sources the client may send from (RFC 4301 §5.2).
-        ts_i: Vec<TrafficSelector>,
-    },
-    /// A Child SA rekeyed (RFC 7296 §2.8): both SAs kept until the old one is deleted.
-    Rekeyed {
-        /// Its IKE SA.
-        spi_r: u64,
-        /// Keys of the new Child SA.
-        inbound: InboundSa,
-        /// Keys of the new Child SA.
-        outbound: OutboundSa,
-        /// The new Child SA's TSi.
-        ts_i: Vec<TrafficSelector>,
-    },
-    /// A [`IkeInput::RekeyChild`] was not started (an exchange is in progress, the SA is
-    /// gone): ask again later.
-    RekeyRefused {
-        /// Its IKE SA.
-        spi_r: u64,
-    },
-    /// A Child SA was deleted.
-    ChildDeleted {
-        /// Its IKE SA.
-        spi_r: u64,
-        /// Our outbound SPI (the client's).
-        outbound: EspSpi,
-        /// Our inbound SPI.
-        inbound: EspSpi,
-    },
-    /// The IKE SA failed or was closed: its client and all its SAs are gone.
-    Gone {
-        /// The IKE SA.
-        spi_r: u64,
-    },
+/// What the IKE thread tells the ESP loop.
+pub(super) enum IkeUpdate {
+    /// What an authenticated exchange decided.
+    Esp(EspUpdate),
     /// What the responder holds now (sent when the number of SAs changes, and at most every
     /// [`COUNTS_INTERVAL`] otherwise).
     Counts {
@@ -124,19 +56,19 @@ pub(super) enum EspUpdate {
     },
 }
 
-/// How often [`EspUpdate::Counts`] reports changed statistics alone.
+/// How often [`IkeUpdate::Counts`] reports changed statistics alone.
 const COUNTS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Everything the IKE thread owns.
 pub(super) struct IkeThread {
     pub(super) responder: Responder,
     pub(super) provider: Arc<dyn CryptoProvider>,
-    pub(super) esp_replay: ReplayProtection,
+    pub(super) esp: EspOptions,
     pub(super) ike_local: SocketAddr,
     pub(super) nat_t_local: SocketAddr,
-    pub(super) input: mpsc::Receiver<IkeInput>,
+    pub(super) input: mpsc::Receiver<GatewayRequest>,
     pub(super) datagrams: mpsc::Receiver<IkeDatagram>,
-    pub(super) updates: mpsc::Sender<EspUpdate>,
+    pub(super) updates: mpsc::Sender<IkeUpdate>,
     pub(super) shutdown: watch::Receiver<bool>,
     /// IKE SAs authenticated since the start.
     pub(super) authenticated: u64,
@@ -207,16 +139,19 @@ impl IkeThread {
         }
     }
 
-    async fn handle_input(&mut self, input: IkeInput) {
+    async fn handle_input(&mut self, input: GatewayRequest) {
         let now = Instant::now();
         match input {
-            IkeInput::Traffic { spi_r, at } => self.responder.handle_inbound_traffic(at, spi_r),
-            IkeInput::RekeyChild { spi_r, spi } => {
+            GatewayRequest::Traffic { spi_r, at } => {
+                self.responder.handle_inbound_traffic(at, spi_r);
+            }
+            GatewayRequest::RekeyChild { spi_r, spi } => {
                 if self.responder.rekey_child_sa(now, spi_r, spi).is_err() {
-                    let _ = self.updates.send(EspUpdate::RekeyRefused { spi_r }).await;
+                    let refused = IkeUpdate::Esp(EspUpdate::RekeyRefused { spi_r });
+                    let _ = self.updates.send(refused).await;
                 }
             }
-            IkeInput::Close { spi_r } => {
+            GatewayRequest::Close { spi_r } => {
                 tracing::info!(client = ?self.responder.remote(spi_r), "the client's Child SA is gone; closing its IKE SA");
                 self.responder.close(now, spi_r);
             }
@@ -238,7 +173,7 @@ impl IkeThread {
                     || (*s != stats && now.duration_since(*at) >= COUNTS_INTERVAL)
             }
         };
-        let counts = EspUpdate::Counts {
+        let counts = IkeUpdate::Counts {
             ike_sas,
             authenticated,
             stats,
@@ -251,74 +186,38 @@ impl IkeThread {
     /// Turns the responder's events into [`EspUpdate`]s. `false` once the ESP loop is gone.
     async fn forward_events(&mut self) -> Result<bool, DriverError> {
         while let Some((spi_r, event)) = self.responder.poll_event() {
-            let update = match event {
-                Event::ChildSaEstablished(child) => {
-                    let Some(address) = self.responder.remote(spi_r) else {
-                        continue;
-                    };
-                    let (inbound, outbound) = self.sas(&child)?;
-                    EspUpdate::Connected {
-                        spi_r,
-                        address,
-                        inbound,
-                        outbound,
-                        ts_i: child.ts_i,
-                    }
+            let client = self.responder.remote(spi_r);
+            match &event {
+                Event::IkeSaEstablished { .. } => self.authenticated += 1,
+                Event::IkeSaRekeyed { suite } => {
+                    tracing::info!(?client, suite = %suite, "IKE SA rekeyed");
                 }
                 Event::ChildSaRekeyed { new, .. } => {
-                    let (inbound, outbound) = self.sas(&new)?;
-                    tracing::info!(client = ?self.responder.remote(spi_r), spi_in = new.spi_r, spi_out = new.spi_i, "Child SA rekeyed");
-                    EspUpdate::Rekeyed {
-                        spi_r,
-                        inbound,
-                        outbound,
-                        ts_i: new.ts_i,
-                    }
+                    tracing::info!(
+                        ?client,
+                        spi_in = new.spi_r,
+                        spi_out = new.spi_i,
+                        "Child SA rekeyed"
+                    );
                 }
-                Event::IkeSaEstablished { .. } => {
-                    self.authenticated += 1;
-                    continue;
-                }
-                Event::IkeSaRekeyed { suite } => {
-                    tracing::info!(client = ?self.responder.remote(spi_r), suite = %suite, "IKE SA rekeyed");
-                    continue;
-                }
-                Event::ChildSaDeleted {
-                    spi_i: outbound,
-                    spi_r: inbound,
-                } => EspUpdate::ChildDeleted {
-                    spi_r,
-                    outbound: EspSpi(outbound),
-                    inbound: EspSpi(inbound),
-                },
-                Event::Failed(e) => {
-                    tracing::info!(error = %e, "IKE SA failed");
-                    EspUpdate::Gone { spi_r }
-                }
-                Event::Closed => {
-                    tracing::info!("client disconnected");
-                    EspUpdate::Gone { spi_r }
-                }
-                _ => continue,
-            };
-            if self.updates.send(update).await.is_err() {
+                Event::Failed(e) => tracing::info!(?client, error = %e, "IKE SA failed"),
+                Event::Closed => tracing::info!(?client, "client disconnected"),
+                _ => {}
+            }
+            let update = GatewayTunnel::esp_update(
+                &*self.provider,
+                &self.esp,
+                &self.responder,
+                spi_r,
+                &event,
+            )?;
+            if let Some(update) = update
+                && self.updates.send(IkeUpdate::Esp(update)).await.is_err()
+            {
                 return Ok(false);
             }
         }
         Ok(true)
-    }
-
-    /// The gateway's inbound and outbound ESP SAs of a Child SA: it receives on its own SPI
-    /// with the initiator-to-responder keys (RFC 7296 §2.17).
-    fn sas(&self, child: &ChildSaEstablished) -> Result<(InboundSa, OutboundSa), DriverError> {
-        let mut config = SaConfig::new(child.encr);
-        config.esn = child.esn;
-        config.replay = self.esp_replay;
-        let provider = &*self.provider;
-        Ok((
-            InboundSa::new(provider, &config, EspSpi(child.spi_r), &child.keys.encr_i)?,
-            OutboundSa::new(provider, &config, EspSpi(child.spi_i), &child.keys.encr_r)?,
-        ))
     }
 
     /// Sends what the responder queued, from the socket of the port it names.

@@ -300,6 +300,7 @@ impl Session {
     }
 
     /// Our SPI of every IKE SA held, for demultiplexing.
+    #[cfg(feature = "gateway")]
     pub(crate) fn local_spis(&self) -> Vec<u64> {
         self.sas.iter().map(IkeSa::local_spi).collect()
     }

@@ -12,17 +12,17 @@ use crate::esp::{EspSpi, OutboundSa};
 const MAX_REPLACED: usize = 4;
 
 /// The current outbound SA and those it replaced, newest last.
-pub(super) struct Outbound {
+pub(crate) struct Outbound {
     current: OutboundSa,
     replaced: Vec<OutboundSa>,
 }
 
 /// The current outbound SA was deleted and nothing is left to send on.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct NoOutboundSa;
+pub(crate) struct NoOutboundSa;
 
 impl Outbound {
-    pub(super) fn new(current: OutboundSa) -> Self {
+    pub(crate) fn new(current: OutboundSa) -> Self {
         Self {
             current,
             replaced: Vec::new(),
@@ -30,12 +30,12 @@ impl Outbound {
     }
 
     /// The SA to send on.
-    pub(super) fn current(&mut self) -> &mut OutboundSa {
+    pub(crate) fn current(&mut self) -> &mut OutboundSa {
         &mut self.current
     }
 
     /// A rekey made `new`: send on it from now on.
-    pub(super) fn rekeyed(&mut self, new: OutboundSa) {
+    pub(crate) fn rekeyed(&mut self, new: OutboundSa) {
         let old = core::mem::replace(&mut self.current, new);
         if self.replaced.len() == MAX_REPLACED {
             self.replaced.remove(0);
@@ -49,7 +49,7 @@ impl Outbound {
     /// # Errors
     ///
     /// [`NoOutboundSa`] when the current SA was deleted and none is left.
-    pub(super) fn deleted(&mut self, spi: EspSpi) -> Result<(), NoOutboundSa> {
+    pub(crate) fn deleted(&mut self, spi: EspSpi) -> Result<(), NoOutboundSa> {
         self.replaced.retain(|sa| sa.spi() != spi);
         if self.current.spi() != spi {
             return Ok(());
