@@ -33,5 +33,6 @@ pub mod wire;
 #[cfg(all(any(test, feature = "test-provider"), feature = "gateway"))]
 pub mod fuzzing;
 
-#[cfg(all(test, feature = "gateway"))]
+#[cfg(test)]
+#[cfg(feature = "gateway")]
 mod tests;

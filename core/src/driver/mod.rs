@@ -18,7 +18,8 @@ mod device;
 mod gateway;
 mod socket;
 mod status;
-#[cfg(all(test, feature = "gateway"))]
+#[cfg(test)]
+#[cfg(feature = "gateway")]
 mod tests;
 
 pub use crate::tunnel::TunnelUp;

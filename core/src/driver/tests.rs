@@ -181,22 +181,23 @@ async fn run_tunnel(
     (sent, received, status)
 }
 
+/// The driver loops end to end over real sockets: the tunnel comes up, packets flow both
+/// ways, `shutdown` ends it cleanly. (Rekeys under traffic, loss and the rest of the tunnel's
+/// policy are proven on the virtual clock in `tests::tunnel_pair`.)
 #[tokio::test]
-async fn traffic_flows_and_child_sa_rekeys_do_not_interrupt_it() {
+async fn traffic_flows_through_the_driver() {
     let (sent, received, status) = run_tunnel(
         Ipv4Addr::new(127, 0, 0, 3),
         Mode::Hybrid,
-        Duration::from_millis(1500),
-        Duration::from_secs(5),
+        Duration::from_secs(3600),
+        Duration::from_secs(1),
     )
     .await;
-    assert!(status.child_sa_rekeys >= 2, "{status:?}");
     assert!(status.quantum_safe);
-    // Make-before-break: at most one packet may be in flight on an SA as it is replaced.
+    assert!(sent >= 10, "{sent} packets sent");
     assert!(
-        sent - received <= 1 + u32::try_from(status.child_sa_rekeys).unwrap(),
-        "{received} of {sent} packets came back across {} rekeys",
-        status.child_sa_rekeys
+        received + 1 >= sent,
+        "{received} of {sent} packets came back"
     );
     assert_eq!(status.state, State::Disconnected);
     assert!(status.bytes_out >= u64::from(sent) * 64 - 64);

@@ -38,7 +38,10 @@ pub(crate) struct Protected {
 #[derive(Debug)]
 pub(crate) struct Unprotected {
     /// The header (of the first fragment, for a fragmented message).
-    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    #[cfg_attr(
+        not(feature = "gateway"),
+        expect(dead_code, reason = "only the responder reads it")
+    )]
     pub(crate) header: Header,
     /// The decrypted inner payloads.
     pub(crate) payloads: Vec<Payload>,

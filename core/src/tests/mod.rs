@@ -8,3 +8,4 @@ mod ike_handshake;
 mod ike_lifecycle;
 mod pair;
 mod pre_icv;
+mod tunnel_pair;

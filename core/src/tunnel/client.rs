@@ -255,6 +255,22 @@ impl ClientTunnel {
         self.process(now);
     }
 
+    /// Rekeys the Child SA now (RFC 7296 §2.8), as its lifetime or sequence numbers would.
+    ///
+    /// # Errors
+    ///
+    /// [`ike::Error::ApiMisuse`] when the tunnel is not up. A rekey while another exchange runs
+    /// is queued.
+    pub fn rekey_child_sa(&mut self, now: Instant) -> Result<(), ike::Error> {
+        let Phase::Up(dp) = &mut self.phase else {
+            return Err(ike::Error::ApiMisuse("the tunnel is not up"));
+        };
+        let spi = dp.outbound.current().spi().0;
+        let result = self.ike.rekey_child_sa(now, spi);
+        self.process(now);
+        result
+    }
+
     /// Deletes the IKE SA (and its Child SAs) at the gateway; [`DownReason::Closed`] follows
     /// when it answers, or after a second.
     pub fn close(&mut self, now: Instant) {

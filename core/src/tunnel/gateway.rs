@@ -358,10 +358,11 @@ impl GatewayTunnel {
             .is_none_or(|t| now.saturating_duration_since(t) >= TRAFFIC_NOTE_INTERVAL);
         // RFC 4301 §5.2: a client sends only from the addresses it was given.
         let allowed = esp::selectors_allow(&c.ts_i, p, esp::Direction::Source);
-        if note && self.request(GatewayRequest::Traffic { spi_r, at: now }) {
-            if let Some(c) = self.clients.get_mut(&spi_r) {
-                c.traffic_noted = Some(now);
-            }
+        if note
+            && self.request(GatewayRequest::Traffic { spi_r, at: now })
+            && let Some(c) = self.clients.get_mut(&spi_r)
+        {
+            c.traffic_noted = Some(now);
         }
         if !allowed {
             return GatewayResult::Dropped(DropReason::Selector);

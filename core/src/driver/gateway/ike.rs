@@ -43,7 +43,7 @@ pub(super) struct IkeDatagram {
 /// What the IKE thread tells the ESP loop.
 pub(super) enum IkeUpdate {
     /// What an authenticated exchange decided.
-    Esp(EspUpdate),
+    Esp(Box<EspUpdate>),
     /// What the responder holds now (sent when the number of SAs changes, and at most every
     /// [`COUNTS_INTERVAL`] otherwise).
     Counts {
@@ -147,7 +147,7 @@ impl IkeThread {
             }
             GatewayRequest::RekeyChild { spi_r, spi } => {
                 if self.responder.rekey_child_sa(now, spi_r, spi).is_err() {
-                    let refused = IkeUpdate::Esp(EspUpdate::RekeyRefused { spi_r });
+                    let refused = IkeUpdate::Esp(Box::new(EspUpdate::RekeyRefused { spi_r }));
                     let _ = self.updates.send(refused).await;
                 }
             }
@@ -212,7 +212,11 @@ impl IkeThread {
                 &event,
             )?;
             if let Some(update) = update
-                && self.updates.send(IkeUpdate::Esp(update)).await.is_err()
+                && self
+                    .updates
+                    .send(IkeUpdate::Esp(Box::new(update)))
+                    .await
+                    .is_err()
             {
                 return Ok(false);
             }

@@ -195,7 +195,7 @@ impl EspLoop {
                 s.responder = stats;
             }),
             ike::IkeUpdate::Esp(update) => {
-                self.tunnel.apply(update);
+                self.tunnel.apply(*update);
                 self.forward_requests();
                 let clients = self.tunnel.clients();
                 status.send_if_modified(|s| std::mem::replace(&mut s.clients, clients) != clients);
