@@ -43,4 +43,6 @@ pub use error::Error;
 pub use initiator::Initiator;
 #[cfg(feature = "gateway")]
 pub use responder::{Responder, ResponderStats};
-pub use sa::{ChildSaEstablished, ConfigReceived, Event, IKE_PORT, NAT_T_PORT, Suite, Transmit};
+pub use sa::{
+    ChildSaEstablished, ChildSaId, ConfigReceived, Event, IKE_PORT, NAT_T_PORT, Suite, Transmit,
+};

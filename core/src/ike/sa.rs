@@ -85,6 +85,32 @@ pub struct ChildSaEstablished {
     pub ts_r: Vec<TrafficSelector>,
 }
 
+impl ChildSaEstablished {
+    /// The SA's name in events.
+    pub fn id(&self) -> ChildSaId {
+        ChildSaId {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+        }
+    }
+}
+
+/// A Child SA's name: its two ESP SPIs in the client's view (`spi_i` the client receives on,
+/// `spi_r` the gateway receives on; RFC 7296 §2.17), whoever created it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChildSaId {
+    /// SPI the client receives on.
+    pub spi_i: u32,
+    /// SPI the gateway receives on.
+    pub spi_r: u32,
+}
+
+impl core::fmt::Debug for ChildSaId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ChildSaId({:#010x}/{:#010x})", self.spi_i, self.spi_r)
+    }
+}
+
 /// Configuration the responder assigned in CFG_REPLY (RFC 7296 §3.15).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigReceived {
@@ -121,8 +147,8 @@ pub enum Event {
     ///
     /// [RFC 7296 §2.8]: https://www.rfc-editor.org/rfc/rfc7296#section-2.8
     ChildSaRekeyed {
-        /// `(spi_i, spi_r)` of the Child SA replaced.
-        old: (u32, u32),
+        /// The Child SA replaced.
+        old: ChildSaId,
         /// The new Child SA.
         new: Box<ChildSaEstablished>,
     },

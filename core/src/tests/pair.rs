@@ -266,7 +266,7 @@ impl ChildTable {
             }
             Event::ChildSaRekeyed { old, new } => {
                 self.up.insert((new.spi_i, new.spi_r), (**new).clone());
-                self.rekeys.push((*old, (**new).clone()));
+                self.rekeys.push(((old.spi_i, old.spi_r), (**new).clone()));
             }
             Event::ChildSaDeleted { spi_i, spi_r } => {
                 self.up.remove(&(*spi_i, *spi_r));

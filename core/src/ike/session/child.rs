@@ -1,6 +1,7 @@
 //! The Child SAs of a session. They are kept in the client's view (`_i` is the client,
 //! whoever started the exchange that made them, [RFC 7296 §2.17]); the peer names one by its
-//! inbound SPI in REKEY_SA and Delete ([RFC 7296 §3.10.1], [RFC 7296 §3.11]).
+//! inbound SPI in REKEY_SA and Delete ([RFC 7296 §3.10.1], [RFC 7296 §3.11]). [`View`] is the
+//! one place that turns an exchange's `_i`/`_r` into the client's and back.
 //!
 //! [RFC 7296 §2.17]: https://www.rfc-editor.org/rfc/rfc7296#section-2.17
 //! [RFC 7296 §3.10.1]: https://www.rfc-editor.org/rfc/rfc7296#section-3.10.1
@@ -9,27 +10,134 @@
 use std::time::Instant;
 
 use crate::ike::keys::ChildSaKeys;
-use crate::ike::sa::{ChildSaEstablished, Event};
+use crate::ike::sa::{ChildSaEstablished, ChildSaId, Event};
+use crate::wire::TrafficSelector;
 
 use super::Session;
-use super::collision::Collision;
+
+/// Where a Child SA stands.
+#[derive(Debug)]
+pub(super) enum ChildState {
+    /// Carrying traffic.
+    Active,
+    /// Carrying traffic while our rekey of it runs (a collision with the peer's is tracked by
+    /// that exchange, `RekeyChildSa::collision`).
+    Rekeying,
+    /// A completed rekey replaced it; the Delete is on its way.
+    Replaced,
+    /// We sent a Delete for it.
+    Deleting,
+}
 
 /// A Child SA and its timers.
 pub(super) struct ChildSa {
     pub(super) sa: ChildSaEstablished,
     pub(super) rekey_at: Instant,
     pub(super) expire_at: Instant,
-    /// A completed rekey replaced it; the Delete is on its way.
-    pub(super) replaced: bool,
-    /// We sent a Delete for it.
-    pub(super) deleting: bool,
-    /// A rekey collision with the peer, while ours runs.
-    pub(super) collision: Option<Collision>,
+    pub(super) state: ChildState,
 }
 
-/// `(spi, ...)` with the `_i` and `_r` halves swapped: between the exchange's view and the
-/// client's view of a Child SA.
-pub(super) fn swap_view(sa: ChildSaEstablished) -> ChildSaEstablished {
+impl ChildSa {
+    /// Neither replaced nor being deleted: it may be rekeyed.
+    pub(super) fn is_live(&self) -> bool {
+        matches!(self.state, ChildState::Active | ChildState::Rekeying)
+    }
+}
+
+/// The Child SAs of a session, by [`ChildSaId`].
+#[derive(Default)]
+pub(super) struct ChildSaTable {
+    children: Vec<ChildSa>,
+}
+
+impl ChildSaTable {
+    pub(super) fn get(&self, id: ChildSaId) -> Option<&ChildSa> {
+        self.children.iter().find(|c| c.sa.id() == id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: ChildSaId) -> Option<&mut ChildSa> {
+        self.children.iter_mut().find(|c| c.sa.id() == id)
+    }
+
+    /// The Child SA whose peer-inbound SPI is `spi` (what the peer names in REKEY_SA and
+    /// Delete).
+    pub(super) fn by_peer_spi(&self, view: View, spi: u32) -> Option<&ChildSa> {
+        self.children
+            .iter()
+            .find(|c| view.ours_theirs(c.sa.id()).1 == spi)
+    }
+
+    pub(super) fn insert(&mut self, child: ChildSa) {
+        self.children.push(child);
+    }
+
+    pub(super) fn remove(&mut self, id: ChildSaId) -> Option<ChildSa> {
+        let i = self.children.iter().position(|c| c.sa.id() == id)?;
+        Some(self.children.remove(i))
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &ChildSa> {
+        self.children.iter()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut ChildSa> {
+        self.children.iter_mut()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.children.len()
+    }
+}
+
+/// Which way round the `_i`/`_r` names are: Child SAs are stored in the client's view, an
+/// exchange names them by who started it (RFC 7296 §2.17). Client vs gateway × who initiated
+/// is decided here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct View {
+    /// We are the client (the initiator of the first IKE SA).
+    pub(super) client: bool,
+}
+
+impl View {
+    /// Our inbound and the peer's inbound SPI of a Child SA.
+    pub(super) fn ours_theirs(self, id: ChildSaId) -> (u32, u32) {
+        if self.client {
+            (id.spi_i, id.spi_r)
+        } else {
+            (id.spi_r, id.spi_i)
+        }
+    }
+
+    /// A Child SA an exchange made (`we_initiated` it or the peer did), in the client's view.
+    pub(super) fn to_client_view(
+        self,
+        we_initiated: bool,
+        sa: ChildSaEstablished,
+    ) -> ChildSaEstablished {
+        if we_initiated == self.client {
+            sa
+        } else {
+            swap(sa)
+        }
+    }
+
+    /// TSi and TSr of a stored Child SA as an exchange names them (TSi is the exchange
+    /// initiator's side), for an exchange `we_initiate` or the peer does.
+    pub(super) fn exchange_ts(
+        self,
+        we_initiate: bool,
+        sa: &ChildSaEstablished,
+    ) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
+        if we_initiate == self.client {
+            (sa.ts_i.clone(), sa.ts_r.clone())
+        } else {
+            (sa.ts_r.clone(), sa.ts_i.clone())
+        }
+    }
+}
+
+/// `(spi, ...)` with the `_i` and `_r` halves swapped.
+fn swap(sa: ChildSaEstablished) -> ChildSaEstablished {
     ChildSaEstablished {
         spi_i: sa.spi_r,
         spi_r: sa.spi_i,
@@ -50,62 +158,30 @@ impl Session {
     /// Whether `spi` is our inbound SPI of a Child SA, of this IKE SA or (lent) another.
     pub(super) fn esp_spi_taken(&self, spi: u32) -> bool {
         self.spis_in_use.contains(&spi)
-            || self.children.iter().any(|c| {
-                let ours = if self.is_client {
-                    c.sa.spi_i
-                } else {
-                    c.sa.spi_r
-                };
-                ours == spi
-            })
+            || self
+                .children
+                .iter()
+                .any(|c| self.view.ours_theirs(c.sa.id()).0 == spi)
     }
 
     pub(super) fn add_child(&mut self, now: Instant, sa: ChildSaEstablished) {
         let lifetime = self.settings.child_lifetime;
         let rekey_at = self.rekey_time(now, &lifetime);
-        self.children.push(ChildSa {
+        self.children.insert(ChildSa {
             sa,
             rekey_at,
             expire_at: now + lifetime.hard,
-            replaced: false,
-            deleting: false,
-            collision: None,
+            state: ChildState::Active,
         });
     }
 
-    pub(super) fn pair(sa: &ChildSaEstablished) -> (u32, u32) {
-        (sa.spi_i, sa.spi_r)
-    }
-
-    /// Our inbound and the peer's inbound SPI of a normalized pair.
-    pub(super) fn in_out(&self, pair: (u32, u32)) -> (u32, u32) {
-        if self.is_client {
-            pair
-        } else {
-            (pair.1, pair.0)
-        }
-    }
-
-    pub(super) fn child_index(&self, pair: (u32, u32)) -> Option<usize> {
-        self.children.iter().position(|c| Self::pair(&c.sa) == pair)
-    }
-
-    /// The Child SA whose peer-inbound SPI is `spi` (what the peer names in REKEY_SA and
-    /// Delete).
-    pub(super) fn child_by_peer_spi(&self, spi: u32) -> Option<usize> {
-        self.children
-            .iter()
-            .position(|c| self.in_out(Self::pair(&c.sa)).1 == spi)
-    }
-
-    pub(super) fn remove_child(&mut self, pair: (u32, u32)) -> bool {
-        let Some(i) = self.child_index(pair) else {
+    pub(super) fn remove_child(&mut self, id: ChildSaId) -> bool {
+        if self.children.remove(id).is_none() {
             return false;
-        };
-        self.children.remove(i);
+        }
         self.events.push_back(Event::ChildSaDeleted {
-            spi_i: pair.0,
-            spi_r: pair.1,
+            spi_i: id.spi_i,
+            spi_r: id.spi_r,
         });
         true
     }

@@ -10,10 +10,10 @@ use std::time::Instant;
 use crate::crypto::SharedSecret;
 use crate::ike::Error;
 use crate::ike::keys::ChildSaKeys;
-use crate::ike::sa::{ChildSaEstablished, Event};
+use crate::ike::sa::{ChildSaEstablished, ChildSaId, Event};
 use crate::wire::{DeletePayload, ExchangeType, Payload};
 
-use super::child::swap_view;
+use super::child::ChildState;
 use super::ike_sa::IkeSa;
 use super::rekey_child::ChildParts;
 use super::{Exchange, Intent, RETIRED_IKE_SA_LINGER, Session};
@@ -40,12 +40,12 @@ pub(super) fn min_nonce(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 impl Session {
-    pub(super) fn clear_child_collision(&mut self, pair: (u32, u32)) {
-        if let Some(c) = self
-            .child_index(pair)
-            .and_then(|i| self.children.get_mut(i))
+    /// Our rekey of `id` ended without a new SA: it is just active again.
+    pub(super) fn child_rekey_ended(&mut self, id: ChildSaId) {
+        if let Some(c) = self.children.get_mut(id)
+            && matches!(c.state, ChildState::Rekeying)
         {
-            c.collision = None;
+            c.state = ChildState::Active;
         }
     }
 
@@ -67,6 +67,7 @@ impl Session {
         nonce_r: &[u8],
         shared: &[&SharedSecret],
     ) -> Result<(), Error> {
+        let collision = if we_initiated { parts.collision } else { None };
         let keys = ChildSaKeys::derive(
             &*sa.prf,
             &sa.sk_d,
@@ -86,35 +87,13 @@ impl Session {
             ts_r: parts.ts_r,
         };
         // The client's view: `_i` is the client whoever initiated this exchange.
-        let new = if we_initiated == self.is_client {
-            exchange_view
-        } else {
-            swap_view(exchange_view)
-        };
-        let new_pair = Self::pair(&new);
+        let new = self.view.to_client_view(we_initiated, exchange_view);
+        let new_pair = new.id();
         let old = parts.old;
-        let collision = self
-            .child_index(old)
-            .and_then(|i| self.children.get_mut(i))
-            .and_then(|c| {
-                if we_initiated {
-                    c.collision.take()
-                } else {
-                    None
-                }
-            });
         if we_initiated && collision.as_ref().and_then(Collision::we_lost) == Some(true) {
             // Our SA is the redundant one: we made it, we delete it (RFC 7296 §2.8.1). It was
-            // never announced; the peer's SA replaces the old one.
-            self.add_child(now, new);
-            if let Some(c) = self
-                .child_index(new_pair)
-                .and_then(|i| self.children.get_mut(i))
-            {
-                c.replaced = true;
-            }
+            // never announced or installed; the peer's SA replaces the old one.
             self.enqueue(Intent::DeleteChildSa(vec![new_pair]));
-            self.children.retain(|c| Self::pair(&c.sa) != new_pair);
             return Ok(());
         }
         self.events.push_back(Event::ChildSaRekeyed {
@@ -122,8 +101,8 @@ impl Session {
             new: Box::new(new.clone()),
         });
         self.add_child(now, new);
-        if let Some(c) = self.child_index(old).and_then(|i| self.children.get_mut(i)) {
-            c.replaced = true;
+        if let Some(c) = self.children.get_mut(old) {
+            c.state = ChildState::Replaced;
         }
         self.queue.retain(|i| *i != Intent::RekeyChildSa(old));
         self.retries

@@ -19,6 +19,7 @@ use crate::wire::{
     locate_encrypted,
 };
 
+use super::child::ChildState;
 use super::followup::PeerRekey;
 use super::ike_sa::IkeSa;
 use super::{Exchange, Intent, RETIRED_IKE_SA_LINGER, Session, Status, payload_nonce, payload_sa};
@@ -143,12 +144,10 @@ impl Session {
                 Exchange::DeleteIkeSa,
             ),
             Intent::DeleteChildSa(pairs) => {
-                let inbound: Vec<u32> = pairs.iter().map(|&p| self.in_out(p).0).collect();
+                let inbound: Vec<u32> = pairs.iter().map(|&p| self.view.ours_theirs(p).0).collect();
                 for &p in &pairs {
-                    if let Some(i) = self.child_index(p)
-                        && let Some(c) = self.children.get_mut(i)
-                    {
-                        c.deleting = true;
+                    if let Some(c) = self.children.get_mut(p) {
+                        c.state = ChildState::Deleting;
                     }
                 }
                 self.send_request(

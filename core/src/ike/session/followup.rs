@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::crypto::SharedSecret;
+use crate::crypto::{KeyExchange, SharedSecret};
 use crate::ike::Error;
 use crate::ike::proposal::IkeChoice;
 use crate::ike::sa::{find_notify, random_bytes};
@@ -16,7 +16,7 @@ use crate::wire::{KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Paylo
 use super::exchange::After;
 use super::ike_sa::IkeSa;
 use super::rekey_child::ChildParts;
-use super::{Session, payload_ke};
+use super::{Session, ke_payload, payload_ke};
 
 /// Octets of the opaque link of ADDITIONAL_KEY_EXCHANGE we hand out.
 pub(super) const LINK_LEN: usize = 16;
@@ -35,6 +35,9 @@ impl Rounds {
         self.shared.iter().collect()
     }
 }
+
+/// The link to remember and the IKE_FOLLOWUP_KE request of our next round.
+pub(super) type NextRound = (Vec<u8>, [Payload; 2]);
 
 /// A rekey the peer started whose IKE_FOLLOWUP_KE rounds are still to come.
 pub(super) struct PeerRekey {
@@ -76,6 +79,24 @@ pub(super) fn link_notify(link: Vec<u8>) -> Payload {
 }
 
 impl Session {
+    /// Our rekey's next IKE_FOLLOWUP_KE round, if one remains: a fresh key exchange in `ke`
+    /// and the request's payloads, with the link the peer's response must carry (RFC 9370
+    /// §2.2.4), which is returned to be remembered.
+    pub(super) fn next_round(
+        &self,
+        rounds: &mut Rounds,
+        ke: &mut Box<dyn KeyExchange>,
+        payloads: &[Payload],
+    ) -> Result<Option<NextRound>, Error> {
+        let Some(method) = rounds.remaining.pop_front() else {
+            return Ok(None);
+        };
+        let link = link_of(payloads).ok_or(Error::MissingPayload("ADDITIONAL_KEY_EXCHANGE"))?;
+        *ke = self.provider.start_key_exchange(method)?;
+        let inner = [link_notify(link.clone()), ke_payload(&**ke)];
+        Ok(Some((link, inner)))
+    }
+
     /// After answering the CREATE_CHILD_SA of a peer's rekey: done, or a link for the
     /// IKE_FOLLOWUP_KE rounds.
     #[expect(clippy::too_many_arguments, reason = "the whole first round")]

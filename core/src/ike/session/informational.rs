@@ -12,6 +12,7 @@ use crate::ike::Error;
 use crate::wire::{DeletePayload, Payload, ProtocolId};
 
 use super::Session;
+use super::child::ChildState;
 use super::exchange::After;
 use super::ike_sa::IkeSa;
 
@@ -36,16 +37,14 @@ impl Session {
                         let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()) else {
                             continue;
                         };
-                        let Some(i) = self.child_by_peer_spi(u32::from_be_bytes(spi)) else {
+                        let peer_spi = u32::from_be_bytes(spi);
+                        let Some(c) = self.children.by_peer_spi(self.view, peer_spi) else {
                             continue;
                         };
-                        let Some(c) = self.children.get(i) else {
-                            continue;
-                        };
-                        let pair = Self::pair(&c.sa);
+                        let pair = c.sa.id();
                         // If we are deleting it too, our request carries our half already.
-                        if !c.deleting {
-                            ours.push(self.in_out(pair).0);
+                        if !matches!(c.state, ChildState::Deleting) {
+                            ours.push(self.view.ours_theirs(pair).0);
                         }
                         self.remove_child(pair);
                     }

@@ -48,12 +48,12 @@ use std::time::Instant;
 use crate::crypto::{AeadAlgorithm, CryptoProvider, KeyExchange};
 use crate::ike::Error;
 use crate::ike::config::{CryptoPolicy, Lifetime, RetransmitConfig};
-use crate::ike::sa::{ChildSaEstablished, Event, Outbox, Suite};
+use crate::ike::sa::{ChildSaEstablished, ChildSaId, Event, Outbox, Suite};
 use crate::wire::{KePayload, Nonce, Payload, SaPayload, TsPayload};
 #[cfg(test)]
 use crate::{crypto::SecretBytes, wire::Header, wire::KeyExchangeMethod};
 
-use child::ChildSa;
+use child::{ChildSaTable, View};
 use collision::Collision;
 use followup::PeerRekey;
 use rekey_child::RekeyChildSa;
@@ -106,7 +106,7 @@ enum Exchange {
     /// An empty INFORMATIONAL: a liveness check (RFC 7296 §2.4).
     Dpd,
     /// INFORMATIONAL Delete of these Child SAs (normalized SPI pairs).
-    DeleteChildSa(Vec<(u32, u32)>),
+    DeleteChildSa(Vec<ChildSaId>),
     /// INFORMATIONAL Delete of the IKE SA it is sent on.
     DeleteIkeSa,
     /// CREATE_CHILD_SA with REKEY_SA, then IKE_FOLLOWUP_KE rounds.
@@ -119,10 +119,10 @@ enum Exchange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Intent {
     /// Rekey the Child SA with this normalized SPI pair.
-    RekeyChildSa((u32, u32)),
+    RekeyChildSa(ChildSaId),
     RekeyIkeSa,
     Dpd,
-    DeleteChildSa(Vec<(u32, u32)>),
+    DeleteChildSa(Vec<ChildSaId>),
     DeleteIkeSa,
 }
 
@@ -203,7 +203,7 @@ pub(crate) struct Session {
     settings: Settings,
     /// Whether we started the first IKE SA (the client): fixes the `_i`/`_r` naming of Child
     /// SAs in events.
-    is_client: bool,
+    view: View,
     pub(crate) remote: SocketAddr,
     pub(crate) nat_t: bool,
     /// All IKE SAs; `current` names the one new requests go on.
@@ -216,7 +216,7 @@ pub(crate) struct Session {
     ike_collision: Option<Collision>,
     /// The SPIs of a new IKE SA the peer made while our own IKE rekey had not settled yet.
     held_successor: Option<(u64, u64)>,
-    children: Vec<ChildSa>,
+    children: ChildSaTable,
     queue: VecDeque<Intent>,
     retries: Vec<(Instant, Intent)>,
     peer_rekey: Option<PeerRekey>,
@@ -259,7 +259,7 @@ impl Session {
     ) -> Self {
         let mut this = Self {
             provider,
-            is_client,
+            view: View { client: is_client },
             remote,
             nat_t,
             current: ike.spis(),
@@ -269,7 +269,7 @@ impl Session {
             ike_expire_at: now,
             ike_collision: None,
             held_successor: None,
-            children: Vec::new(),
+            children: ChildSaTable::default(),
             queue: VecDeque::new(),
             retries: Vec::new(),
             peer_rekey: None,
@@ -368,7 +368,7 @@ impl Session {
             .children
             .iter()
             .find(|c| c.sa.spi_i == spi || c.sa.spi_r == spi)
-            .map(|c| Self::pair(&c.sa))
+            .map(|c| c.sa.id())
             .ok_or(Error::ApiMisuse("no Child SA with this SPI"))?;
         self.enqueue(Intent::RekeyChildSa(pair));
         self.start_next(now);

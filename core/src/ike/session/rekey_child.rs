@@ -10,15 +10,18 @@ use std::time::Instant;
 use crate::crypto::{AeadAlgorithm, KeyExchange};
 use crate::ike::Error;
 use crate::ike::proposal::{check_esp_choice, esp_answer, is_narrowing, select_esp};
-use crate::ike::sa::{Event, find_notify, first_error_notify, random_bytes, random_esp_spi};
+use crate::ike::sa::{
+    ChildSaId, Event, find_notify, first_error_notify, random_bytes, random_esp_spi,
+};
 use crate::wire::{
     ExchangeType, KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload, Proposal,
     ProtocolId, SaPayload, TrafficSelector, TsPayload,
 };
 
+use super::child::ChildState;
 use super::collision::{Collision, min_nonce};
 use super::exchange::After;
-use super::followup::{PeerRekeyKind, Rounds, link_notify, link_of, rounds_after};
+use super::followup::{PeerRekeyKind, Rounds, rounds_after};
 use super::ike_sa::IkeSa;
 use super::pfs::{Pfs, check_pfs_answer, pfs_answer, pfs_of, select_pfs};
 use super::{
@@ -31,7 +34,7 @@ use super::{
 /// [RFC 7296 §1.3.3]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.3
 pub(super) struct RekeyChildSa {
     /// The Child SA rekeyed (normalized SPI pair).
-    pub(super) old: (u32, u32),
+    pub(super) old: ChildSaId,
     pub(super) encr: AeadAlgorithm,
     /// Our inbound SPI of the new SA.
     pub(super) new_spi: u32,
@@ -43,6 +46,8 @@ pub(super) struct RekeyChildSa {
     pub(super) answer: Option<ChildAnswer>,
     pub(super) rounds: Rounds,
     pub(super) invalid_ke_retries: u8,
+    /// The peer rekeys the same Child SA at the same time (RFC 7296 §2.8.1).
+    pub(super) collision: Option<Collision>,
 }
 
 /// What the responder answered to our Child SA rekey.
@@ -57,13 +62,15 @@ pub(super) struct ChildAnswer {
 
 /// A Child SA negotiated by a rekey, in the exchange's view (`_i` = exchange initiator).
 pub(super) struct ChildParts {
-    pub(super) old: (u32, u32),
+    pub(super) old: ChildSaId,
     pub(super) encr: AeadAlgorithm,
     pub(super) esn: bool,
     pub(super) spi_i: u32,
     pub(super) spi_r: u32,
     pub(super) ts_i: Vec<TrafficSelector>,
     pub(super) ts_r: Vec<TrafficSelector>,
+    /// Of our rekey: the collision with the peer's, if any.
+    pub(super) collision: Option<Collision>,
 }
 
 impl Session {
@@ -71,23 +78,19 @@ impl Session {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        pair: (u32, u32),
+        pair: ChildSaId,
         method: Option<KeyExchangeMethod>,
         invalid_ke_retries: u8,
     ) -> Result<(), Error> {
-        let Some(child) = self.child_index(pair).and_then(|i| self.children.get(i)) else {
+        let Some(child) = self.children.get(pair) else {
             return Ok(()); // deleted meanwhile
         };
-        if child.replaced || child.deleting {
+        if !child.is_live() {
             return Ok(());
         }
-        let (encr, old_in) = (child.sa.encr, self.in_out(pair).0);
+        let (encr, old_in) = (child.sa.encr, self.view.ours_theirs(pair).0);
         // TSi is the exchange initiator's side.
-        let (ts_i, ts_r) = if self.is_client {
-            (child.sa.ts_i.clone(), child.sa.ts_r.clone())
-        } else {
-            (child.sa.ts_r.clone(), child.sa.ts_i.clone())
-        };
+        let (ts_i, ts_r) = self.view.exchange_ts(true, &child.sa);
         let choice = sa.choice.clone();
         #[cfg_attr(not(test), expect(unused_mut, reason = "altered by test faults"))]
         let mut ke_method = method.unwrap_or(choice.ke);
@@ -152,7 +155,13 @@ impl Session {
                 shared: Vec::new(),
             },
             invalid_ke_retries,
+            collision: None,
         };
+        if let Some(c) = self.children.get_mut(pair)
+            && matches!(c.state, ChildState::Active)
+        {
+            c.state = ChildState::Rekeying;
+        }
         self.send_request(
             now,
             sa,
@@ -208,12 +217,7 @@ impl Session {
                 ts_r: ts_r.selectors.clone(),
                 link: None,
             });
-            if let Some(c) = self
-                .child_index(x.old)
-                .and_then(|i| self.children.get_mut(i))
-                && let Some(collision) = c.collision.as_mut()
-                && let Some(a) = &x.answer
-            {
+            if let (Some(collision), Some(a)) = (x.collision.as_mut(), &x.answer) {
                 collision.ours = Some(min_nonce(&x.nonce_i, &a.nonce_r));
             }
         }
@@ -227,12 +231,7 @@ impl Session {
             }
             x.rounds.shared.push(x.ke.complete(&ker.data)?);
         }
-        let link = link_of(payloads);
-        if let Some(method) = x.rounds.remaining.pop_front() {
-            // Another round: the response must carry the link (RFC 9370 §2.2.4).
-            let link = link.ok_or(Error::MissingPayload("ADDITIONAL_KEY_EXCHANGE"))?;
-            x.ke = self.provider.start_key_exchange(method)?;
-            let inner = [link_notify(link.clone()), ke_payload(&*x.ke)];
+        if let Some((link, inner)) = self.next_round(&mut x.rounds, &mut x.ke, payloads)? {
             if let Some(a) = x.answer.as_mut() {
                 a.link = Some(link);
             }
@@ -256,6 +255,7 @@ impl Session {
             spi_r: answer.peer_spi,
             ts_i: answer.ts_i,
             ts_r: answer.ts_r,
+            collision: x.collision.take(),
         };
         let secrets = x.rounds.secrets();
         self.complete_child_rekey(now, sa, true, parts, &x.nonce_i, &answer.nonce_r, &secrets)
@@ -270,7 +270,7 @@ impl Session {
         error: NotifyType,
         payloads: &[Payload],
     ) -> Result<(), Error> {
-        self.clear_child_collision(x.old);
+        self.child_rekey_ended(x.old);
         match error {
             NotifyType::InvalidKePayload if x.answer.is_none() => {
                 let method = find_notify(payloads, NotifyType::InvalidKePayload)
@@ -321,17 +321,14 @@ impl Session {
         nonce_i: Vec<u8>,
         payloads: &[Payload],
     ) -> Result<(Vec<Payload>, After), Error> {
-        let i = self
-            .child_by_peer_spi(peer_spi_of_old)
+        let child = self
+            .children
+            .by_peer_spi(self.view, peer_spi_of_old)
             .ok_or(Error::ChildSaNotFound)?;
-        let child = self.children.get(i).ok_or(Error::ChildSaNotFound)?;
-        let old = Self::pair(&child.sa);
+        let old = child.sa.id();
         // RFC 7296 §2.25.1: rekeying one we are closing, or already replaced → later; §2.25.2:
         // not while the IKE SA is being rekeyed.
-        if child.deleting
-            || child.replaced
-            || matches!(sa.active, Some((_, Exchange::RekeyIkeSa(_))))
-        {
+        if !child.is_live() || matches!(sa.active, Some((_, Exchange::RekeyIkeSa(_)))) {
             return Err(Error::ExchangeInProgress);
         }
         // The strongest PFS offered wins, then our cipher preference (RFC 7296 §1.3.1 leaves
@@ -389,26 +386,16 @@ impl Session {
         ts_i.ok_or(Error::MissingPayload("TSi"))?;
         ts_r.ok_or(Error::MissingPayload("TSr"))?;
         // The rekeyed SA keeps the old one's selectors (RFC 7296 §2.8), in the exchange's view.
-        let (ts_i, ts_r) = if self.is_client {
-            (child.sa.ts_r.clone(), child.sa.ts_i.clone())
-        } else {
-            (child.sa.ts_i.clone(), child.sa.ts_r.clone())
-        };
+        let (ts_i, ts_r) = self.view.exchange_ts(false, &child.sa);
         let our_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
         let nonce_r = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
         // A collision with our own rekey of the same SA (RFC 7296 §2.8.1): answer as usual and
         // remember the peer's nonces.
-        let ours_running = match &sa.active {
-            Some((_, Exchange::RekeyChildSa(x))) if x.old == old => {
-                Some(x.answer.as_ref().map(|a| min_nonce(&x.nonce_i, &a.nonce_r)))
-            }
-            _ => None,
-        };
-        if let Some(ours) = ours_running
-            && let Some(c) = self.children.get_mut(i)
+        if let Some((_, Exchange::RekeyChildSa(x))) = &mut sa.active
+            && x.old == old
         {
-            c.collision = Some(Collision {
-                ours,
+            x.collision = Some(Collision {
+                ours: x.answer.as_ref().map(|a| min_nonce(&x.nonce_i, &a.nonce_r)),
                 theirs: Some(min_nonce(&nonce_i, &nonce_r)),
             });
         }
@@ -446,6 +433,7 @@ impl Session {
             spi_r: our_spi,
             ts_i,
             ts_r,
+            collision: None,
         };
         let rounds = Rounds {
             remaining: addke.iter().copied().collect(),

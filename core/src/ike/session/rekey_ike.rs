@@ -21,7 +21,7 @@ use crate::wire::{
 
 use super::collision::{Collision, min_nonce};
 use super::exchange::After;
-use super::followup::{PeerRekeyKind, Rounds, link_notify, link_of, rounds_after};
+use super::followup::{PeerRekeyKind, Rounds, rounds_after};
 use super::ike_sa::IkeSa;
 use super::{
     Exchange, Intent, MAX_INVALID_KE_RETRIES, Session, ke_payload, nonce_payload, payload_ke,
@@ -168,10 +168,7 @@ impl Session {
             });
         }
         x.rounds.shared.push(x.ke.complete(&ker.data)?);
-        if let Some(method) = x.rounds.remaining.pop_front() {
-            let link = link_of(payloads).ok_or(Error::MissingPayload("ADDITIONAL_KEY_EXCHANGE"))?;
-            x.ke = self.provider.start_key_exchange(method)?;
-            let inner = [link_notify(link.clone()), ke_payload(&*x.ke)];
+        if let Some((link, inner)) = self.next_round(&mut x.rounds, &mut x.ke, payloads)? {
             if let Some(a) = x.answer.as_mut() {
                 a.link = Some(link);
             }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::ike::Error;
 use crate::ike::config::Lifetime;
+use crate::ike::sa::ChildSaId;
 
 use super::followup::PeerRekeyKind;
 use super::{Exchange, Intent, RETIRED_IKE_SA_LINGER, Session, Status};
@@ -68,11 +69,11 @@ impl Session {
         // A hard lifetime waits while the SA's rekey is in flight; that exchange's own timers
         // are in `next`, so an expiry postponed by it is not reported as due over and over.
         let rekeying = self.rekeys_in_flight();
-        for c in &self.children {
-            if !c.replaced && !c.deleting && c.rekey_at < c.expire_at {
+        for c in self.children.iter() {
+            if c.is_live() && c.rekey_at < c.expire_at {
                 next.push(c.rekey_at);
             }
-            if !rekeying.contains(&Self::pair(&c.sa)) {
+            if !rekeying.contains(&c.sa.id()) {
                 next.push(c.expire_at);
             }
         }
@@ -149,13 +150,13 @@ impl Session {
         }
         let mut expired = Vec::new();
         let mut due = Vec::new();
-        let rekeying: Vec<(u32, u32)> = self.rekeys_in_flight();
-        for c in &mut self.children {
-            if now >= c.expire_at && !rekeying.contains(&Self::pair(&c.sa)) {
-                expired.push(Self::pair(&c.sa));
-            } else if now >= c.rekey_at && !c.replaced && !c.deleting {
+        let rekeying: Vec<ChildSaId> = self.rekeys_in_flight();
+        for c in self.children.iter_mut() {
+            if now >= c.expire_at && !rekeying.contains(&c.sa.id()) {
+                expired.push(c.sa.id());
+            } else if now >= c.rekey_at && c.is_live() {
                 c.rekey_at = c.expire_at;
-                due.push(Self::pair(&c.sa));
+                due.push(c.sa.id());
             }
         }
         for pair in due {
@@ -197,7 +198,7 @@ impl Session {
     /// hard lifetime waits for the exchange to end: it either replaces them, or fails within the
     /// retransmission time and lets them expire. Expiring one mid-rekey would cut the tunnel
     /// for the seconds the successor is late.
-    pub(super) fn rekeys_in_flight(&self) -> Vec<(u32, u32)> {
+    pub(super) fn rekeys_in_flight(&self) -> Vec<ChildSaId> {
         let ours = self.sas.iter().filter_map(|s| match &s.active {
             Some((_, Exchange::RekeyChildSa(x))) => Some(x.old),
             _ => None,
