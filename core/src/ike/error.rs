@@ -120,7 +120,12 @@ impl Error {
         Some(match self {
             Self::Malformed(parse) => parse.notify_type(),
             Self::Crypto(crypto::Error::InvalidPeerValue { .. }) => NotifyType::InvalidSyntax,
-            Self::Crypto(_) | Self::KeySchedule(_) => NotifyType::NoProposalChosen,
+            Self::Crypto(
+                crypto::Error::UnsupportedKeyExchange(_) | crypto::Error::UnsupportedPrf(_),
+            ) => NotifyType::NoProposalChosen,
+            // Our own failure (RNG, key schedule, AEAD): not the peer's proposal. Nothing names
+            // it in RFC 7296 §3.10.1; the request is not answered with a false reason.
+            Self::Crypto(_) | Self::KeySchedule(_) => return None,
             Self::NoProposalChosen
             | Self::GatewayRefusedMlKem
             | Self::GatewayRejectedProposal(_)
@@ -183,6 +188,27 @@ impl Error {
 mod tests {
     use super::*;
     use crate::wire::{ParseError, PayloadType};
+
+    /// Review item: a local RNG or key-schedule failure is ours, not the peer's proposal, and
+    /// is not answered with NO_PROPOSAL_CHOSEN; an algorithm the provider lacks still is.
+    #[test]
+    fn local_failures_are_not_blamed_on_the_proposal() {
+        assert_eq!(
+            Error::Crypto(crypto::Error::RandomFailed).notify_type(),
+            None
+        );
+        assert_eq!(
+            Error::Crypto(crypto::Error::RandomFailed).notify_payload(),
+            None
+        );
+        assert_eq!(
+            Error::Crypto(crypto::Error::UnsupportedPrf(
+                crate::wire::PrfAlgorithm::HmacSha2_256
+            ))
+            .notify_type(),
+            Some(NotifyType::NoProposalChosen)
+        );
+    }
 
     #[test]
     fn unsupported_critical_payload_notify_names_the_payload_type() {

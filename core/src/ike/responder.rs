@@ -518,10 +518,12 @@ impl Responder {
                 return;
             }
         };
+        // The Notify with its data (UNSUPPORTED_CRITICAL_PAYLOAD names the payload type,
+        // RFC 7296 §3.10.1); our own failures are not answered.
         if let Err(e) = self.answer_sa_init(now, local, remote, nat_t, &message, datagram)
-            && let Some(t) = e.notify_type()
+            && let Some(n) = e.notify_payload()
         {
-            self.reply_notify(remote, nat_t, header, NotifyPayload::status(t, Vec::new()));
+            self.reply_notify(remote, nat_t, header, n);
         }
     }
 
@@ -920,16 +922,17 @@ impl Responder {
         let response = match outcome {
             Ok(r) => r,
             Err(e) => {
-                let n = e.notify_type().unwrap_or(NotifyType::InvalidSyntax);
-                let inner = [Payload::Notify(NotifyPayload::status(n, Vec::new()))];
-                self.respond(
-                    spi_r,
-                    sa,
-                    &mut keyed,
-                    ExchangeType::IkeIntermediate,
-                    mid,
-                    &inner,
-                )?;
+                if let Some(n) = e.notify_payload() {
+                    let inner = [Payload::Notify(n)];
+                    self.respond(
+                        spi_r,
+                        sa,
+                        &mut keyed,
+                        ExchangeType::IkeIntermediate,
+                        mid,
+                        &inner,
+                    )?;
+                }
                 return Err(e);
             }
         };
@@ -1047,9 +1050,10 @@ impl Responder {
         let psk = match verified {
             Ok(psk) => psk,
             Err(e) => {
-                let n = e.notify_type().unwrap_or(NotifyType::AuthenticationFailed);
-                let inner = [Payload::Notify(NotifyPayload::status(n, Vec::new()))];
-                self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
+                if let Some(n) = e.notify_payload() {
+                    let inner = [Payload::Notify(n)];
+                    self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;
+                }
                 return Err(e);
             }
         };
@@ -1093,8 +1097,11 @@ impl Responder {
                 }));
             }
             Err(e) => {
-                let n = e.notify_type().unwrap_or(NotifyType::NoProposalChosen);
-                inner.push(Payload::Notify(NotifyPayload::status(n, Vec::new())));
+                // A local failure is not the proposal's fault: "try again later".
+                let n = e.notify_payload().unwrap_or_else(|| {
+                    NotifyPayload::status(NotifyType::TemporaryFailure, Vec::new())
+                });
+                inner.push(Payload::Notify(n));
             }
         }
         self.respond(spi_r, sa, &mut keyed, ExchangeType::IkeAuth, mid, &inner)?;

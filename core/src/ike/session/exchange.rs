@@ -344,8 +344,9 @@ impl Session {
         let (inner, after) = match answer {
             Ok(a) => a,
             Err(e) => {
+                // Our own failure (RNG, key schedule) blames nothing of the request.
                 let n = e.notify_payload().unwrap_or_else(|| {
-                    NotifyPayload::status(NotifyType::InvalidSyntax, Vec::new())
+                    NotifyPayload::status(NotifyType::TemporaryFailure, Vec::new())
                 });
                 (vec![Payload::Notify(n)], After::Nothing)
             }
