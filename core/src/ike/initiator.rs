@@ -19,7 +19,7 @@ use crate::crypto::{CryptoProvider, KeyExchange, Prf, SecretBytes};
 use crate::ike::Error;
 use crate::ike::config::{InitiatorConfig, esp_proposals};
 use crate::ike::config_reply;
-use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
+use crate::ike::established::{EstablishedSa, IkeSa, IkeSaParts, Settings, Status};
 use crate::ike::keys::{
     ChildSaKeys, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
     skeyseed_additional,
@@ -933,19 +933,19 @@ impl Initiator {
             dpd_interval: c.dpd_interval,
             require_child_pfs: c.require_child_pfs,
         };
-        let ike = IkeSa::new(
-            self.spi_i,
-            self.spi_r,
-            true,
-            keyed.choice,
-            keyed.prf,
-            keyed.keys.sk_d,
-            keyed.cipher,
-            keyed.peer_fragmentation,
-            keyed.next_message_id,
-            0,
-            None,
-        );
+        let ike = IkeSa::new(IkeSaParts {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            original_initiator: true,
+            choice: keyed.choice,
+            prf: keyed.prf,
+            sk_d: keyed.keys.sk_d,
+            cipher: keyed.cipher,
+            peer_fragmentation: keyed.peer_fragmentation,
+            next_request_id: keyed.next_message_id,
+            expected_request_id: 0,
+            last_response: None,
+        });
         Ok(State::Established(Box::new(EstablishedSa::new(
             Arc::clone(&self.provider),
             settings,

@@ -22,7 +22,9 @@ mod error;
 mod session;
 /// The old path of `session`, until the handshake modules move over.
 mod established {
-    pub(crate) use super::session::{IkeSa, Session as EstablishedSa, Settings, Status};
+    pub(crate) use super::session::{
+        IkeSa, IkeSaParts, Session as EstablishedSa, Settings, Status,
+    };
 }
 #[cfg(test)]
 pub(crate) use session::Pfs;

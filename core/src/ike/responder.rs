@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::crypto::{CryptoProvider, Prf, SecretBytes};
 use crate::ike::config::{MAX_IKE_SA_INIT, ResponderConfig};
 use crate::ike::cookie::CookieSecrets;
-use crate::ike::established::{EstablishedSa, IkeSa, Settings, Status};
+use crate::ike::established::{EstablishedSa, IkeSa, IkeSaParts, Settings, Status};
 use crate::ike::keys::{
     ChildSaKeys, IkeSaKeys, IntAuth, maced_id, psk_auth, signed_octets, skeyseed,
     skeyseed_additional,
@@ -1154,19 +1154,19 @@ impl Responder {
             require_child_pfs: c.require_child_pfs,
         };
         let keyed = *keyed;
-        let ike = IkeSa::new(
-            sa.spi_i,
+        let ike = IkeSa::new(IkeSaParts {
+            spi_i: sa.spi_i,
             spi_r,
-            false,
-            keyed.choice,
-            keyed.prf,
-            keyed.keys.sk_d,
-            keyed.cipher,
-            keyed.peer_fragmentation,
-            0,
-            keyed.expected_message_id,
-            sa.last_response.take(),
-        );
+            original_initiator: false,
+            choice: keyed.choice,
+            prf: keyed.prf,
+            sk_d: keyed.keys.sk_d,
+            cipher: keyed.cipher,
+            peer_fragmentation: keyed.peer_fragmentation,
+            next_request_id: 0,
+            expected_request_id: keyed.expected_message_id,
+            last_response: sa.last_response.take(),
+        });
         sa.state = State::Established(Box::new(EstablishedSa::new(
             Arc::clone(&self.provider),
             settings,

@@ -42,34 +42,40 @@ pub(crate) struct IkeSa {
     pub(super) expires: Option<Instant>,
 }
 
+/// What a finished handshake (IKE_AUTH) or IKE SA rekey hands to a new [`IkeSa`].
+pub(crate) struct IkeSaParts {
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    /// We started the exchange that made this SA (RFC 7296 §2.18).
+    pub(crate) original_initiator: bool,
+    pub(crate) choice: IkeChoice,
+    pub(crate) prf: Box<dyn Prf>,
+    pub(crate) sk_d: SecretBytes,
+    pub(crate) cipher: SkCipher,
+    pub(crate) peer_fragmentation: bool,
+    /// Message ID of our next request.
+    pub(crate) next_request_id: u32,
+    /// Message ID of the peer's next request.
+    pub(crate) expected_request_id: u32,
+    /// Our last response (IKE_AUTH's, for a retransmitted request).
+    pub(crate) last_response: Option<(u32, Vec<Vec<u8>>)>,
+}
+
 impl IkeSa {
-    /// An IKE SA after IKE_AUTH.
-    #[expect(clippy::too_many_arguments, reason = "every field of a fresh IKE SA")]
-    pub(crate) fn new(
-        spi_i: u64,
-        spi_r: u64,
-        original_initiator: bool,
-        choice: IkeChoice,
-        prf: Box<dyn Prf>,
-        sk_d: SecretBytes,
-        cipher: SkCipher,
-        peer_fragmentation: bool,
-        next_request_id: u32,
-        expected_request_id: u32,
-        last_response: Option<(u32, Vec<Vec<u8>>)>,
-    ) -> Self {
+    /// An IKE SA from a finished handshake or rekey.
+    pub(crate) fn new(parts: IkeSaParts) -> Self {
         Self {
-            spi_i,
-            spi_r,
-            original_initiator,
-            choice,
-            prf,
-            sk_d,
-            cipher,
-            peer_fragmentation,
-            next_request_id,
-            expected_request_id,
-            last_response,
+            spi_i: parts.spi_i,
+            spi_r: parts.spi_r,
+            original_initiator: parts.original_initiator,
+            choice: parts.choice,
+            prf: parts.prf,
+            sk_d: parts.sk_d,
+            cipher: parts.cipher,
+            peer_fragmentation: parts.peer_fragmentation,
+            next_request_id: parts.next_request_id,
+            expected_request_id: parts.expected_request_id,
+            last_response: parts.last_response,
             last_resend: None,
             requests: Reassembly::default(),
             responses: Reassembly::default(),

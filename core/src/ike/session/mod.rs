@@ -70,7 +70,7 @@ mod rekey_child;
 mod rekey_ike;
 mod timers;
 
-pub(crate) use ike_sa::IkeSa;
+pub(crate) use ike_sa::{IkeSa, IkeSaParts};
 #[cfg(test)]
 pub(crate) use pfs::Pfs;
 

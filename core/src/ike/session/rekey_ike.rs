@@ -22,7 +22,7 @@ use crate::wire::{
 use super::collision::{Collision, min_nonce};
 use super::exchange::After;
 use super::followup::{PeerRekeyKind, Rounds, rounds_after};
-use super::ike_sa::IkeSa;
+use super::ike_sa::{IkeSa, IkeSaParts};
 use super::{
     Exchange, Intent, MAX_INVALID_KE_RETRIES, Session, ke_payload, nonce_payload, payload_ke,
     payload_nonce, payload_sa,
@@ -272,19 +272,19 @@ impl Session {
             (&keys.sk_er, &keys.sk_ei)
         };
         let cipher = SkCipher::new(&*self.provider, choice.encr, send, recv)?;
-        Ok(IkeSa::new(
-            new_spi_i,
-            new_spi_r,
-            we_initiated,
+        Ok(IkeSa::new(IkeSaParts {
+            spi_i: new_spi_i,
+            spi_r: new_spi_r,
+            original_initiator: we_initiated,
             choice,
             prf,
-            keys.sk_d,
+            sk_d: keys.sk_d,
             cipher,
-            old.peer_fragmentation,
-            0,
-            0,
-            None,
-        ))
+            peer_fragmentation: old.peer_fragmentation,
+            next_request_id: 0,
+            expected_request_id: 0,
+            last_response: None,
+        }))
     }
 
     pub(super) fn on_ike_rekey_request(
