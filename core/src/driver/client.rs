@@ -164,11 +164,21 @@ async fn run<F: DeviceFactory>(
     let mut out = vec![0u8; BUF_LEN];
     let mut tun_buf = vec![0u8; BUF_LEN];
     let mut device: Option<F::Device> = None;
-    let mut connected_at = None;
+    let mut connected_at: Option<Instant> = None;
     let mut next_status = Instant::now() + STATUS_INTERVAL;
     let mut closing = false;
     loop {
         let now = Instant::now();
+        // Counters every second, even while datagrams keep every other branch busy.
+        if now >= next_status {
+            next_status = now + STATUS_INTERVAL;
+            status.send_modify(|s| {
+                to_status_counts(s, &tunnel.stats());
+                if let Some(at) = connected_at {
+                    s.uptime_s = at.elapsed().as_secs();
+                }
+            });
+        }
         while let Some(t) = tunnel.poll_transmit(now, &mut buf) {
             let datagram = buf.get(..t.size).unwrap_or_default();
             // A send error (e.g. no route yet) is a lost datagram; retransmission covers it.
@@ -229,15 +239,6 @@ async fn run<F: DeviceFactory>(
             () = sleep_until(deadline) => {
                 let now = Instant::now();
                 tunnel.handle_timeout(now);
-                if now >= next_status {
-                    next_status = now + STATUS_INTERVAL;
-                    status.send_modify(|s| {
-                        to_status_counts(s, &tunnel.stats());
-                        if let Some(at) = connected_at {
-                            s.uptime_s = at.elapsed().as_secs();
-                        }
-                    });
-                }
             }
             _ = shutdown.changed(), if !closing => {
                 closing = true;
