@@ -164,7 +164,6 @@ async fn run<F: DeviceFactory>(
     let mut out = vec![0u8; BUF_LEN];
     let mut tun_buf = vec![0u8; BUF_LEN];
     let mut device: Option<F::Device> = None;
-    let mut connected_at: Option<Instant> = None;
     let mut next_status = Instant::now() + STATUS_INTERVAL;
     let mut closing = false;
     loop {
@@ -174,7 +173,7 @@ async fn run<F: DeviceFactory>(
             next_status = now + STATUS_INTERVAL;
             status.send_modify(|s| {
                 to_status_counts(s, &tunnel.stats());
-                if let Some(at) = connected_at {
+                if let Some(at) = s.connected_since {
                     s.uptime_s = at.elapsed().as_secs();
                 }
             });
@@ -190,9 +189,12 @@ async fn run<F: DeviceFactory>(
             match event {
                 TunnelEvent::Up(up) => {
                     tracing::info!(suite = %up.suite, handshake_ms = up.handshake.as_millis(), "tunnel up");
+                    let since = Instant::now();
                     device = Some(factory.create(&up).await?);
-                    connected_at = Some(Instant::now());
-                    status.send_modify(|s| connected_status(s, &up));
+                    status.send_modify(|s| {
+                        connected_status(s, &up);
+                        s.connected_since = Some(since);
+                    });
                 }
                 TunnelEvent::ChildSaRekeyed { spi_in, spi_out } => {
                     tracing::info!(%spi_in, %spi_out, "Child SA rekeyed");
@@ -203,7 +205,11 @@ async fn run<F: DeviceFactory>(
                     status.send_modify(|s| to_status_counts(s, &tunnel.stats()));
                 }
                 TunnelEvent::Down(reason) => {
-                    status.send_modify(|s| to_status_counts(s, &tunnel.stats()));
+                    status.send_modify(|s| {
+                        to_status_counts(s, &tunnel.stats());
+                        *s = s.refreshed();
+                        s.connected_since = None;
+                    });
                     return down_result(reason);
                 }
             }

@@ -1,6 +1,7 @@
 //! What a tunnel reports to its front ends: the `status --json` schema.
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,14 +68,30 @@ pub struct Status {
     pub child_sa_rekeys: u64,
     /// IKE SA rekeys since the tunnel came up.
     pub ike_sa_rekeys: u64,
-    /// Seconds since the tunnel came up.
+    /// Seconds since the tunnel came up, as of the last [`Status::refreshed`].
     pub uptime_s: u64,
+    /// When the tunnel came up; `uptime_s` is computed from it when the status is read.
+    #[serde(skip)]
+    pub connected_since: Option<Instant>,
     /// The gateway, as `ip:port`.
     pub gateway: String,
     /// Milliseconds from the first IKE_SA_INIT to the established Child SA.
     pub handshake_ms: Option<f64>,
     /// Why the tunnel stopped or last failed.
     pub last_error: Option<String>,
+}
+
+impl Status {
+    /// This snapshot with `uptime_s` brought up to date: the driver publishes counters once a
+    /// second, a reader should not see an uptime up to a second stale.
+    #[must_use]
+    pub fn refreshed(&self) -> Self {
+        let mut s = self.clone();
+        if let Some(at) = s.connected_since {
+            s.uptime_s = at.elapsed().as_secs();
+        }
+        s
+    }
 }
 
 #[cfg(feature = "gateway")]

@@ -113,9 +113,8 @@ async fn answer(
     let reply = match request
         .and_then(|line| serde_json::from_str::<Request>(&line).map_err(|e| e.to_string()))
     {
-        Ok(Request::Status) => {
-            serde_json::to_string(&*status.borrow()).unwrap_or_else(|e| error_reply(&e.to_string()))
-        }
+        Ok(Request::Status) => serde_json::to_string(&status.borrow().refreshed())
+            .unwrap_or_else(|e| error_reply(&e.to_string())),
         Ok(Request::Down) => {
             let _ = shutdown.send(true);
             "{\"ok\":true}".into()

@@ -244,7 +244,7 @@ async fn loopback_demo(megabytes: u64) -> Result<(), String> {
     let _ = client_stop_tx.send(true);
     let _ = stop_tx.send(true);
     let final_status = match client.await {
-        Ok(Ok(())) => status_rx.borrow().clone(),
+        Ok(Ok(())) => status_rx.borrow().refreshed(),
         Ok(Err(e)) => return Err(e.to_string()),
         Err(e) => return Err(e.to_string()),
     };
