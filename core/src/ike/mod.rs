@@ -5,6 +5,8 @@
 //! | [`config`] | modes and their one proposal each, identities, PSK, knobs |
 //! | [`config_reply`] | what the client accepts from the gateway's CFG_REPLY |
 //! | [`keys`] | the key schedule |
+//! | `handshake` | what both roles hold between IKE_SA_INIT and IKE_AUTH; the key updates |
+//! | `auth` | AUTH octets; how we prove our identity and how the peer must prove its own |
 //! | [`Initiator`] | the client's IKE SA: IKE_SA_INIT, IKE_INTERMEDIATE, IKE_AUTH |
 //! | [`Responder`] | the gateway side, for `pqvpn gateway`, the demo and the tests |
 //! | `session` | what both roles do once the IKE SA is up: rekeying, liveness, Delete |
@@ -14,18 +16,14 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
 pub mod config;
 pub mod config_reply;
 #[cfg(feature = "gateway")]
 mod cookie;
 mod error;
+mod handshake;
 mod session;
-/// The old path of `session`, until the handshake modules move over.
-mod established {
-    pub(crate) use super::session::{
-        IkeSa, IkeSaParts, Session as EstablishedSa, Settings, Status,
-    };
-}
 #[cfg(test)]
 pub(crate) use session::Pfs;
 mod initiator;

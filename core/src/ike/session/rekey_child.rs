@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use crate::crypto::{AeadAlgorithm, KeyExchange};
 use crate::ike::Error;
+use crate::ike::handshake::new_nonce;
 use crate::ike::proposal::{check_esp_choice, esp_answer, is_narrowing, select_esp};
-use crate::ike::sa::{
-    ChildSaId, Event, find_notify, first_error_notify, random_bytes, random_esp_spi,
-};
+use crate::ike::sa::{ChildSaId, Event, find_notify, first_error_notify, random_esp_spi};
 use crate::wire::{
     ExchangeType, KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload, Proposal,
     ProtocolId, SaPayload, TrafficSelector, TsPayload,
@@ -116,7 +115,7 @@ impl Session {
         }
         let ke = self.provider.start_key_exchange(ke_method)?;
         let new_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
-        let nonce_i = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
+        let nonce_i = new_nonce(&*self.provider, self.settings.nonce_len)?;
         let proposals = self.child_rekey_proposals(encr, new_spi, &offered, &choice.addke);
         // KEi goes with offers that have a KE (RFC 7296 §1.3.1).
         let with_ke = proposals
@@ -388,7 +387,7 @@ impl Session {
         // The rekeyed SA keeps the old one's selectors (RFC 7296 §2.8), in the exchange's view.
         let (ts_i, ts_r) = self.view.exchange_ts(false, &child.sa);
         let our_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
-        let nonce_r = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
+        let nonce_r = new_nonce(&*self.provider, self.settings.nonce_len)?;
         // A collision with our own rekey of the same SA (RFC 7296 §2.8.1): answer as usual and
         // remember the peer's nonces.
         if let Some((_, Exchange::RekeyChildSa(x))) = &mut sa.active

@@ -10,10 +10,11 @@ use std::time::Instant;
 use crate::crypto::{KeyExchange, SharedSecret};
 use crate::ike::Error;
 use crate::ike::config::CryptoPolicy;
+use crate::ike::handshake::new_nonce;
 use crate::ike::keys::{IkeSaKeys, skeyseed_rekey};
 use crate::ike::proposal::{IkeChoice, IkeSelection, check_ike_choice, select_ike};
 use crate::ike::protect::SkCipher;
-use crate::ike::sa::{find_notify, first_error_notify, random_bytes, random_spi};
+use crate::ike::sa::{find_notify, first_error_notify, random_spi};
 use crate::wire::{
     ExchangeType, KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload, ProtocolId,
     SaPayload,
@@ -61,7 +62,7 @@ impl Session {
         let ke_method = method.unwrap_or(choice.ke);
         let ke = self.provider.start_key_exchange(ke_method)?;
         let new_spi_i = random_spi(&*self.provider)?;
-        let nonce_i = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
+        let nonce_i = new_nonce(&*self.provider, self.settings.nonce_len)?;
         let mut proposal = self.rekey_policy(&choice, ke_method).ike_proposal();
         proposal.spi = new_spi_i.to_be_bytes().to_vec();
         let inner = [
@@ -338,7 +339,7 @@ impl Session {
             .ok_or(Error::PeerMisbehaved("IKE SA rekey without an SPI"))?;
         let response = self.provider.respond_key_exchange(choice.ke, &kei.data)?;
         let new_spi_r = random_spi(&*self.provider)?;
-        let nonce_r = random_bytes(&*self.provider, self.settings.nonce_len.clamp(16, 256))?;
+        let nonce_r = new_nonce(&*self.provider, self.settings.nonce_len)?;
         // A collision with our own IKE SA rekey (RFC 7296 §2.8.2): answer as usual.
         if let Some((_, Exchange::RekeyIkeSa(x))) = &sa.active {
             self.ike_collision = Some(Collision {
