@@ -154,12 +154,7 @@ pub enum Event {
     },
     /// A Child SA was deleted (by either side, after a rekey or at its hard lifetime): remove
     /// both directions from the data plane.
-    ChildSaDeleted {
-        /// SPI the client received on.
-        spi_i: u32,
-        /// SPI the gateway received on.
-        spi_r: u32,
-    },
+    ChildSaDeleted(ChildSaId),
     /// The IKE SA was rekeyed ([RFC 7296 §2.18]): new SPIs and keys, the same algorithms; its
     /// Child SAs are unchanged.
     ///

@@ -529,10 +529,10 @@ fn deleting_a_child_sa_is_answered_with_the_other_half() {
         })
         .count();
     assert_eq!(answered, 1, "the gateway's Delete names its inbound SPI");
-    assert!(pair.responder_events.contains(&Event::ChildSaDeleted {
-        spi_i: c.spi_i,
-        spi_r: c.spi_r
-    }));
+    assert!(
+        pair.responder_events
+            .contains(&Event::ChildSaDeleted(c.id()))
+    );
     assert_children_agree(&pair);
 }
 
@@ -709,10 +709,9 @@ fn refused_rekeys_end_at_the_hard_lifetimes() {
     );
     pair.run_until(start + 11 * MINUTE + MINUTE / 2, None);
     let deleted = |events: &[Event]| {
-        events.iter().any(|e| {
-            matches!(e, Event::ChildSaDeleted { spi_i, spi_r }
-                if *spi_i == first.spi_i && *spi_r == first.spi_r)
-        })
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaDeleted(id) if *id == first.id()))
     };
     assert!(deleted(&pair.initiator_events), "client deleted it");
     assert!(
@@ -782,9 +781,8 @@ fn the_hard_lifetime_waits_for_a_rekey_in_flight() {
     let rekeyed =
         position(&|e| matches!(e, Event::ChildSaRekeyed { old, .. } if old.spi_i == first.spi_i))
             .expect("the rekey completed");
-    let deleted =
-        position(&|e| matches!(e, Event::ChildSaDeleted { spi_i, .. } if *spi_i == first.spi_i))
-            .expect("the old SA was deleted");
+    let deleted = position(&|e| matches!(e, Event::ChildSaDeleted(id) if id.spi_i == first.spi_i))
+        .expect("the old SA was deleted");
     assert!(rekeyed < deleted, "{:?}", pair.initiator_events);
     assert!(failures(&pair.initiator_events).is_empty());
     assert_children_agree(&pair);

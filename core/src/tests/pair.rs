@@ -268,8 +268,8 @@ impl ChildTable {
                 self.up.insert((new.spi_i, new.spi_r), (**new).clone());
                 self.rekeys.push(((old.spi_i, old.spi_r), (**new).clone()));
             }
-            Event::ChildSaDeleted { spi_i, spi_r } => {
-                self.up.remove(&(*spi_i, *spi_r));
+            Event::ChildSaDeleted(id) => {
+                self.up.remove(&(id.spi_i, id.spi_r));
             }
             Event::IkeSaRekeyed { .. } => self.ike_rekeys += 1,
             _ => {}

@@ -13,7 +13,8 @@ use super::{
 use crate::crypto::CryptoProvider;
 use crate::esp::{self, ChildSa, Demux, EspSpi, Inbound, Received, SaConfig};
 use crate::ike::{
-    self, ChildSaEstablished, ConfigReceived, Event, Initiator, InitiatorConfig, NAT_T_PORT, Suite,
+    self, ChildSaEstablished, ChildSaId, ConfigReceived, Event, Initiator, InitiatorConfig,
+    NAT_T_PORT, Suite,
 };
 use crate::wire::{self, TrafficSelector, Udp4500};
 
@@ -334,7 +335,7 @@ impl ClientTunnel {
                 // gateway a half-dead IKE SA that it keeps alive and rekeys (RFC 7296 §1.4.1).
                 Event::ChildSaFailed(e) => self.close_with(now, DownReason::ChildSaRefused(e)),
                 Event::ChildSaRekeyed { new, .. } => self.rekeyed(now, &new),
-                Event::ChildSaDeleted { spi_i, spi_r } => {
+                Event::ChildSaDeleted(ChildSaId { spi_i, spi_r }) => {
                     let Phase::Up(dp) = &mut self.phase else {
                         continue;
                     };

@@ -204,10 +204,10 @@ impl GatewayTunnel {
                     ts_i: new.ts_i.clone(),
                 }
             }
-            Event::ChildSaDeleted { spi_i, spi_r: spi } => EspUpdate::ChildDeleted {
+            Event::ChildSaDeleted(child) => EspUpdate::ChildDeleted {
                 spi_r,
-                outbound: EspSpi(*spi_i),
-                inbound: EspSpi(*spi),
+                outbound: EspSpi(child.spi_i),
+                inbound: EspSpi(child.spi_r),
             },
             Event::Failed(_) | Event::Closed => EspUpdate::Gone { spi_r },
             _ => return Ok(None),

@@ -276,8 +276,8 @@ impl Responder {
                 Event::ChildSaEstablished(child) | Event::ChildSaRekeyed { new: child, .. } => {
                     self.esp_spis.insert(child.spi_r);
                 }
-                Event::ChildSaDeleted { spi_r, .. } => {
-                    self.esp_spis.remove(spi_r);
+                Event::ChildSaDeleted(child) => {
+                    self.esp_spis.remove(&child.spi_r);
                 }
                 _ => {}
             }

@@ -179,10 +179,7 @@ impl Session {
         if self.children.remove(id).is_none() {
             return false;
         }
-        self.events.push_back(Event::ChildSaDeleted {
-            spi_i: id.spi_i,
-            spi_r: id.spi_r,
-        });
+        self.events.push_back(Event::ChildSaDeleted(id));
         true
     }
 }
