@@ -22,8 +22,8 @@ mod common;
 use common::{hex, load};
 use pqvpn_core::crypto::{AeadAlgorithm, AeadKey, Error, IV_LEN, RustCrypto, TAG_LEN};
 use pqvpn_core::wire::{
-    EncryptedPayload, ExchangeType, Flags, Header, Message, NotifyPayload, NotifyType, Payload,
-    PayloadType, ProtocolId, locate_encrypted, parse_payloads,
+    EncryptedPayload, ExchangeType, Flags, Header, IkeSpi, Message, MessageId, NotifyPayload,
+    NotifyType, Payload, PayloadType, ProtocolId, locate_encrypted, parse_payloads,
 };
 
 const VECTOR: &str = "rfc7634-chacha20poly1305.json";
@@ -121,8 +121,8 @@ fn appendix_b_ikev2_message_parses() {
     let v = &json["ikev2_example_appendix_b"];
     let bytes = hex(&v["ike_message"]);
     let message = Message::parse(&bytes).unwrap();
-    let spi = |k: &str| u64::from_be_bytes(hex(&v[k]).try_into().unwrap());
-    let message_id = u32::try_from(v["message_id"].as_u64().unwrap()).unwrap();
+    let spi = |k: &str| IkeSpi(u64::from_be_bytes(hex(&v[k]).try_into().unwrap()));
+    let message_id = MessageId(u32::try_from(v["message_id"].as_u64().unwrap()).unwrap());
     assert_eq!(
         message.header,
         Header {

@@ -25,7 +25,7 @@ use pqvpn_core::ike::keys::{
     ChildSaKeys, IkeKeyLengths, IkeSaKeys, IntAuth, int_auth_a, maced_id, psk_auth, signed_octets,
     skeyseed, skeyseed_additional,
 };
-use pqvpn_core::wire::PrfAlgorithm;
+use pqvpn_core::wire::{IkeSpi, MessageId, PrfAlgorithm};
 use serde_json::Value;
 
 const VECTOR: &str = "strongswan-6.1-hybrid-x25519-mlkem768-psk.json";
@@ -93,8 +93,8 @@ impl Vector {
             &skeyseed0,
             &self.nonce_i,
             &self.nonce_r,
-            self.spi_i,
-            self.spi_r,
+            IkeSpi(self.spi_i),
+            IkeSpi(self.spi_r),
             self.lengths(),
         )
         .unwrap()
@@ -111,8 +111,8 @@ impl Vector {
             &skeyseed1,
             &self.nonce_i,
             &self.nonce_r,
-            self.spi_i,
-            self.spi_r,
+            IkeSpi(self.spi_i),
+            IkeSpi(self.spi_r),
             self.lengths(),
         )
         .unwrap()
@@ -201,7 +201,7 @@ fn int_auth_chain_matches_strongswan() {
         }
     }
     let mid = u32::try_from(v.json["ike_auth_mid"].as_u64().unwrap()).unwrap();
-    let octets = chain.octets(mid).unwrap();
+    let octets = chain.octets(MessageId(mid)).unwrap();
     assert_eq!(octets[..48], hex(&v.json["int_auth_i"]));
     assert_eq!(octets[48..96], hex(&v.json["int_auth_r"]));
     assert_eq!(octets, hex(&v.json["int_auth"]));

@@ -47,7 +47,7 @@ pub(super) fn session_run(data: &[u8], timer_steps: usize) -> Option<Net> {
                 _ => header.exchange_type,
             };
             if variant & 1 != 0 {
-                header.message_id = header.message_id.wrapping_add(1);
+                header.message_id = header.message_id.next();
             }
             let pieces = 1 + usize::from((variant >> 2) & 3);
             let sealed = seal_pieces(&key, &header, PayloadType::from(first), input, pieces);

@@ -79,7 +79,13 @@ pub fn reassembly(data: &[u8]) {
         let action = (kind >> 3) & 3;
         if action == 3 {
             genuine_id += 1;
-            let header = Header::new(1, 2, ExchangeType::IkeAuth, flags, genuine_id);
+            let header = Header::new(
+                IkeSpi(1),
+                IkeSpi(2),
+                ExchangeType::IkeAuth,
+                flags,
+                MessageId(genuine_id),
+            );
             genuine_set(
                 &mut sender,
                 &receiver,
@@ -101,7 +107,13 @@ pub fn reassembly(data: &[u8]) {
         let Ok(numbers) = FragmentNumbers::new(u16::from(number), u16::from(total)) else {
             continue; // cannot be on the wire: the parser refuses it
         };
-        let header = Header::new(1, 2, ExchangeType::IkeAuth, flags, message_id);
+        let header = Header::new(
+            IkeSpi(1),
+            IkeSpi(2),
+            ExchangeType::IkeAuth,
+            flags,
+            MessageId(message_id),
+        );
         let next = if number == 1 {
             first
         } else {
@@ -145,7 +157,11 @@ pub fn reassembly(data: &[u8]) {
             slot.push(chunk);
         }
         if let Ok(Some(u)) = reassembly.add(&receiver, &view) {
-            assert_eq!(u.header.message_id, message_id, "completed another message");
+            assert_eq!(
+                u.header.message_id,
+                MessageId(message_id),
+                "completed another message"
+            );
             assert_eq!(
                 u.header.flags.response, response,
                 "completed another message"

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::crypto::{CryptoProvider, SecretBytes};
 use crate::ike::Error;
 use crate::ike::sa::random_bytes;
-use crate::wire::PrfAlgorithm;
+use crate::wire::{IkeSpi, PrfAlgorithm};
 
 /// How long one cookie secret is used to make cookies.
 pub(crate) const SECRET_LIFETIME: Duration = Duration::from_secs(60);
@@ -61,7 +61,7 @@ impl CookieSecrets {
         now: Instant,
         nonce_i: &[u8],
         ip: IpAddr,
-        spi_i: u64,
+        spi_i: IkeSpi,
     ) -> Result<Vec<u8>, Error> {
         self.rotate(provider, now)?;
         let (version, secret) = &self.current;
@@ -77,7 +77,7 @@ impl CookieSecrets {
         presented: &[u8],
         nonce_i: &[u8],
         ip: IpAddr,
-        spi_i: u64,
+        spi_i: IkeSpi,
     ) -> Result<bool, Error> {
         self.rotate(provider, now)?;
         let Some(&version) = presented.first() else {
@@ -102,14 +102,14 @@ fn compute(
     secret: &SecretBytes,
     nonce_i: &[u8],
     ip: IpAddr,
-    spi_i: u64,
+    spi_i: IkeSpi,
 ) -> Result<Vec<u8>, Error> {
     let prf = provider.prf(PrfAlgorithm::HmacSha2_256)?;
     let ip = match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     };
-    let mac = prf.prf(secret.expose(), &[nonce_i, &ip, &spi_i.to_be_bytes()]);
+    let mac = prf.prf(secret.expose(), &[nonce_i, &ip, &spi_i.0.to_be_bytes()]);
     let mut cookie = Vec::with_capacity(1 + mac.expose().len());
     cookie.push(version);
     cookie.extend_from_slice(mac.expose());
@@ -130,26 +130,29 @@ mod tests {
         let p = DeterministicProvider::new(3);
         let mut c = CookieSecrets::new(&p).unwrap();
         let t0 = Instant::now();
-        let cookie = c.make(&p, t0, b"nonce", IP, 7).unwrap();
-        assert!(c.verify(&p, t0, &cookie, b"nonce", IP, 7).unwrap());
-        assert!(!c.verify(&p, t0, &cookie, b"other", IP, 7).unwrap());
-        assert!(!c.verify(&p, t0, &cookie, b"nonce", IP, 8).unwrap());
+        let cookie = c.make(&p, t0, b"nonce", IP, IkeSpi(7)).unwrap();
+        assert!(c.verify(&p, t0, &cookie, b"nonce", IP, IkeSpi(7)).unwrap());
+        assert!(!c.verify(&p, t0, &cookie, b"other", IP, IkeSpi(7)).unwrap());
+        assert!(!c.verify(&p, t0, &cookie, b"nonce", IP, IkeSpi(8)).unwrap());
         let other_ip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
-        assert!(!c.verify(&p, t0, &cookie, b"nonce", other_ip, 7).unwrap());
+        assert!(
+            !c.verify(&p, t0, &cookie, b"nonce", other_ip, IkeSpi(7))
+                .unwrap()
+        );
         let mut flipped = cookie.clone();
         flipped[5] ^= 1;
-        assert!(!c.verify(&p, t0, &flipped, b"nonce", IP, 7).unwrap());
-        assert!(!c.verify(&p, t0, &[], b"nonce", IP, 7).unwrap());
+        assert!(!c.verify(&p, t0, &flipped, b"nonce", IP, IkeSpi(7)).unwrap());
+        assert!(!c.verify(&p, t0, &[], b"nonce", IP, IkeSpi(7)).unwrap());
 
         // One rotation: the old cookie still passes, new cookies carry the next version.
         let t1 = t0 + SECRET_LIFETIME;
-        assert!(c.verify(&p, t1, &cookie, b"nonce", IP, 7).unwrap());
-        let newer = c.make(&p, t1, b"nonce", IP, 7).unwrap();
+        assert!(c.verify(&p, t1, &cookie, b"nonce", IP, IkeSpi(7)).unwrap());
+        let newer = c.make(&p, t1, b"nonce", IP, IkeSpi(7)).unwrap();
         assert_ne!(newer, cookie);
         assert_eq!(newer[0], cookie[0].wrapping_add(1));
         // Two rotations: the first secret is gone.
         let t2 = t1 + SECRET_LIFETIME;
-        assert!(!c.verify(&p, t2, &cookie, b"nonce", IP, 7).unwrap());
-        assert!(c.verify(&p, t2, &newer, b"nonce", IP, 7).unwrap());
+        assert!(!c.verify(&p, t2, &cookie, b"nonce", IP, IkeSpi(7)).unwrap());
+        assert!(c.verify(&p, t2, &newer, b"nonce", IP, IkeSpi(7)).unwrap());
     }
 }

@@ -18,6 +18,7 @@ use crate::ike::keys::{IkeSaKeys, IntAuth, skeyseed, skeyseed_additional};
 use crate::ike::proposal::IkeChoice;
 use crate::ike::protect::SkCipher;
 use crate::ike::session::{IkeSa, IkeSaParts};
+use crate::wire::{IkeSpi, MessageId};
 
 /// Which side of the handshake this is: the original initiator (the client) or responder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +32,8 @@ pub(crate) enum Role {
 /// [RFC 7296 §3.1]: https://www.rfc-editor.org/rfc/rfc7296#section-3.1
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Spis {
-    pub(crate) spi_i: u64,
-    pub(crate) spi_r: u64,
+    pub(crate) spi_i: IkeSpi,
+    pub(crate) spi_r: IkeSpi,
 }
 
 /// The IKE_SA_INIT exchange as both sides saw it: the input of the first key update and of
@@ -66,7 +67,7 @@ pub(crate) struct Keyed {
     pub(crate) int_auth: IntAuth,
     /// The initiator's next request, which is the responder's next expected request: both
     /// sides count the handshake's requests the same way (RFC 7296 §2.2).
-    pub(crate) message_id: u32,
+    pub(crate) message_id: MessageId,
 }
 
 impl Keyed {
@@ -97,7 +98,7 @@ impl Keyed {
             real_message_2: init.real_message_2,
             peer_fragmentation: init.peer_fragmentation,
             int_auth: IntAuth::new(),
-            message_id: 1,
+            message_id: MessageId(1),
         })
     }
 
@@ -137,15 +138,15 @@ impl Keyed {
 
     /// Takes the next handshake message ID (the initiator's next request; the responder's
     /// answer to the request it expected).
-    pub(crate) fn take_message_id(&mut self) -> u32 {
+    pub(crate) fn take_message_id(&mut self) -> MessageId {
         let id = self.message_id;
-        self.message_id = id.wrapping_add(1);
+        self.message_id = id.next();
         id
     }
 
     /// The authenticated IKE SA. `last_response` is the responder's IKE_AUTH response, kept
     /// for a retransmitted request (RFC 7296 §2.1).
-    pub(crate) fn into_ike_sa(self, last_response: Option<(u32, Vec<Vec<u8>>)>) -> IkeSa {
+    pub(crate) fn into_ike_sa(self, last_response: Option<(MessageId, Vec<Vec<u8>>)>) -> IkeSa {
         let initiator = self.role == Role::Initiator;
         IkeSa::new(IkeSaParts {
             spi_i: self.spis.spi_i,
@@ -156,8 +157,16 @@ impl Keyed {
             sk_d: self.keys.sk_d,
             cipher: self.cipher,
             peer_fragmentation: self.peer_fragmentation,
-            next_request_id: if initiator { self.message_id } else { 0 },
-            expected_request_id: if initiator { 0 } else { self.message_id },
+            next_request_id: if initiator {
+                self.message_id
+            } else {
+                MessageId::ZERO
+            },
+            expected_request_id: if initiator {
+                MessageId::ZERO
+            } else {
+                self.message_id
+            },
             last_response,
         })
     }

@@ -14,6 +14,7 @@
 //! [RFC 9242 §3.3.2]: https://www.rfc-editor.org/rfc/rfc9242#section-3.3.2
 
 use crate::crypto::{Prf, SecretBytes, SharedSecret};
+use crate::wire::{IkeSpi, MessageId};
 
 /// The pad string of the PSK authentication key (RFC 7296 §2.15).
 pub const KEY_PAD_FOR_IKEV2: &[u8] = b"Key Pad for IKEv2";
@@ -183,12 +184,12 @@ impl IkeSaKeys {
         skeyseed: &SecretBytes,
         nonce_i: &[u8],
         nonce_r: &[u8],
-        spi_i: u64,
-        spi_r: u64,
+        spi_i: IkeSpi,
+        spi_r: IkeSpi,
         lengths: IkeKeyLengths,
     ) -> Result<Self, KeyScheduleError> {
         let total = 3 * lengths.prf + 2 * lengths.integ + 2 * lengths.encr;
-        let (spi_i, spi_r) = (spi_i.to_be_bytes(), spi_r.to_be_bytes());
+        let (spi_i, spi_r) = (spi_i.0.to_be_bytes(), spi_r.0.to_be_bytes());
         let stream = prf_plus(
             prf,
             skeyseed.expose(),
@@ -355,12 +356,12 @@ impl IntAuth {
     /// `IntAuth = IntAuth_iN | IntAuth_rN | IKE_AUTH_MID`, the octets appended to both sides'
     /// signed octets; `None` if no IKE_INTERMEDIATE exchange completed, in which case nothing
     /// is appended (a known interop bug is to append it anyway).
-    pub fn octets(&self, ike_auth_message_id: u32) -> Option<Vec<u8>> {
+    pub fn octets(&self, ike_auth_message_id: MessageId) -> Option<Vec<u8>> {
         let (i, r) = (self.initiator.as_ref()?, self.responder.as_ref()?);
         let mut out = Vec::with_capacity(i.len() + r.len() + 4);
         out.extend_from_slice(i.expose());
         out.extend_from_slice(r.expose());
-        out.extend_from_slice(&ike_auth_message_id.to_be_bytes());
+        out.extend_from_slice(&ike_auth_message_id.0.to_be_bytes());
         Some(out)
     }
 }
@@ -467,11 +468,11 @@ mod tests {
         let prf = sha256();
         let key = SecretBytes::from_slice(&[7; 32]);
         let mut chain = IntAuth::new();
-        assert_eq!(chain.octets(2), None);
+        assert_eq!(chain.octets(MessageId(2)), None);
         chain.update_initiator(&*prf, &key, b"a1", b"p1");
-        assert_eq!(chain.octets(2), None);
+        assert_eq!(chain.octets(MessageId(2)), None);
         chain.update_responder(&*prf, &key, b"a2", b"p2");
-        let first = chain.octets(2).unwrap();
+        let first = chain.octets(MessageId(2)).unwrap();
         assert_eq!(first.len(), 32 + 32 + 4);
         assert_eq!(first[64..], hex!("00000002"));
         assert_eq!(first[..32], *prf.prf(key.expose(), &[b"a1p1"]).expose());
@@ -479,7 +480,7 @@ mod tests {
         chain.update_initiator(&*prf, &key, b"a3", b"p3");
         let i1 = prf.prf(key.expose(), &[b"a1p1"]);
         let i2 = prf.prf(key.expose(), &[i1.expose(), b"a3", b"p3"]);
-        assert_eq!(chain.octets(3).unwrap()[..32], *i2.expose());
+        assert_eq!(chain.octets(MessageId(3)).unwrap()[..32], *i2.expose());
     }
 
     #[test]

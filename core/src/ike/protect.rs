@@ -9,7 +9,8 @@ use crate::crypto::{AeadKey, CryptoProvider, IV_LEN, SecretBytes, TAG_LEN};
 use crate::ike::Error;
 use crate::ike::keys::int_auth_a;
 use crate::wire::{
-    EncryptedView, FragmentNumbers, Header, Payload, PayloadType, emit_payloads, emit_protected,
+    EncryptedView, FragmentNumbers, Header, MessageId, Payload, PayloadType, emit_payloads,
+    emit_protected,
 };
 
 /// Octets of the generic header plus the fragment fields of SKF (RFC 7383 §2.5).
@@ -204,7 +205,7 @@ impl SkCipher {
 #[derive(Debug, Default)]
 pub(crate) struct Reassembly {
     /// Message ID, flags and total of the message being reassembled.
-    key: Option<(u32, bool, u16)>,
+    key: Option<(MessageId, bool, u16)>,
     header: Option<Header>,
     first_inner: Option<PayloadType>,
     parts: Vec<Option<Vec<u8>>>,

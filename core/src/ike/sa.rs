@@ -11,8 +11,8 @@ use crate::ike::Error;
 use crate::ike::config::{Mode, RetransmitConfig};
 use crate::ike::keys::ChildSaKeys;
 use crate::wire::{
-    KeyExchangeMethod, NON_ESP_MARKER, NotifyPayload, NotifyType, Payload, PrfAlgorithm,
-    TrafficSelector,
+    IkeSpi, KeyExchangeMethod, MessageId, NON_ESP_MARKER, NotifyPayload, NotifyType, Payload,
+    PrfAlgorithm, TrafficSelector,
 };
 
 /// The IKE port (RFC 7296 §2).
@@ -214,7 +214,7 @@ impl Outbox {
 /// schedule (RFC 7296 §2.1).
 #[derive(Debug)]
 pub(crate) struct Outstanding {
-    pub(crate) message_id: u32,
+    pub(crate) message_id: MessageId,
     datagrams: Vec<Vec<u8>>,
     sent: u32,
     deadline: Instant,
@@ -224,7 +224,7 @@ impl Outstanding {
     pub(crate) fn new(
         now: Instant,
         config: &RetransmitConfig,
-        message_id: u32,
+        message_id: MessageId,
         datagrams: Vec<Vec<u8>>,
     ) -> Self {
         Self {
@@ -261,8 +261,8 @@ impl Outstanding {
 /// `NAT_DETECTION_*_IP` data: `SHA-1(SPIi | SPIr | IP | Port)` (RFC 7296 §2.23).
 pub(crate) fn nat_detection_hash(
     provider: &dyn CryptoProvider,
-    spi_i: u64,
-    spi_r: u64,
+    spi_i: IkeSpi,
+    spi_r: IkeSpi,
     addr: SocketAddr,
 ) -> [u8; 20] {
     let ip: Vec<u8> = match addr.ip() {
@@ -270,8 +270,8 @@ pub(crate) fn nat_detection_hash(
         IpAddr::V6(a) => a.octets().to_vec(),
     };
     provider.sha1(&[
-        &spi_i.to_be_bytes(),
-        &spi_r.to_be_bytes(),
+        &spi_i.0.to_be_bytes(),
+        &spi_r.0.to_be_bytes(),
         &ip,
         &addr.port().to_be_bytes(),
     ])
@@ -310,13 +310,13 @@ pub(crate) fn random_bytes(provider: &dyn CryptoProvider, len: usize) -> Result<
 }
 
 /// A random non-zero SPI (RFC 7296 §2.6: an IKE SPI of zero means "not yet known").
-pub(crate) fn random_spi(provider: &dyn CryptoProvider) -> Result<u64, Error> {
+pub(crate) fn random_spi(provider: &dyn CryptoProvider) -> Result<IkeSpi, Error> {
     loop {
         let mut b = [0u8; 8];
         provider.fill_random(&mut b)?;
         let spi = u64::from_be_bytes(b);
         if spi != 0 {
-            return Ok(spi);
+            return Ok(IkeSpi(spi));
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::ike::{
     ChildSaEstablished, CryptoPolicy, Error, Event, InitiatorConfig, Lifetime, Mode,
     ResponderConfig,
 };
-use crate::wire::{ExchangeType, Header, KeyExchangeMethod, NotifyType, Payload};
+use crate::wire::{ExchangeType, Header, IkeSpi, KeyExchangeMethod, NotifyType, Payload};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -661,13 +661,14 @@ fn message_ids_count_up_independently_in_both_directions() {
     let mut checked = 0;
     for initiator in [true, false] {
         let messages = sent(&mut pair, initiator);
-        let sas: BTreeSet<(u64, u64)> = messages.iter().map(|(h, _)| (h.spi_i, h.spi_r)).collect();
+        let sas: BTreeSet<(IkeSpi, IkeSpi)> =
+            messages.iter().map(|(h, _)| (h.spi_i, h.spi_r)).collect();
         for spis in sas {
             for response in [false, true] {
                 let ids: Vec<u32> = messages
                     .iter()
                     .filter(|(h, _)| (h.spi_i, h.spi_r) == spis && h.flags.response == response)
-                    .map(|(h, _)| h.message_id)
+                    .map(|(h, _)| h.message_id.0)
                     .collect();
                 assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
                 checked += ids.len();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::pair::{ChildTable, GATEWAY, InFlight, Pair};
 use crate::ike::{Event, Mode};
-use crate::wire::{ExchangeType, Flags, Header, PayloadType};
+use crate::wire::{ExchangeType, Flags, Header, MessageId, PayloadType};
 
 const ATTACKER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 66)), 4500);
 
@@ -186,7 +186,7 @@ fn forged_or_replayed_requests_neither_move_the_peer_nor_reflect_the_cached_resp
     let h = Header::parse(&auth).unwrap();
 
     // A bare 28-octet header with the cached message ID, and one with a new message ID.
-    for mid in [h.message_id, 0x7777_7777] {
+    for mid in [h.message_id, MessageId(0x7777_7777)] {
         let mut bare = Header::new(h.spi_i, h.spi_r, ExchangeType::Informational, h.flags, mid);
         bare.length = u32::try_from(Header::LEN).unwrap();
         let mut bytes = Vec::new();
@@ -196,9 +196,9 @@ fn forged_or_replayed_requests_neither_move_the_peer_nor_reflect_the_cached_resp
         assert_eq!(
             drain_responder(&mut pair),
             Vec::<SocketAddr>::new(),
-            "mid {mid:#x}"
+            "mid {mid}"
         );
-        assert_eq!(pair.responder.remote(id), Some(peer), "mid {mid:#x}");
+        assert_eq!(pair.responder.remote(id), Some(peer), "mid {mid}");
     }
 
     // The genuine IKE_AUTH request replayed from elsewhere: one resend, to the client.

@@ -6,6 +6,60 @@ use super::enums::{ExchangeType, PayloadType};
 use super::error::ParseError;
 use super::reader::Reader;
 
+/// An IKE SA's SPI, as the initiator or the responder chose it ([RFC 7296 §3.1]). Zero only
+/// as SPIr of a first IKE_SA_INIT request.
+///
+/// [RFC 7296 §3.1]: https://www.rfc-editor.org/rfc/rfc7296#section-3.1
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct IkeSpi(pub u64);
+
+impl IkeSpi {
+    /// SPIr before the responder chose one.
+    pub const ZERO: Self = Self(0);
+}
+
+impl core::fmt::Debug for IkeSpi {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl core::fmt::Display for IkeSpi {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A Message ID: requests are numbered from zero in each direction and a response carries
+/// its request's ([RFC 7296 §2.2]).
+///
+/// [RFC 7296 §2.2]: https://www.rfc-editor.org/rfc/rfc7296#section-2.2
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MessageId(pub u32);
+
+impl MessageId {
+    /// The ID of IKE_SA_INIT.
+    pub const ZERO: Self = Self(0);
+
+    /// The ID after this one (wrapping; an SA rekeys long before, RFC 7296 §2.2).
+    #[must_use]
+    pub const fn next(self) -> Self {
+        Self(self.0.wrapping_add(1))
+    }
+
+    /// The ID after this one, `None` once all 2^32 are spent.
+    #[must_use]
+    pub fn checked_next(self) -> Option<Self> {
+        self.0.checked_add(1).map(Self)
+    }
+}
+
+impl core::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The IKE header flags octet ([RFC 7296 §3.1]).
 ///
 /// Only the three defined bits are kept; the others must be sent as zero and are ignored on
@@ -73,9 +127,9 @@ impl Flags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Header {
     /// IKE SA Initiator's SPI.
-    pub spi_i: u64,
+    pub spi_i: IkeSpi,
     /// IKE SA Responder's SPI; zero in the first IKE_SA_INIT request.
-    pub spi_r: u64,
+    pub spi_r: IkeSpi,
     /// The type of the first payload.
     pub next_payload: PayloadType,
     /// Major version, always [`Header::MAJOR_VERSION`] after a successful parse.
@@ -87,7 +141,7 @@ pub struct Header {
     /// The I, V and R flags.
     pub flags: Flags,
     /// Message ID, matching requests to responses.
-    pub message_id: u32,
+    pub message_id: MessageId,
     /// Length of the whole message, header included, in octets.
     pub length: u32,
 }
@@ -101,11 +155,11 @@ impl Header {
     /// Creates an IKEv2 header with version 2.0; `next_payload` and `length` are left for
     /// [`Message::emit`](super::Message::emit) to fill in.
     pub fn new(
-        spi_i: u64,
-        spi_r: u64,
+        spi_i: IkeSpi,
+        spi_r: IkeSpi,
         exchange_type: ExchangeType,
         flags: Flags,
-        message_id: u32,
+        message_id: MessageId,
     ) -> Self {
         Self {
             spi_i,
@@ -135,13 +189,13 @@ impl Header {
     /// - [`ParseError::InvalidLength`] if the Length field is below 28.
     pub fn parse(datagram: &[u8]) -> Result<Self, ParseError> {
         let mut r = Reader::new(datagram, "IKE header");
-        let spi_i = r.u64()?;
-        let spi_r = r.u64()?;
+        let spi_i = IkeSpi(r.u64()?);
+        let spi_r = IkeSpi(r.u64()?);
         let next_payload = PayloadType::from(r.u8()?);
         let version = r.u8()?;
         let exchange_type = ExchangeType::from(r.u8()?);
         let flags = Flags::from_octet(r.u8()?);
-        let message_id = r.u32()?;
+        let message_id = MessageId(r.u32()?);
         let length = r.u32()?;
         let major_version = version >> 4;
         if major_version != Self::MAJOR_VERSION {
@@ -173,13 +227,13 @@ impl Header {
 
     /// Appends the 28 header octets exactly as the fields say.
     pub fn emit(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.spi_i.to_be_bytes());
-        out.extend_from_slice(&self.spi_r.to_be_bytes());
+        out.extend_from_slice(&self.spi_i.0.to_be_bytes());
+        out.extend_from_slice(&self.spi_r.0.to_be_bytes());
         out.push(self.next_payload.value());
         out.push((self.major_version << 4) | (self.minor_version & 0x0f));
         out.push(self.exchange_type.value());
         out.push(self.flags.to_octet());
-        out.extend_from_slice(&self.message_id.to_be_bytes());
+        out.extend_from_slice(&self.message_id.0.to_be_bytes());
         out.extend_from_slice(&self.length.to_be_bytes());
     }
 
@@ -213,11 +267,11 @@ mod tests {
             next_payload: PayloadType::SecurityAssociation,
             length: 28,
             ..Header::new(
-                0x0102_0304_0506_0708,
-                0,
+                IkeSpi(0x0102_0304_0506_0708),
+                IkeSpi::ZERO,
                 ExchangeType::IkeSaInit,
                 Flags::initiator_request(),
-                0,
+                MessageId::ZERO,
             )
         }
     }

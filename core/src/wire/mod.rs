@@ -40,7 +40,7 @@ pub use cp::{ConfigAttribute, ConfigPayload};
 pub use encap::{NAT_KEEPALIVE, NON_ESP_MARKER, Udp4500, classify_udp4500, prepend_non_esp_marker};
 pub use enums::*;
 pub use error::ParseError;
-pub use header::{Flags, Header};
+pub use header::{Flags, Header, IkeSpi, MessageId};
 pub use id::{Identification, IkeId};
 pub use ke::KePayload;
 pub use nonce::Nonce;

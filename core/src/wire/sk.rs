@@ -342,7 +342,7 @@ mod tests {
 
     use super::*;
     use crate::wire::strategies::{arb_header, arb_inner_payloads, bytes};
-    use crate::wire::{ExchangeType, Flags, Message, NotifyPayload, NotifyType};
+    use crate::wire::{ExchangeType, Flags, IkeSpi, Message, MessageId, NotifyPayload, NotifyType};
 
     /// IKE_AUTH request: header, then SK naming IDi, with an 8-octet IV, 8 octets of
     /// ciphertext and a 16-octet ICV.
@@ -367,11 +367,11 @@ mod tests {
 
     fn header() -> Header {
         Header::new(
-            0x0102_0304_0506_0708,
-            0x1112_1314_1516_1718,
+            IkeSpi(0x0102_0304_0506_0708),
+            IkeSpi(0x1112_1314_1516_1718),
             ExchangeType::IkeAuth,
             Flags::initiator_request(),
-            1,
+            MessageId(1),
         )
     }
 

@@ -36,14 +36,14 @@ prop_compose! {
         length in 28u32..512,
     ) -> Header {
         Header {
-            spi_i,
-            spi_r,
+            spi_i: IkeSpi(spi_i),
+            spi_r: IkeSpi(spi_r),
             next_payload: next_payload.into(),
             major_version: 2,
             minor_version,
             exchange_type: exchange_type.into(),
             flags: Flags::from_octet(flags),
-            message_id,
+            message_id: MessageId(message_id),
             length,
         }
     }

@@ -29,7 +29,7 @@ use crate::ike::sa::{
     ChildSaEstablished, Event, NAT_T_PORT, Outbox, Outstanding, Suite, Transmit, random_spi,
 };
 use crate::ike::session::{Session, Status};
-use crate::wire::{Header, locate_encrypted};
+use crate::wire::{Header, IkeSpi, MessageId, locate_encrypted};
 
 /// At most this many COOKIE restarts of IKE_SA_INIT (RFC 7296 §2.6) before giving up.
 const MAX_COOKIE_RESTARTS: u8 = 3;
@@ -45,8 +45,8 @@ pub struct Initiator {
     local: SocketAddr,
     remote: SocketAddr,
     nat_t: bool,
-    spi_i: u64,
-    spi_r: u64,
+    spi_i: IkeSpi,
+    spi_r: IkeSpi,
     state: State,
     outbox: Outbox,
     events: VecDeque<Event>,
@@ -64,8 +64,8 @@ impl core::fmt::Debug for Initiator {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Initiator")
             .field("remote", &self.remote)
-            .field("spi_i", &format_args!("{:016x}", self.spi_i))
-            .field("spi_r", &format_args!("{:016x}", self.spi_r))
+            .field("spi_i", &self.spi_i)
+            .field("spi_r", &self.spi_r)
             .field("state", &self.state.name())
             .finish_non_exhaustive()
     }
@@ -150,7 +150,7 @@ impl Initiator {
             local,
             remote,
             spi_i,
-            spi_r: 0,
+            spi_r: IkeSpi::ZERO,
             state: State::Failed,
             outbox: Outbox::default(),
             events: VecDeque::new(),
@@ -172,7 +172,7 @@ impl Initiator {
 
     /// The initiator's SPI of the current IKE SA (after a rekey the gateway started, the
     /// gateway's).
-    pub fn spi_i(&self) -> u64 {
+    pub fn spi_i(&self) -> IkeSpi {
         match &self.state {
             State::Established(e) => e.spis().0,
             _ => self.spi_i,
@@ -180,7 +180,7 @@ impl Initiator {
     }
 
     /// The responder's SPI of the current IKE SA (0 until IKE_SA_INIT completed).
-    pub fn spi_r(&self) -> u64 {
+    pub fn spi_r(&self) -> IkeSpi {
         match &self.state {
             State::Established(e) => e.spis().1,
             _ => self.spi_r,
@@ -397,7 +397,7 @@ impl Initiator {
         self.events.push_back(Event::Failed(error));
     }
 
-    fn send_request(&mut self, now: Instant, message_id: u32, datagrams: Vec<Vec<u8>>) {
+    fn send_request(&mut self, now: Instant, message_id: MessageId, datagrams: Vec<Vec<u8>>) {
         for d in &datagrams {
             self.outbox.push(self.remote, self.nat_t, d.clone());
         }

@@ -19,8 +19,8 @@ use crate::ike::sa::{
     NAT_T_PORT, fake_nat_source, find_notify, first_error_notify, nat_detection_hash,
 };
 use crate::wire::{
-    ExchangeType, Flags, HashAlgorithm, Header, KePayload, Message, Nonce, NotifyPayload,
-    NotifyType, Payload, SaPayload,
+    ExchangeType, Flags, HashAlgorithm, Header, IkeSpi, KePayload, Message, MessageId, Nonce,
+    NotifyPayload, NotifyType, Payload, SaPayload,
 };
 
 impl Initiator {
@@ -56,11 +56,11 @@ impl Initiator {
         let p = &*self.provider;
         payloads.push(Payload::Notify(NotifyPayload::status(
             NotifyType::NatDetectionSourceIp,
-            nat_detection_hash(p, self.spi_i, 0, source).to_vec(),
+            nat_detection_hash(p, self.spi_i, IkeSpi::ZERO, source).to_vec(),
         )));
         payloads.push(Payload::Notify(NotifyPayload::status(
             NotifyType::NatDetectionDestinationIp,
-            nat_detection_hash(p, self.spi_i, 0, self.remote).to_vec(),
+            nat_detection_hash(p, self.spi_i, IkeSpi::ZERO, self.remote).to_vec(),
         )));
         payloads.push(Payload::Notify(NotifyPayload::status(
             NotifyType::Ikev2FragmentationSupported,
@@ -81,13 +81,13 @@ impl Initiator {
         )));
         let header = Header::new(
             self.spi_i,
-            0,
+            IkeSpi::ZERO,
             ExchangeType::IkeSaInit,
             Flags::initiator_request(),
-            0,
+            MessageId::ZERO,
         );
         s.request = Message::new(header, payloads).emit();
-        self.send_request(now, 0, vec![s.request.clone()]);
+        self.send_request(now, MessageId::ZERO, vec![s.request.clone()]);
         s
     }
 
@@ -182,7 +182,7 @@ impl Initiator {
         message: &Message,
     ) -> Result<(IkeChoice, SecretBytes, Nonce), Error> {
         let payloads = &message.payloads;
-        if message.header.spi_r == 0 {
+        if message.header.spi_r == IkeSpi::ZERO {
             return Err(Error::PeerMisbehaved("IKE_SA_INIT response without SPIr"));
         }
         let mut sa = None;

@@ -170,6 +170,7 @@ impl Responder {
             dpd_interval: c.dpd_interval,
             require_child_pfs: c.require_child_pfs,
         };
+        let ours = keyed.spis.spi_r;
         let ike = keyed.into_ike_sa(sa.last_response.take());
         let session = Session::new(
             Arc::clone(&self.provider),
@@ -182,8 +183,8 @@ impl Responder {
             suite,
             child,
         );
-        self.routes.insert(spi_r, spi_r);
-        sa.routed = vec![spi_r];
+        self.routes.insert(ours, spi_r);
+        sa.routed = vec![ours];
         Ok(State::Established(Box::new(session)))
     }
 

@@ -30,7 +30,7 @@ use crate::ike::cookie::CookieSecrets;
 use crate::ike::protect::Reassembly;
 use crate::ike::sa::{ChildSaEstablished, Event, IKE_PORT, Outbox, Transmit};
 use crate::ike::session::{Session, Status};
-use crate::wire::{ExchangeType, Header};
+use crate::wire::{ExchangeType, Header, IkeSpi, MessageId};
 
 use states::State;
 
@@ -44,9 +44,9 @@ pub struct Responder {
     /// IKE SAs by the SPIr they were created with: their id in events, stable across rekeys.
     sas: HashMap<u64, ResponderSa>,
     /// Our SPI of every IKE SA held by an established tunnel (after rekeys) to its id.
-    routes: HashMap<u64, u64>,
+    routes: HashMap<IkeSpi, u64>,
     /// `(initiator address, SPIi)` of half-open SAs, to answer retransmitted IKE_SA_INIT.
-    by_initiator: HashMap<(SocketAddr, u64), u64>,
+    by_initiator: HashMap<(SocketAddr, IkeSpi), u64>,
     cookies: CookieSecrets,
     /// Half-open SAs in all and by the source address of their IKE_SA_INIT (finding 5).
     half_open: usize,
@@ -102,13 +102,13 @@ struct ResponderSa {
     /// Its entry in `timers`.
     timer: Option<Instant>,
     /// Our SPIs it holds in `routes`.
-    routed: Vec<u64>,
+    routed: Vec<IkeSpi>,
     remote: SocketAddr,
     nat_t: bool,
-    spi_i: u64,
+    spi_i: IkeSpi,
     state: State,
     /// The last response, for retransmitted requests.
-    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    last_response: Option<(MessageId, Vec<Vec<u8>>)>,
     /// When the cached response was last resent (see [`resend_identical`]).
     last_resend: Option<Instant>,
     /// The first (or only) datagram of the request being received, once it authenticated.
@@ -397,27 +397,28 @@ impl Responder {
         if header.flags.response || !header.flags.initiator {
             return;
         }
-        if header.exchange_type == ExchangeType::IkeSaInit && header.spi_r == 0 {
+        if header.exchange_type == ExchangeType::IkeSaInit && header.spi_r == IkeSpi::ZERO {
             if datagram.len() > MAX_IKE_SA_INIT {
                 self.stats.dropped_oversized += 1;
-            } else if header.message_id == 0 {
+            } else if header.message_id == MessageId::ZERO {
                 self.on_sa_init(now, local, remote, nat_t, &header, datagram);
             }
             return;
         }
-        let spi_r = header.spi_r;
-        let Some(mut sa) = self.sas.remove(&spi_r) else {
+        // A half-open SA: its id is still its SPIr.
+        let id = header.spi_r.0;
+        let Some(mut sa) = self.sas.remove(&id) else {
             return;
         };
         if sa.spi_i == header.spi_i {
-            self.on_request(now, spi_r, &mut sa, &header, datagram, (remote, nat_t));
+            self.on_request(now, id, &mut sa, &header, datagram, (remote, nat_t));
         }
         let dead = matches!(sa.state, State::Dead);
-        self.sas.insert(spi_r, sa);
+        self.sas.insert(id, sa);
         if dead {
-            self.remove(spi_r);
+            self.remove(id);
         } else {
-            self.schedule(spi_r);
+            self.schedule(id);
         }
     }
 }

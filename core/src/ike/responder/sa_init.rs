@@ -19,8 +19,8 @@ use crate::ike::protect::{Reassembly, resend_identical};
 use crate::ike::sa::{find_notify, nat_detection_hash, random_spi};
 use crate::ike::{CryptoPolicy, Error, Mode};
 use crate::wire::{
-    ExchangeType, Flags, Header, KePayload, KeyExchangeMethod, Message, Nonce, NotifyPayload,
-    NotifyType, Payload, Proposal, SaPayload,
+    ExchangeType, Flags, Header, IkeSpi, KePayload, KeyExchangeMethod, Message, MessageId, Nonce,
+    NotifyPayload, NotifyType, Payload, Proposal, SaPayload,
 };
 
 impl Responder {
@@ -28,10 +28,10 @@ impl Responder {
     fn reply_notify(&mut self, remote: SocketAddr, nat_t: bool, header: &Header, n: NotifyPayload) {
         let reply = Header::new(
             header.spi_i,
-            0,
+            IkeSpi::ZERO,
             ExchangeType::IkeSaInit,
             Flags::from_octet(Flags::RESPONSE_BIT),
-            0,
+            MessageId::ZERO,
         );
         let message = Message::new(reply, vec![Payload::Notify(n)]).emit();
         self.outbox.push(remote, nat_t, message);
@@ -48,8 +48,8 @@ impl Responder {
     ) {
         // A retransmitted request gets the same response: only for a byte-identical copy,
         // rate-limited, so a forged one reflects nothing (RFC 7296 §2.1).
-        if let Some(&spi_r) = self.by_initiator.get(&(remote, header.spi_i)) {
-            if let Some(sa) = self.sas.get_mut(&spi_r)
+        if let Some(&id) = self.by_initiator.get(&(remote, header.spi_i)) {
+            if let Some(sa) = self.sas.get_mut(&id)
                 && let Some((_, datagrams)) = &sa.last_response
                 && resend_identical(sa.state.init_request(), datagram, &mut sa.last_resend, now)
             {
@@ -188,7 +188,7 @@ impl Responder {
         let nonce_r = new_nonce(&*self.provider, self.config.nonce_len)?;
         let p = &*self.provider;
         let peer_behind_nat = find_notify(payloads, NotifyType::NatDetectionSourceIp)
-            .is_some_and(|n| n.data != nat_detection_hash(p, header.spi_i, 0, remote));
+            .is_some_and(|n| n.data != nat_detection_hash(p, header.spi_i, IkeSpi::ZERO, remote));
         let peer_fragmentation =
             find_notify(payloads, NotifyType::Ikev2FragmentationSupported).is_some();
 
@@ -229,7 +229,7 @@ impl Responder {
             spi_r,
             ExchangeType::IkeSaInit,
             Flags::from_octet(Flags::RESPONSE_BIT),
-            0,
+            MessageId::ZERO,
         );
         let response_bytes = Message::new(reply, out).emit();
 
@@ -253,11 +253,13 @@ impl Responder {
         )?;
         let state = State::after_sa_init(Box::new(keyed), mode);
         self.outbox.push(remote, nat_t, response_bytes.clone());
-        self.by_initiator.insert((remote, header.spi_i), spi_r);
+        // The SA's id: the SPIr it was created with, stable across rekeys.
+        let id = spi_r.0;
+        self.by_initiator.insert((remote, header.spi_i), id);
         self.half_open += 1;
         *self.half_open_by_ip.entry(ip).or_default() += 1;
         self.sas.insert(
-            spi_r,
+            id,
             ResponderSa {
                 origin: remote,
                 timer: None,
@@ -266,7 +268,7 @@ impl Responder {
                 nat_t: nat_t || peer_behind_nat,
                 spi_i: header.spi_i,
                 state,
-                last_response: Some((0, vec![response_bytes])),
+                last_response: Some((MessageId::ZERO, vec![response_bytes])),
                 last_resend: None,
                 pending_first: None,
                 request_first: None,
@@ -276,7 +278,7 @@ impl Responder {
                 expires: Some(now + HALF_OPEN_LIFETIME),
             },
         );
-        self.schedule(spi_r);
+        self.schedule(id);
         Ok(())
     }
 

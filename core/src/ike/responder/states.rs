@@ -19,7 +19,7 @@ use crate::ike::protect::{Protected, Unprotected, resend_identical, unprotect};
 use crate::ike::sa::Event;
 use crate::ike::session::Session;
 use crate::ike::{Error, Mode};
-use crate::wire::{ExchangeType, Flags, Header, KePayload, Payload, locate_encrypted};
+use crate::wire::{ExchangeType, Flags, Header, KePayload, MessageId, Payload, locate_encrypted};
 
 /// Where one responder SA stands.
 pub(super) enum State {
@@ -153,7 +153,7 @@ impl Responder {
         sa: &mut ResponderSa,
         keyed: &mut Keyed,
         exchange: ExchangeType,
-        message_id: u32,
+        message_id: MessageId,
         inner: &[Payload],
     ) -> Result<Protected, Error> {
         let header = Header::new(
@@ -174,7 +174,7 @@ impl Responder {
             self.outbox.push(sa.remote, sa.nat_t, d.clone());
         }
         sa.last_response = Some((message_id, protected.datagrams.clone()));
-        keyed.message_id = message_id.wrapping_add(1);
+        keyed.message_id = message_id.next();
         Ok(protected)
     }
 

@@ -15,7 +15,7 @@ use crate::ike::Error;
 use crate::ike::protect::{Unprotected, resend_allowed, unprotect};
 use crate::ike::sa::{Event, Outstanding, find_notify};
 use crate::wire::{
-    DeletePayload, ExchangeType, Header, NotifyPayload, NotifyType, Payload, ProtocolId,
+    DeletePayload, ExchangeType, Header, MessageId, NotifyPayload, NotifyType, Payload, ProtocolId,
     locate_encrypted,
 };
 
@@ -61,7 +61,7 @@ impl Session {
         let max = self.max_message(sa);
         let protected = sa.cipher.protect(&header, inner, max)?;
         sa.next_request_id = message_id
-            .checked_add(1)
+            .checked_next()
             .ok_or(Error::ApiMisuse("message IDs exhausted"))?;
         for d in &protected.datagrams {
             self.outbox.push(self.remote, self.nat_t, d.clone());
@@ -80,7 +80,7 @@ impl Session {
         &mut self,
         sa: &mut IkeSa,
         exchange_type: ExchangeType,
-        message_id: u32,
+        message_id: MessageId,
         inner: &[Payload],
     ) -> Result<(), Error> {
         let header = sa.header(exchange_type, true, message_id);
@@ -296,7 +296,7 @@ impl Session {
         datagram: &[u8],
     ) -> bool {
         let mid = header.message_id;
-        if mid.wrapping_add(1) == sa.expected_request_id
+        if mid.next() == sa.expected_request_id
             && let Some((cached, datagrams)) = &sa.last_response
             && *cached == mid
         {
@@ -320,13 +320,13 @@ impl Session {
                 if let Some(n) = e.notify_payload() {
                     let _ =
                         self.send_response(sa, header.exchange_type, mid, &[Payload::Notify(n)]);
-                    sa.expected_request_id = mid.wrapping_add(1);
+                    sa.expected_request_id = mid.next();
                 }
                 return true;
             }
         };
         self.last_inbound = self.last_inbound.max(now);
-        sa.expected_request_id = mid.wrapping_add(1);
+        sa.expected_request_id = mid.next();
         if let Some((remote, nat_t)) = from {
             // Authentic and new: responses go where it came from (RFC 7296 §2.11, §2.23).
             self.remote = remote;

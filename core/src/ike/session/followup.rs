@@ -11,7 +11,7 @@ use crate::crypto::{KeyExchange, SharedSecret};
 use crate::ike::Error;
 use crate::ike::proposal::IkeChoice;
 use crate::ike::sa::{find_notify, random_bytes};
-use crate::wire::{KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload};
+use crate::wire::{IkeSpi, KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload};
 
 use super::exchange::After;
 use super::ike_sa::IkeSa;
@@ -42,7 +42,7 @@ pub(super) type NextRound = (Vec<u8>, [Payload; 2]);
 /// A rekey the peer started whose IKE_FOLLOWUP_KE rounds are still to come.
 pub(super) struct PeerRekey {
     /// The IKE SA it runs on (our SPI).
-    pub(super) on: u64,
+    pub(super) on: IkeSpi,
     /// When its CREATE_CHILD_SA arrived: the state is dropped a while after.
     pub(super) since: Instant,
     /// The link we gave in our last response.
@@ -56,8 +56,8 @@ pub(super) struct PeerRekey {
 pub(super) enum PeerRekeyKind {
     Child(ChildParts),
     Ike {
-        new_spi_i: u64,
-        new_spi_r: u64,
+        new_spi_i: IkeSpi,
+        new_spi_r: IkeSpi,
         choice: IkeChoice,
     },
 }

@@ -10,14 +10,14 @@ use crate::crypto::{Prf, SecretBytes};
 use crate::ike::proposal::IkeChoice;
 use crate::ike::protect::{Reassembly, SkCipher};
 use crate::ike::sa::Outstanding;
-use crate::wire::{ExchangeType, Flags, Header};
+use crate::wire::{ExchangeType, Flags, Header, IkeSpi, MessageId};
 
 use super::Exchange;
 
 /// The keys and message ID state of one IKE SA.
 pub(crate) struct IkeSa {
-    pub(crate) spi_i: u64,
-    pub(crate) spi_r: u64,
+    pub(crate) spi_i: IkeSpi,
+    pub(crate) spi_r: IkeSpi,
     /// Whether we are the original initiator of this IKE SA (RFC 7296 §2.18: the initiator of
     /// the rekey is the original initiator of the new SA).
     pub(crate) original_initiator: bool,
@@ -27,11 +27,11 @@ pub(crate) struct IkeSa {
     pub(crate) cipher: SkCipher,
     pub(crate) peer_fragmentation: bool,
     /// Message ID of our next request.
-    pub(crate) next_request_id: u32,
+    pub(crate) next_request_id: MessageId,
     /// Message ID of the peer's next request.
-    pub(crate) expected_request_id: u32,
+    pub(crate) expected_request_id: MessageId,
     /// Our last response, resent for a retransmitted request (RFC 7296 §2.1).
-    pub(crate) last_response: Option<(u32, Vec<Vec<u8>>)>,
+    pub(crate) last_response: Option<(MessageId, Vec<Vec<u8>>)>,
     /// When the cached response was last resent (see [`resend_allowed`]).
     pub(super) last_resend: Option<Instant>,
     pub(super) requests: Reassembly,
@@ -44,8 +44,8 @@ pub(crate) struct IkeSa {
 
 /// What a finished handshake (IKE_AUTH) or IKE SA rekey hands to a new [`IkeSa`].
 pub(crate) struct IkeSaParts {
-    pub(crate) spi_i: u64,
-    pub(crate) spi_r: u64,
+    pub(crate) spi_i: IkeSpi,
+    pub(crate) spi_r: IkeSpi,
     /// We started the exchange that made this SA (RFC 7296 §2.18).
     pub(crate) original_initiator: bool,
     pub(crate) choice: IkeChoice,
@@ -54,11 +54,11 @@ pub(crate) struct IkeSaParts {
     pub(crate) cipher: SkCipher,
     pub(crate) peer_fragmentation: bool,
     /// Message ID of our next request.
-    pub(crate) next_request_id: u32,
+    pub(crate) next_request_id: MessageId,
     /// Message ID of the peer's next request.
-    pub(crate) expected_request_id: u32,
+    pub(crate) expected_request_id: MessageId,
     /// Our last response (IKE_AUTH's, for a retransmitted request).
-    pub(crate) last_response: Option<(u32, Vec<Vec<u8>>)>,
+    pub(crate) last_response: Option<(MessageId, Vec<Vec<u8>>)>,
 }
 
 impl IkeSa {
@@ -84,11 +84,11 @@ impl IkeSa {
         }
     }
 
-    pub(super) fn spis(&self) -> (u64, u64) {
+    pub(super) fn spis(&self) -> (IkeSpi, IkeSpi) {
         (self.spi_i, self.spi_r)
     }
 
-    pub(super) fn local_spi(&self) -> u64 {
+    pub(super) fn local_spi(&self) -> IkeSpi {
         if self.original_initiator {
             self.spi_i
         } else {
@@ -104,7 +104,12 @@ impl IkeSa {
         }
     }
 
-    pub(super) fn header(&self, exchange: ExchangeType, response: bool, message_id: u32) -> Header {
+    pub(super) fn header(
+        &self,
+        exchange: ExchangeType,
+        response: bool,
+        message_id: MessageId,
+    ) -> Header {
         Header::new(
             self.spi_i,
             self.spi_r,

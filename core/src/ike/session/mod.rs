@@ -49,7 +49,7 @@ use crate::crypto::{AeadAlgorithm, CryptoProvider, KeyExchange};
 use crate::ike::Error;
 use crate::ike::config::{CryptoPolicy, Lifetime, RetransmitConfig};
 use crate::ike::sa::{ChildSaEstablished, ChildSaId, Event, Outbox, Suite};
-use crate::wire::{KePayload, Nonce, Payload, SaPayload, TsPayload};
+use crate::wire::{IkeSpi, KePayload, Nonce, Payload, SaPayload, TsPayload};
 #[cfg(test)]
 use crate::{crypto::SecretBytes, wire::Header, wire::KeyExchangeMethod};
 
@@ -208,14 +208,14 @@ pub(crate) struct Session {
     pub(crate) nat_t: bool,
     /// All IKE SAs; `current` names the one new requests go on.
     sas: Vec<IkeSa>,
-    current: (u64, u64),
+    current: (IkeSpi, IkeSpi),
     suite: Suite,
     ike_rekey_at: Instant,
     ike_expire_at: Instant,
     /// A collision of IKE SA rekeys (RFC 7296 §2.8.2).
     ike_collision: Option<Collision>,
     /// The SPIs of a new IKE SA the peer made while our own IKE rekey had not settled yet.
-    held_successor: Option<(u64, u64)>,
+    held_successor: Option<(IkeSpi, IkeSpi)>,
     children: ChildSaTable,
     queue: VecDeque<Intent>,
     retries: Vec<(Instant, Intent)>,
@@ -295,13 +295,13 @@ impl Session {
     }
 
     /// The SPIs of the current IKE SA.
-    pub(crate) fn spis(&self) -> (u64, u64) {
+    pub(crate) fn spis(&self) -> (IkeSpi, IkeSpi) {
         self.current
     }
 
     /// Our SPI of every IKE SA held, for demultiplexing.
     #[cfg(feature = "gateway")]
-    pub(crate) fn local_spis(&self) -> Vec<u64> {
+    pub(crate) fn local_spis(&self) -> Vec<IkeSpi> {
         self.sas.iter().map(IkeSa::local_spi).collect()
     }
 

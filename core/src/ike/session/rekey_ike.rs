@@ -16,8 +16,8 @@ use crate::ike::proposal::{IkeChoice, IkeSelection, check_ike_choice, select_ike
 use crate::ike::protect::SkCipher;
 use crate::ike::sa::{find_notify, first_error_notify, random_spi};
 use crate::wire::{
-    ExchangeType, KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload, ProtocolId,
-    SaPayload,
+    ExchangeType, IkeSpi, KePayload, KeyExchangeMethod, MessageId, NotifyPayload, NotifyType,
+    Payload, ProtocolId, SaPayload,
 };
 
 use super::collision::{Collision, min_nonce};
@@ -33,7 +33,7 @@ use super::{
 ///
 /// [RFC 7296 §1.3.2]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.2
 pub(super) struct RekeyIkeSa {
-    pub(super) new_spi_i: u64,
+    pub(super) new_spi_i: IkeSpi,
     pub(super) nonce_i: Vec<u8>,
     pub(super) ke: Box<dyn KeyExchange>,
     pub(super) answer: Option<IkeAnswer>,
@@ -44,7 +44,7 @@ pub(super) struct RekeyIkeSa {
 /// What the responder answered to our IKE SA rekey.
 pub(super) struct IkeAnswer {
     pub(super) nonce_r: Vec<u8>,
-    pub(super) new_spi_r: u64,
+    pub(super) new_spi_r: IkeSpi,
     pub(super) choice: IkeChoice,
     pub(super) link: Option<Vec<u8>>,
 }
@@ -64,7 +64,7 @@ impl Session {
         let new_spi_i = random_spi(&*self.provider)?;
         let nonce_i = new_nonce(&*self.provider, self.settings.nonce_len)?;
         let mut proposal = self.rekey_policy(&choice, ke_method).ike_proposal();
-        proposal.spi = new_spi_i.to_be_bytes().to_vec();
+        proposal.spi = new_spi_i.0.to_be_bytes().to_vec();
         let inner = [
             Payload::Sa(SaPayload {
                 proposals: vec![proposal],
@@ -143,9 +143,9 @@ impl Session {
                 ));
             };
             let new_spi_r = <[u8; 8]>::try_from(proposal.spi.as_slice())
-                .map(u64::from_be_bytes)
+                .map(|b| IkeSpi(u64::from_be_bytes(b)))
                 .ok()
-                .filter(|&s| s != 0)
+                .filter(|&s| s != IkeSpi::ZERO)
                 .ok_or(Error::ProposalMismatch(
                     "IKE SA rekey without an 8-octet SPI",
                 ))?;
@@ -254,8 +254,8 @@ impl Session {
         &self,
         old: &IkeSa,
         we_initiated: bool,
-        new_spi_i: u64,
-        new_spi_r: u64,
+        new_spi_i: IkeSpi,
+        new_spi_r: IkeSpi,
         choice: IkeChoice,
         nonce_i: &[u8],
         nonce_r: &[u8],
@@ -282,8 +282,8 @@ impl Session {
             sk_d: keys.sk_d,
             cipher,
             peer_fragmentation: old.peer_fragmentation,
-            next_request_id: 0,
-            expected_request_id: 0,
+            next_request_id: MessageId::ZERO,
+            expected_request_id: MessageId::ZERO,
             last_response: None,
         }))
     }
@@ -313,7 +313,7 @@ impl Session {
             let Ok(spi) = <[u8; 8]>::try_from(p.spi.as_slice()) else {
                 continue;
             };
-            spis.push((p.number, u64::from_be_bytes(spi)));
+            spis.push((p.number, IkeSpi(u64::from_be_bytes(spi))));
             let mut c = p.clone();
             c.spi.clear();
             cleared.push(c);
@@ -335,7 +335,7 @@ impl Session {
             .iter()
             .find(|(n, _)| *n == number)
             .map(|&(_, s)| s)
-            .filter(|&s| s != 0)
+            .filter(|&s| s != IkeSpi::ZERO)
             .ok_or(Error::PeerMisbehaved("IKE SA rekey without an SPI"))?;
         let response = self.provider.respond_key_exchange(choice.ke, &kei.data)?;
         let new_spi_r = random_spi(&*self.provider)?;
@@ -350,7 +350,7 @@ impl Session {
             self.ike_collision = None;
         }
         let mut proposal = choice.to_proposal(number);
-        proposal.spi = new_spi_r.to_be_bytes().to_vec();
+        proposal.spi = new_spi_r.0.to_be_bytes().to_vec();
         let mut inner = vec![
             Payload::Sa(SaPayload {
                 proposals: vec![proposal],

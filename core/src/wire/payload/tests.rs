@@ -40,11 +40,11 @@ const PAYLOAD_OFFSETS: [usize; 9] = [28, 76, 116, 152, 180, 208, 216, 224, 238];
 
 fn sa_init_request() -> Message {
     let header = Header::new(
-        0x0102_0304_0506_0708,
-        0,
+        IkeSpi(0x0102_0304_0506_0708),
+        IkeSpi::ZERO,
         ExchangeType::IkeSaInit,
         Flags::initiator_request(),
-        0,
+        MessageId::ZERO,
     );
     let sa = SaPayload {
         proposals: vec![Proposal {
@@ -265,7 +265,13 @@ fn nonce_length_is_checked_in_messages() {
 
 #[test]
 fn unknown_payloads_follow_the_critical_bit() {
-    let header = Header::new(1, 2, ExchangeType::Informational, Flags::default(), 7);
+    let header = Header::new(
+        IkeSpi(1),
+        IkeSpi(2),
+        ExchangeType::Informational,
+        Flags::default(),
+        MessageId(7),
+    );
     let unknown = |critical| Payload::Unknown {
         payload_type: PayloadType::from(99),
         critical,
@@ -317,7 +323,13 @@ fn skf(number: u16, total: u16) -> Payload {
 
 #[test]
 fn sk_is_last_and_names_inner_payload() {
-    let header = Header::new(1, 2, ExchangeType::IkeAuth, Flags::initiator_request(), 1);
+    let header = Header::new(
+        IkeSpi(1),
+        IkeSpi(2),
+        ExchangeType::IkeAuth,
+        Flags::initiator_request(),
+        MessageId(1),
+    );
     let m = Message::new(
         header,
         vec![sk(PayloadType::IdentificationInitiator, &[0xaa; 8])],
@@ -335,7 +347,13 @@ fn sk_is_last_and_names_inner_payload() {
 
 #[test]
 fn skf_numbering_is_checked() {
-    let header = Header::new(1, 2, ExchangeType::IkeAuth, Flags::initiator_request(), 1);
+    let header = Header::new(
+        IkeSpi(1),
+        IkeSpi(2),
+        ExchangeType::IkeAuth,
+        Flags::initiator_request(),
+        MessageId(1),
+    );
     let ok = Message::new(header, vec![skf(2, 2)]);
     assert_eq!(Message::parse(&ok.emit()), Ok(ok));
     for (number, total) in [(0, 0), (0, 3), (1, 0), (4, 3)] {
@@ -429,7 +447,13 @@ fn inner_payloads_reject_encrypted_and_empty_chains_work() {
 #[test]
 fn empty_message_round_trips() {
     let m = Message::new(
-        Header::new(5, 6, ExchangeType::Informational, Flags::default(), 3),
+        Header::new(
+            IkeSpi(5),
+            IkeSpi(6),
+            ExchangeType::Informational,
+            Flags::default(),
+            MessageId(3),
+        ),
         Vec::new(),
     );
     let bytes = m.emit();
