@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use crate::crypto::{CryptoProvider, Prf, SecretBytes};
 use crate::ike::Error;
-use crate::ike::keys::{IkeSaKeys, IntAuth, skeyseed, skeyseed_additional};
+use crate::ike::keys::{ChildSaKeys, IkeSaKeys, IntAuth, skeyseed, skeyseed_additional};
 use crate::ike::proposal::IkeChoice;
 use crate::ike::protect::SkCipher;
 use crate::ike::session::{IkeSa, IkeSaParts};
@@ -142,6 +142,22 @@ impl Keyed {
         let id = self.message_id;
         self.message_id = id.next();
         id
+    }
+
+    /// KEYMAT of the Child SA that IKE_AUTH creates: `prf+(SK_d, Ni | Nr)`, without a key
+    /// exchange of its own ([RFC 7296 §2.17]).
+    ///
+    /// [RFC 7296 §2.17]: https://www.rfc-editor.org/rfc/rfc7296#section-2.17
+    pub(crate) fn first_child_keys(&self, keymat_len: usize) -> Result<ChildSaKeys, Error> {
+        Ok(ChildSaKeys::derive(
+            &*self.prf,
+            &self.keys.sk_d,
+            &[],
+            &self.nonce_i,
+            &self.nonce_r,
+            keymat_len,
+            0,
+        )?)
     }
 
     /// The authenticated IKE SA. `last_response` is the responder's IKE_AUTH response, kept

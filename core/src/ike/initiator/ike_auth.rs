@@ -16,7 +16,6 @@ use crate::ike::auth::names;
 use crate::ike::config::{InitiatorConfig, esp_proposals};
 use crate::ike::config_reply;
 use crate::ike::handshake::{Keyed, Role};
-use crate::ike::keys::ChildSaKeys;
 use crate::ike::proposal::{check_esp_choice, is_narrowing};
 use crate::ike::sa::{
     ChildSaEstablished, ConfigReceived, Event, first_error_notify, random_esp_spi,
@@ -201,15 +200,7 @@ impl Initiator {
         {
             return Err(Error::TsUnacceptable);
         }
-        let keys = ChildSaKeys::derive(
-            &*keyed.prf,
-            &keyed.keys.sk_d,
-            &[],
-            &keyed.nonce_i,
-            &keyed.nonce_r,
-            esp.encr.keymat_len(),
-            0,
-        )?;
+        let keys = keyed.first_child_keys(esp.encr.keymat_len())?;
         let config = cp
             .map(|cp| config_received(cp, self.remote.ip(), &self.config))
             .transpose()?;

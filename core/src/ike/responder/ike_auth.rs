@@ -18,7 +18,6 @@ use crate::crypto::SecretBytes;
 use crate::ike::Error;
 use crate::ike::auth::{LocalAuth, PeerAuth, names};
 use crate::ike::handshake::{Keyed, Role};
-use crate::ike::keys::ChildSaKeys;
 use crate::ike::proposal::{esp_answer, narrow, select_esp};
 use crate::ike::protect::Unprotected;
 use crate::ike::sa::{ChildSaEstablished, Event, random_esp_spi};
@@ -257,15 +256,7 @@ impl Responder {
             return Err(Error::TsUnacceptable);
         }
         let our_spi = random_esp_spi(&*self.provider, |spi| self.esp_spis.contains(&spi))?;
-        let keys = ChildSaKeys::derive(
-            &*keyed.prf,
-            &keyed.keys.sk_d,
-            &[],
-            &keyed.nonce_i,
-            &keyed.nonce_r,
-            esp.encr.keymat_len(),
-            0,
-        )?;
+        let keys = keyed.first_child_keys(esp.encr.keymat_len())?;
         let reply = (!reply.is_empty()).then_some(ConfigPayload {
             cfg_type: CfgType::Reply,
             attributes: reply,
