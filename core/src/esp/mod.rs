@@ -40,8 +40,6 @@ mod udp;
 #[cfg(test)]
 mod tests;
 
-use core::fmt;
-
 pub use replay::{DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW, MIN_REPLAY_WINDOW, ReplayWindow};
 pub use sa::{
     ChildSa, Inbound, InboundSa, InboundStats, OutboundSa, OutboundStats, ReplayProtection,
@@ -51,6 +49,7 @@ pub use selector::{Direction, selectors_allow};
 pub use udp::{Demux, Received, UDP_ENCAPSULATION_PORT, nat_keepalive};
 
 use crate::crypto::{self, IV_LEN, TAG_LEN};
+pub use crate::wire::EspSpi;
 use crate::wire::ParseError;
 
 /// Octets of SPI and Sequence Number at the start of every ESP packet ([RFC 4303 §2]).
@@ -80,37 +79,6 @@ pub const NEXT_HEADER_IPV6: u8 = 41;
 ///
 /// [RFC 4303 §2.6]: https://www.rfc-editor.org/rfc/rfc4303#section-2.6
 pub const NEXT_HEADER_NO_NEXT: u8 = 59;
-
-/// An ESP Security Parameters Index ([RFC 4303 §2.1]).
-///
-/// Values 1 to 255 are reserved by IANA and 0 marks a non-ESP packet on port 4500, so a local
-/// SPI is always at least 256. `Debug` and `Display` print it in hex, as `ip xfrm` does.
-///
-/// [RFC 4303 §2.1]: https://www.rfc-editor.org/rfc/rfc4303#section-2.1
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EspSpi(pub u32);
-
-impl EspSpi {
-    /// The lowest SPI that is neither reserved nor the non-ESP marker.
-    pub const MIN_ASSIGNABLE: u32 = 256;
-
-    /// The SPI in network byte order.
-    pub fn to_be_bytes(self) -> [u8; 4] {
-        self.0.to_be_bytes()
-    }
-}
-
-impl fmt::Debug for EspSpi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EspSpi({:#010x})", self.0)
-    }
-}
-
-impl fmt::Display for EspSpi {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#010x}", self.0)
-    }
-}
 
 /// Why an ESP operation failed.
 ///

@@ -67,7 +67,7 @@ pub fn ike_initiator(data: &[u8]) {
             .unwrap_or_default();
         match (how / 3) % 4 {
             0 => {
-                let spi = initiator.child_sas().first().map_or(0, |c| c.spi_r);
+                let spi = initiator.child_sas().first().map_or(EspSpi(0), |c| c.spi_r);
                 let _ = responder.rekey_child_sa(now, id, spi);
             }
             1 => responder.rekey_ike_sa(now, id),

@@ -51,9 +51,9 @@ use crate::ike::{
     Responder, ResponderConfig,
 };
 use crate::wire::{
-    ConfigAttribute, ConfigPayload, EncryptedView, ExchangeType, Flags, FragmentNumbers, Header,
-    IkeId, IkeSpi, KeyExchangeMethod, MessageId, Payload, PayloadType, PrfAlgorithm, emit_payloads,
-    emit_protected, locate_encrypted, parse_payloads,
+    ConfigAttribute, ConfigPayload, EncryptedView, EspSpi, ExchangeType, Flags, FragmentNumbers,
+    Header, IkeId, IkeSpi, KeyExchangeMethod, MessageId, Payload, PayloadType, PrfAlgorithm,
+    emit_payloads, emit_protected, locate_encrypted, parse_payloads,
 };
 
 const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 40_000);

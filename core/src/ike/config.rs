@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::crypto::{AeadAlgorithm, SecretBytes};
 use crate::wire::{
-    EsnMode, IkeId, KeyExchangeMethod, PrfAlgorithm, Proposal, ProtocolId, TrafficSelector,
+    EsnMode, EspSpi, IkeId, KeyExchangeMethod, PrfAlgorithm, Proposal, ProtocolId, TrafficSelector,
     Transform,
 };
 
@@ -131,7 +131,7 @@ impl Default for CryptoPolicy {
 
 /// The ESP proposals for the Child SA created in IKE_AUTH, preferred first. No KE transforms:
 /// the first Child SA takes its keys from the IKE SA (RFC 7296 §1.2).
-pub(crate) fn esp_proposals(ciphers: &[AeadAlgorithm], spi: u32) -> Vec<Proposal> {
+pub(crate) fn esp_proposals(ciphers: &[AeadAlgorithm], spi: EspSpi) -> Vec<Proposal> {
     (1u8..)
         .zip(ciphers)
         .map(|(number, cipher)| {

@@ -4,6 +4,7 @@
 use crate::crypto::AeadAlgorithm;
 use crate::ike::Error;
 use crate::ike::config::{CryptoPolicy, Mode};
+use crate::wire::EspSpi;
 use crate::wire::{
     EsnMode, KeyExchangeMethod, Proposal, ProtocolId, TrafficSelector, Transform, TransformType,
 };
@@ -252,14 +253,14 @@ pub(crate) struct EspChoice {
     pub(crate) encr: AeadAlgorithm,
     pub(crate) esn: bool,
     /// The peer's SPI (the one it receives on).
-    pub(crate) peer_spi: u32,
+    pub(crate) peer_spi: EspSpi,
 }
 
-fn esp_of(proposal: &Proposal) -> Option<(AeadAlgorithm, bool, u32)> {
+fn esp_of(proposal: &Proposal) -> Option<(AeadAlgorithm, bool, EspSpi)> {
     if proposal.protocol_id != ProtocolId::Esp {
         return None;
     }
-    let spi = u32::from_be_bytes(proposal.spi.as_slice().try_into().ok()?);
+    let spi = EspSpi(u32::from_be_bytes(proposal.spi.as_slice().try_into().ok()?));
     let mut encr = None;
     let mut esn = None;
     for t in &proposal.transforms {
@@ -296,7 +297,7 @@ pub(crate) fn check_esp_choice(
     };
     let (encr, esn, peer_spi) =
         esp_of(proposal).ok_or(Error::ProposalMismatch("ESP transforms"))?;
-    if !offered.contains(&encr) || esn || peer_spi <= 255 {
+    if !offered.contains(&encr) || esn || peer_spi.0 < EspSpi::MIN_ASSIGNABLE {
         return Err(Error::ProposalMismatch("ESP cipher, ESN or SPI"));
     }
     Ok(EspChoice {
@@ -321,7 +322,7 @@ pub(crate) fn select_esp(
             let (encr, bits) = wanted.transform();
             let cipher_offered = offers(p, &Transform::encryption(encr, bits));
             let no_esn_ok = allows_no_esn(p);
-            if cipher_offered && no_esn_ok && spi > 255 {
+            if cipher_offered && no_esn_ok && spi.0 >= EspSpi::MIN_ASSIGNABLE {
                 return Ok((
                     p.number,
                     EspChoice {
@@ -346,7 +347,7 @@ fn allows_no_esn(p: &Proposal) -> bool {
 }
 
 /// The ESP proposal a responder answers with.
-pub(crate) fn esp_answer(number: u8, choice: &EspChoice, our_spi: u32) -> Proposal {
+pub(crate) fn esp_answer(number: u8, choice: &EspChoice, our_spi: EspSpi) -> Proposal {
     let (encr, bits) = choice.encr.transform();
     Proposal {
         number,

@@ -11,8 +11,8 @@ use crate::ike::Error;
 use crate::ike::config::{Mode, RetransmitConfig};
 use crate::ike::keys::ChildSaKeys;
 use crate::wire::{
-    IkeSpi, KeyExchangeMethod, MessageId, NON_ESP_MARKER, NotifyPayload, NotifyType, Payload,
-    PrfAlgorithm, TrafficSelector,
+    EspSpi, IkeSpi, KeyExchangeMethod, MessageId, NON_ESP_MARKER, NotifyPayload, NotifyType,
+    Payload, PrfAlgorithm, TrafficSelector,
 };
 
 /// The IKE port (RFC 7296 §2).
@@ -70,9 +70,9 @@ impl core::fmt::Display for Suite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildSaEstablished {
     /// SPI the client receives on (chosen by the client).
-    pub spi_i: u32,
+    pub spi_i: EspSpi,
     /// SPI the gateway receives on (chosen by the gateway).
-    pub spi_r: u32,
+    pub spi_r: EspSpi,
     /// The ESP cipher.
     pub encr: AeadAlgorithm,
     /// Whether extended sequence numbers were negotiated.
@@ -100,14 +100,14 @@ impl ChildSaEstablished {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChildSaId {
     /// SPI the client receives on.
-    pub spi_i: u32,
+    pub spi_i: EspSpi,
     /// SPI the gateway receives on.
-    pub spi_r: u32,
+    pub spi_r: EspSpi,
 }
 
 impl core::fmt::Debug for ChildSaId {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "ChildSaId({:#010x}/{:#010x})", self.spi_i, self.spi_r)
+        write!(f, "ChildSaId({}/{})", self.spi_i, self.spi_r)
     }
 }
 
@@ -325,14 +325,14 @@ pub(crate) fn random_spi(provider: &dyn CryptoProvider) -> Result<IkeSpi, Error>
 /// does not name: an inbound SPI identifies one SA (RFC 4301 §4.1; security review L4).
 pub(crate) fn random_esp_spi(
     provider: &dyn CryptoProvider,
-    in_use: impl Fn(u32) -> bool,
-) -> Result<u32, Error> {
+    in_use: impl Fn(EspSpi) -> bool,
+) -> Result<EspSpi, Error> {
     // With fewer than 2^31 SPIs in use, 64 draws all failing means the source is broken.
     for _ in 0..64 {
         let mut b = [0u8; 4];
         provider.fill_random(&mut b)?;
-        let spi = u32::from_be_bytes(b);
-        if spi > 255 && !in_use(spi) {
+        let spi = EspSpi(u32::from_be_bytes(b));
+        if spi.0 >= EspSpi::MIN_ASSIGNABLE && !in_use(spi) {
             return Ok(spi);
         }
     }

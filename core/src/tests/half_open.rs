@@ -12,7 +12,7 @@ use crate::crypto::{DeterministicProvider, SecretBytes};
 use crate::ike::{
     CryptoPolicy, Error, Event, Initiator, MAX_IKE_SA_INIT, Mode, Responder, ResponderConfig,
 };
-use crate::wire::{ExchangeType, Header, IkeId, KeyExchangeMethod, NotifyType};
+use crate::wire::{EspSpi, ExchangeType, Header, IkeId, KeyExchangeMethod, NotifyType};
 
 fn attacker(i: u32) -> SocketAddr {
     let [_, b, c, d] = i.to_be_bytes();
@@ -325,7 +325,7 @@ fn esp_spi_collisions_are_drawn_again() {
     pair.drive();
     pair.settle();
     let first = pair.initiator.child_sas()[0].spi_r;
-    assert_eq!(first, TAKEN);
+    assert_eq!(first, EspSpi(TAKEN));
     // A second client: the gateway's next draw repeats the first client's SPI.
     pair.initiator = initiator(17, client_config(Mode::Hybrid), CLIENT, pair.now);
     pair.initiator_events.clear();
@@ -333,6 +333,6 @@ fn esp_spi_collisions_are_drawn_again() {
     pair.drive();
     pair.settle();
     let second = pair.initiator.child_sas()[0].spi_r;
-    assert_eq!(second, NEXT);
+    assert_eq!(second, EspSpi(NEXT));
     assert_eq!(pair.responder.established_ids().len(), 2);
 }

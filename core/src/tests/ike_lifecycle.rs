@@ -11,7 +11,7 @@ use crate::ike::{
     ChildSaEstablished, CryptoPolicy, Error, Event, InitiatorConfig, Lifetime, Mode,
     ResponderConfig,
 };
-use crate::wire::{ExchangeType, Header, IkeSpi, KeyExchangeMethod, NotifyType, Payload};
+use crate::wire::{EspSpi, ExchangeType, Header, IkeSpi, KeyExchangeMethod, NotifyType, Payload};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -67,7 +67,7 @@ fn assert_children_agree(pair: &Pair) -> (ChildTable, ChildTable) {
         ti.up.keys().copied().collect(),
         "events match the SA's table"
     );
-    let mut all: HashMap<(u32, u32), ChildSaEstablished> = HashMap::new();
+    let mut all: HashMap<(EspSpi, EspSpi), ChildSaEstablished> = HashMap::new();
     for e in &pair.initiator_events {
         if let Event::ChildSaEstablished(c) = e {
             all.insert((c.spi_i, c.spi_r), (**c).clone());

@@ -13,7 +13,7 @@ use crate::crypto::{DeterministicProvider, SecretBytes};
 use crate::ike::{
     CryptoPolicy, Event, Initiator, InitiatorConfig, Mode, Responder, ResponderConfig,
 };
-use crate::wire::{IkeId, NON_ESP_MARKER};
+use crate::wire::{EspSpi, IkeId, NON_ESP_MARKER};
 
 pub(crate) const CLIENT: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 40_000);
@@ -252,9 +252,9 @@ impl Pair {
 /// The Child SAs one side has announced and not deleted, from its events.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ChildTable {
-    pub(crate) up: std::collections::BTreeMap<(u32, u32), crate::ike::ChildSaEstablished>,
+    pub(crate) up: std::collections::BTreeMap<(EspSpi, EspSpi), crate::ike::ChildSaEstablished>,
     /// Every `ChildSaRekeyed`, in order.
-    pub(crate) rekeys: Vec<((u32, u32), crate::ike::ChildSaEstablished)>,
+    pub(crate) rekeys: Vec<((EspSpi, EspSpi), crate::ike::ChildSaEstablished)>,
     pub(crate) ike_rekeys: usize,
 }
 

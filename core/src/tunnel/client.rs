@@ -11,7 +11,7 @@ use super::{
     DownReason, DropReason, EspOptions, Transmit, TunnelEvent, TunnelResult, TunnelStats, TunnelUp,
 };
 use crate::crypto::CryptoProvider;
-use crate::esp::{self, ChildSa, Demux, EspSpi, Inbound, Received, SaConfig};
+use crate::esp::{self, ChildSa, Demux, Inbound, Received, SaConfig};
 use crate::ike::{
     self, ChildSaEstablished, ChildSaId, ConfigReceived, Event, Initiator, InitiatorConfig,
     NAT_T_PORT, Suite,
@@ -208,7 +208,7 @@ impl ClientTunnel {
         };
         let sealed = dp.outbound.current().seal(packet, out);
         if dp.outbound.current().needs_rekey() && !dp.rekey_requested {
-            let spi = dp.outbound.current().spi().0;
+            let spi = dp.outbound.current().spi();
             dp.rekey_requested = self.ike.rekey_child_sa(now, spi).is_ok();
         }
         let transmit = match sealed {
@@ -266,7 +266,7 @@ impl ClientTunnel {
         let Phase::Up(dp) = &mut self.phase else {
             return Err(ike::Error::ApiMisuse("the tunnel is not up"));
         };
-        let spi = dp.outbound.current().spi().0;
+        let spi = dp.outbound.current().spi();
         let result = self.ike.rekey_child_sa(now, spi);
         self.process(now);
         result
@@ -339,8 +339,8 @@ impl ClientTunnel {
                     let Phase::Up(dp) = &mut self.phase else {
                         continue;
                     };
-                    dp.demux.remove(EspSpi(spi_i));
-                    if dp.outbound.deleted(EspSpi(spi_r)).is_err() {
+                    dp.demux.remove(spi_i);
+                    if dp.outbound.deleted(spi_r).is_err() {
                         // Nothing is left to send on: the tunnel carries nothing any more.
                         self.close_with(now, DownReason::ChildSaGone);
                     }
@@ -410,8 +410,8 @@ impl ClientTunnel {
                 dp.rekey_requested = false;
                 self.stats.child_sa_rekeys += 1;
                 self.events.push_back(TunnelEvent::ChildSaRekeyed {
-                    spi_in: EspSpi(new.spi_i),
-                    spi_out: EspSpi(new.spi_r),
+                    spi_in: new.spi_i,
+                    spi_out: new.spi_r,
                 });
             }
             Err(e) => self.close_with(now, DownReason::Esp(e)),
@@ -472,9 +472,9 @@ fn client_sas(
     let sa = ChildSa::new(
         provider,
         config,
-        EspSpi(child.spi_r),
+        child.spi_r,
         &child.keys.encr_i,
-        EspSpi(child.spi_i),
+        child.spi_i,
         &child.keys.encr_r,
     )?;
     Ok(sa.split())

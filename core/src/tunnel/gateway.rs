@@ -71,6 +71,37 @@ pub enum EspUpdate {
     },
 }
 
+/// What [`GatewayTunnel::apply`] changed that the operator is told about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Applied {
+    /// A client's tunnel is up.
+    Connected {
+        /// Its IKE SA.
+        spi_r: u64,
+        /// Where its ESP comes from.
+        address: SocketAddr,
+        /// The addresses it may send from (its leases).
+        virtual_ips: Vec<IpAddr>,
+    },
+    /// Refused: `virtual_ip` is routed to another client; this client's IKE SA is closed.
+    AddressTaken {
+        /// Its IKE SA.
+        spi_r: u64,
+        /// Where it came from.
+        address: SocketAddr,
+        /// The address another client holds.
+        virtual_ip: IpAddr,
+    },
+    /// The client and all its SAs are gone.
+    Disconnected {
+        /// Its IKE SA.
+        spi_r: u64,
+        /// Where its ESP came from.
+        address: SocketAddr,
+    },
+}
+
 /// What the data plane asks of the responder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayRequest {
@@ -86,7 +117,7 @@ pub enum GatewayRequest {
         /// The IKE SA.
         spi_r: u64,
         /// An SPI of the Child SA.
-        spi: u32,
+        spi: EspSpi,
     },
     /// The client has no Child SA left to send on (or claims a routed address): close its
     /// IKE SA.
@@ -206,16 +237,16 @@ impl GatewayTunnel {
             }
             Event::ChildSaDeleted(child) => EspUpdate::ChildDeleted {
                 spi_r,
-                outbound: EspSpi(child.spi_i),
-                inbound: EspSpi(child.spi_r),
+                outbound: child.spi_i,
+                inbound: child.spi_r,
             },
             Event::Failed(_) | Event::Closed => EspUpdate::Gone { spi_r },
             _ => return Ok(None),
         }))
     }
 
-    /// Applies what an authenticated IKE exchange decided.
-    pub fn apply(&mut self, update: EspUpdate) {
+    /// Applies what an authenticated IKE exchange decided; says what a log should report.
+    pub fn apply(&mut self, update: EspUpdate) -> Option<Applied> {
         match update {
             EspUpdate::Connected {
                 spi_r,
@@ -228,12 +259,16 @@ impl GatewayTunnel {
                 let virtual_ips = hosts(&ts_i);
                 // The responder leases each address once; should two clients still claim one,
                 // the first keeps it and the second gets no tunnel.
-                if virtual_ips
+                if let Some(&virtual_ip) = virtual_ips
                     .iter()
-                    .any(|ip| self.by_address.get(ip).is_some_and(|&o| o != spi_r))
+                    .find(|ip| self.by_address.get(ip).is_some_and(|&o| o != spi_r))
                 {
                     self.request(GatewayRequest::Close { spi_r });
-                    return;
+                    return Some(Applied::AddressTaken {
+                        spi_r,
+                        address,
+                        virtual_ip,
+                    });
                 }
                 for ip in &virtual_ips {
                     self.by_address.insert(*ip, spi_r);
@@ -246,12 +281,17 @@ impl GatewayTunnel {
                         outbound: Outbound::new(outbound),
                         rekey_requested: false,
                         address,
-                        virtual_ips,
+                        virtual_ips: virtual_ips.clone(),
                         ts_i,
                         traffic_noted: None,
                     },
                 );
                 self.demux.insert(inbound);
+                return Some(Applied::Connected {
+                    spi_r,
+                    address,
+                    virtual_ips,
+                });
             }
             EspUpdate::Rekeyed {
                 spi_r,
@@ -259,9 +299,7 @@ impl GatewayTunnel {
                 outbound,
                 ts_i,
             } => {
-                let Some(client) = self.clients.get_mut(&spi_r) else {
-                    return;
-                };
+                let client = self.clients.get_mut(&spi_r)?;
                 client.inbound_spis.push(inbound.spi());
                 client.outbound.rekeyed(outbound);
                 client.ts_i = ts_i;
@@ -280,9 +318,7 @@ impl GatewayTunnel {
                 outbound,
                 inbound,
             } => {
-                let Some(client) = self.clients.get_mut(&spi_r) else {
-                    return;
-                };
+                let client = self.clients.get_mut(&spi_r)?;
                 // Only this client's own SAs: another IKE SA cannot delete them.
                 if client.inbound_spis.contains(&inbound) {
                     self.demux.remove(inbound);
@@ -295,14 +331,19 @@ impl GatewayTunnel {
                     self.request(GatewayRequest::Close { spi_r });
                 }
             }
-            EspUpdate::Gone { spi_r } => self.remove(spi_r),
+            EspUpdate::Gone { spi_r } => {
+                return self
+                    .remove(spi_r)
+                    .map(|address| Applied::Disconnected { spi_r, address });
+            }
         }
+        None
     }
 
-    fn remove(&mut self, spi_r: u64) {
-        let Some(client) = self.clients.remove(&spi_r) else {
-            return;
-        };
+    /// Forgets client `spi_r`; returns where it was.
+    fn remove(&mut self, spi_r: u64) -> Option<SocketAddr> {
+        let client = self.clients.remove(&spi_r)?;
+        let address = client.address;
         for spi in client.inbound_spis {
             self.demux.remove(spi);
             self.by_spi.remove(&spi);
@@ -312,6 +353,7 @@ impl GatewayTunnel {
                 self.by_address.remove(&ip);
             }
         }
+        Some(address)
     }
 
     /// A datagram from the NAT-T port. The result borrows `out` for an inner packet.
@@ -389,7 +431,7 @@ impl GatewayTunnel {
         let address = client.address;
         let outbound = client.outbound.current();
         let sealed = outbound.seal(packet, out);
-        let rekey = (outbound.needs_rekey() && !client.rekey_requested).then(|| outbound.spi().0);
+        let rekey = (outbound.needs_rekey() && !client.rekey_requested).then(|| outbound.spi());
         if let Some(spi) = rekey {
             client.rekey_requested = true;
             if !self.request(GatewayRequest::RekeyChild { spi_r, spi })
@@ -430,8 +472,8 @@ fn gateway_sas(
 ) -> Result<(InboundSa, OutboundSa), esp::Error> {
     let config = esp.sa_config(child);
     Ok((
-        InboundSa::new(provider, &config, EspSpi(child.spi_r), &child.keys.encr_i)?,
-        OutboundSa::new(provider, &config, EspSpi(child.spi_i), &child.keys.encr_r)?,
+        InboundSa::new(provider, &config, child.spi_r, &child.keys.encr_i)?,
+        OutboundSa::new(provider, &config, child.spi_i, &child.keys.encr_r)?,
     ))
 }
 
@@ -510,8 +552,24 @@ mod tests {
         let now = Instant::now();
         let mut gw = GatewayTunnel::new();
         let lease = Ipv4Addr::new(10, 99, 0, 10);
-        gw.apply(connected(1, 0x1000, lease));
-        gw.apply(connected(2, 0x2000, lease));
+        let client = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)), 4500);
+        // Each outcome is reported, for the operator's log.
+        assert_eq!(
+            gw.apply(connected(1, 0x1000, lease)),
+            Some(Applied::Connected {
+                spi_r: 1,
+                address: client,
+                virtual_ips: vec![IpAddr::V4(lease)],
+            })
+        );
+        assert_eq!(
+            gw.apply(connected(2, 0x2000, lease)),
+            Some(Applied::AddressTaken {
+                spi_r: 2,
+                address: client,
+                virtual_ip: IpAddr::V4(lease),
+            })
+        );
         assert_eq!(gw.poll_request(), Some(GatewayRequest::Close { spi_r: 2 }));
         assert_eq!(gw.clients(), 1);
         assert!(!gw.by_spi.contains_key(&EspSpi(0x2000)));
@@ -524,7 +582,14 @@ mod tests {
         assert!(gw.handle_tun_packet(now, &other, &mut out).is_none());
         assert_eq!(gw.stats().not_up_drops, 1);
         // Once the first client is gone the address routes nowhere, and can be leased again.
-        gw.apply(EspUpdate::Gone { spi_r: 1 });
+        assert_eq!(
+            gw.apply(EspUpdate::Gone { spi_r: 1 }),
+            Some(Applied::Disconnected {
+                spi_r: 1,
+                address: client,
+            })
+        );
+        assert_eq!(gw.apply(EspUpdate::Gone { spi_r: 1 }), None);
         assert!(
             gw.handle_tun_packet(now, &ipv4_packet(lease), &mut out)
                 .is_none()

@@ -31,7 +31,7 @@ mod outbound;
 
 pub use client::ClientTunnel;
 #[cfg(feature = "gateway")]
-pub use gateway::{EspUpdate, GatewayRequest, GatewayResult, GatewayTunnel};
+pub use gateway::{Applied, EspUpdate, GatewayRequest, GatewayResult, GatewayTunnel};
 pub use ike::Transmit;
 
 /// How the tunnel's ESP SAs behave, whatever cipher each Child SA negotiates.

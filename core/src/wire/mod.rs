@@ -31,6 +31,7 @@ mod payload;
 mod reader;
 mod sa;
 mod sk;
+mod spi;
 #[cfg(test)]
 mod strategies;
 mod ts;
@@ -52,4 +53,5 @@ pub use sk::{
     EncryptedFragment, EncryptedPayload, EncryptedView, FragmentNumbers, ProtectedMessage,
     emit_protected, locate_encrypted,
 };
+pub use spi::EspSpi;
 pub use ts::{TrafficSelector, TsPayload};

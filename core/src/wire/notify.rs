@@ -7,6 +7,7 @@ use super::emit::{count8, len16};
 use super::enums::{HashAlgorithm, KeyExchangeMethod, NotifyType, ProtocolId};
 use super::error::ParseError;
 use super::reader::Reader;
+use super::spi::EspSpi;
 
 /// The body of a Notify payload ([RFC 7296 §3.10]).
 ///
@@ -148,7 +149,7 @@ impl DeletePayload {
     }
 
     /// A Delete payload for ESP SAs with these inbound SPIs.
-    pub fn esp(spis: &[u32]) -> Self {
+    pub fn esp(spis: &[EspSpi]) -> Self {
         Self {
             protocol_id: ProtocolId::Esp,
             spi_size: 4,
@@ -294,7 +295,10 @@ mod tests {
 
         let bytes = hex!("03 04 0002 c0ffee01 c0ffee02");
         let d = DeletePayload::parse(&bytes).unwrap();
-        assert_eq!(d, DeletePayload::esp(&[0xc0ff_ee01, 0xc0ff_ee02]));
+        assert_eq!(
+            d,
+            DeletePayload::esp(&[EspSpi(0xc0ff_ee01), EspSpi(0xc0ff_ee02)])
+        );
         let mut out = Vec::new();
         d.emit(&mut out);
         assert_eq!(out, bytes);

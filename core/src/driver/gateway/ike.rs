@@ -195,13 +195,13 @@ impl IkeThread {
                 Event::ChildSaRekeyed { new, .. } => {
                     tracing::info!(
                         ?client,
-                        spi_in = new.spi_r,
-                        spi_out = new.spi_i,
+                        spi_in = %new.spi_r,
+                        spi_out = %new.spi_i,
                         "Child SA rekeyed"
                     );
                 }
                 Event::Failed(e) => tracing::info!(?client, error = %e, "IKE SA failed"),
-                Event::Closed => tracing::info!(?client, "client disconnected"),
+                Event::Closed => tracing::info!(ike_sa = spi_r, "IKE SA closed"),
                 _ => {}
             }
             let update = GatewayTunnel::esp_update(

@@ -15,7 +15,7 @@ use super::status::GatewayStatus;
 use crate::crypto::CryptoProvider;
 use crate::esp::ReplayProtection;
 use crate::ike::{IKE_PORT, NAT_T_PORT, Responder, ResponderConfig};
-use crate::tunnel::{EspOptions, EspUpdate, GatewayRequest, GatewayResult, GatewayTunnel};
+use crate::tunnel::{Applied, EspOptions, EspUpdate, GatewayRequest, GatewayResult, GatewayTunnel};
 
 mod ike;
 
@@ -195,7 +195,26 @@ impl EspLoop {
                 s.responder = stats;
             }),
             ike::IkeUpdate::Esp(update) => {
-                self.tunnel.apply(*update);
+                match self.tunnel.apply(*update) {
+                    Some(Applied::Connected {
+                        address,
+                        virtual_ips,
+                        ..
+                    }) => tracing::info!(client = %address, ?virtual_ips, "client connected"),
+                    Some(Applied::AddressTaken {
+                        address,
+                        virtual_ip,
+                        ..
+                    }) => tracing::warn!(
+                        client = %address,
+                        %virtual_ip,
+                        "virtual address already routed to another client; closing"
+                    ),
+                    Some(Applied::Disconnected { address, .. }) => {
+                        tracing::info!(client = %address, "client disconnected");
+                    }
+                    _ => {}
+                }
                 self.forward_requests();
                 let clients = self.tunnel.clients();
                 status.send_if_modified(|s| std::mem::replace(&mut s.clients, clients) != clients);
@@ -213,7 +232,7 @@ impl EspLoop {
             if self.to_ike.try_send(request).is_err()
                 && let GatewayRequest::RekeyChild { spi_r, .. } = request
             {
-                self.tunnel.apply(EspUpdate::RekeyRefused { spi_r });
+                let _ = self.tunnel.apply(EspUpdate::RekeyRefused { spi_r });
             }
         }
     }

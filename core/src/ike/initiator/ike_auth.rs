@@ -21,6 +21,7 @@ use crate::ike::sa::{
     ChildSaEstablished, ConfigReceived, Event, first_error_notify, random_esp_spi,
 };
 use crate::ike::session::{Session, Settings};
+use crate::wire::EspSpi;
 use crate::wire::{
     CfgType, ConfigAttribute, ConfigPayload, ExchangeType, Flags, Header, Identification,
     NotifyPayload, NotifyType, Payload, SaPayload, TsPayload,
@@ -172,7 +173,7 @@ impl Initiator {
     fn child_sa(
         &self,
         keyed: &Keyed,
-        child_spi_i: u32,
+        child_spi_i: EspSpi,
         payloads: &[Payload],
     ) -> Result<(ChildSaEstablished, Option<ConfigReceived>), Error> {
         if let Some(error) = first_error_notify(payloads) {

@@ -29,6 +29,7 @@ use crate::ike::sa::{
     ChildSaEstablished, Event, NAT_T_PORT, Outbox, Outstanding, Suite, Transmit, random_spi,
 };
 use crate::ike::session::{Session, Status};
+use crate::wire::EspSpi;
 use crate::wire::{Header, IkeSpi, MessageId, locate_encrypted};
 
 /// At most this many COOKIE restarts of IKE_SA_INIT (RFC 7296 §2.6) before giving up.
@@ -116,7 +117,7 @@ struct ExpectIntermediateResponse {
 /// IKE_AUTH request sent.
 struct ExpectAuthResponse {
     keyed: Keyed,
-    child_spi_i: u32,
+    child_spi_i: EspSpi,
     int_auth: Option<Vec<u8>>,
 }
 
@@ -246,7 +247,7 @@ impl Initiator {
     /// [`Error::ApiMisuse`] if the SA is not established or has no such Child SA.
     ///
     /// [RFC 4303 §3.3.3]: https://www.rfc-editor.org/rfc/rfc4303#section-3.3.3
-    pub fn rekey_child_sa(&mut self, now: Instant, spi: u32) -> Result<(), Error> {
+    pub fn rekey_child_sa(&mut self, now: Instant, spi: EspSpi) -> Result<(), Error> {
         let State::Established(e) = &mut self.state else {
             return Err(Error::ApiMisuse("the IKE SA is not established"));
         };

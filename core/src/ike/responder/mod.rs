@@ -30,6 +30,7 @@ use crate::ike::cookie::CookieSecrets;
 use crate::ike::protect::Reassembly;
 use crate::ike::sa::{ChildSaEstablished, Event, IKE_PORT, Outbox, Transmit};
 use crate::ike::session::{Session, Status};
+use crate::wire::EspSpi;
 use crate::wire::{ExchangeType, Header, IkeSpi, MessageId};
 
 use states::State;
@@ -54,7 +55,7 @@ pub struct Responder {
     /// Every SA's next deadline, earliest first, so that no call scans all SAs (finding 5).
     timers: BTreeSet<(Instant, u64)>,
     /// Our (inbound) ESP SPI of every Child SA up, so a new one never repeats one (finding L4).
-    esp_spis: HashSet<u32>,
+    esp_spis: HashSet<EspSpi>,
     stats: ResponderStats,
     leases_v4: BTreeSet<u32>,
     /// Indexes into the IPv6 pool that are leased, each to one client.
@@ -314,7 +315,7 @@ impl Responder {
     /// # Errors
     ///
     /// [`Error::ApiMisuse`] if there is no such established SA or Child SA.
-    pub fn rekey_child_sa(&mut self, now: Instant, id: u64, spi: u32) -> Result<(), Error> {
+    pub fn rekey_child_sa(&mut self, now: Instant, id: u64, spi: EspSpi) -> Result<(), Error> {
         self.with_established(id, |e| e.rekey_child_sa(now, spi))
             .unwrap_or(Err(Error::ApiMisuse("no established IKE SA with this id")))
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::ike::keys::ChildSaKeys;
 use crate::ike::sa::{ChildSaEstablished, ChildSaId, Event};
+use crate::wire::EspSpi;
 use crate::wire::TrafficSelector;
 
 use super::Session;
@@ -61,7 +62,7 @@ impl ChildSaTable {
 
     /// The Child SA whose peer-inbound SPI is `spi` (what the peer names in REKEY_SA and
     /// Delete).
-    pub(super) fn by_peer_spi(&self, view: View, spi: u32) -> Option<&ChildSa> {
+    pub(super) fn by_peer_spi(&self, view: View, spi: EspSpi) -> Option<&ChildSa> {
         self.children
             .iter()
             .find(|c| view.ours_theirs(c.sa.id()).1 == spi)
@@ -100,7 +101,7 @@ pub(super) struct View {
 
 impl View {
     /// Our inbound and the peer's inbound SPI of a Child SA.
-    pub(super) fn ours_theirs(self, id: ChildSaId) -> (u32, u32) {
+    pub(super) fn ours_theirs(self, id: ChildSaId) -> (EspSpi, EspSpi) {
         if self.client {
             (id.spi_i, id.spi_r)
         } else {
@@ -156,7 +157,7 @@ fn swap(sa: ChildSaEstablished) -> ChildSaEstablished {
 
 impl Session {
     /// Whether `spi` is our inbound SPI of a Child SA, of this IKE SA or (lent) another.
-    pub(super) fn esp_spi_taken(&self, spi: u32) -> bool {
+    pub(super) fn esp_spi_taken(&self, spi: EspSpi) -> bool {
         self.spis_in_use.contains(&spi)
             || self
                 .children

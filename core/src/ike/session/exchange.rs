@@ -15,8 +15,8 @@ use crate::ike::Error;
 use crate::ike::protect::{Unprotected, resend_allowed, unprotect};
 use crate::ike::sa::{Event, Outstanding, find_notify};
 use crate::wire::{
-    DeletePayload, ExchangeType, Header, MessageId, NotifyPayload, NotifyType, Payload, ProtocolId,
-    locate_encrypted,
+    DeletePayload, EspSpi, ExchangeType, Header, MessageId, NotifyPayload, NotifyType, Payload,
+    ProtocolId, locate_encrypted,
 };
 
 use super::child::ChildState;
@@ -144,7 +144,8 @@ impl Session {
                 Exchange::DeleteIkeSa,
             ),
             Intent::DeleteChildSa(pairs) => {
-                let inbound: Vec<u32> = pairs.iter().map(|&p| self.view.ours_theirs(p).0).collect();
+                let inbound: Vec<EspSpi> =
+                    pairs.iter().map(|&p| self.view.ours_theirs(p).0).collect();
                 for &p in &pairs {
                     if let Some(c) = self.children.get_mut(p) {
                         c.state = ChildState::Deleting;
@@ -412,7 +413,7 @@ impl Session {
         }
         let rekey = find_notify(payloads, NotifyType::RekeySa).ok_or(Error::NoAdditionalSas)?;
         let spi = <[u8; 4]>::try_from(rekey.spi.as_slice())
-            .map(u32::from_be_bytes)
+            .map(|b| EspSpi(u32::from_be_bytes(b)))
             .map_err(|_| Error::PeerMisbehaved("REKEY_SA without a 4-octet SPI"))?;
         self.on_child_rekey_request(now, sa, spi, sa_payload, nonce_i, payloads)
     }

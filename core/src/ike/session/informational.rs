@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use crate::ike::Error;
-use crate::wire::{DeletePayload, Payload, ProtocolId};
+use crate::wire::{DeletePayload, EspSpi, Payload, ProtocolId};
 
 use super::Session;
 use super::child::ChildState;
@@ -37,7 +37,7 @@ impl Session {
                         let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()) else {
                             continue;
                         };
-                        let peer_spi = u32::from_be_bytes(spi);
+                        let peer_spi = EspSpi(u32::from_be_bytes(spi));
                         let Some(c) = self.children.by_peer_spi(self.view, peer_spi) else {
                             continue;
                         };

@@ -49,6 +49,7 @@ use crate::crypto::{AeadAlgorithm, CryptoProvider, KeyExchange};
 use crate::ike::Error;
 use crate::ike::config::{CryptoPolicy, Lifetime, RetransmitConfig};
 use crate::ike::sa::{ChildSaEstablished, ChildSaId, Event, Outbox, Suite};
+use crate::wire::EspSpi;
 use crate::wire::{IkeSpi, KePayload, Nonce, Payload, SaPayload, TsPayload};
 #[cfg(test)]
 use crate::{crypto::SecretBytes, wire::Header, wire::KeyExchangeMethod};
@@ -227,7 +228,7 @@ pub(crate) struct Session {
     pub(crate) events: VecDeque<Event>,
     /// Inbound ESP SPIs of the other IKE SAs' Child SAs, lent by the responder for each call so
     /// that a new Child SA never takes one (security review L4); empty for the client.
-    pub(crate) spis_in_use: HashSet<u32>,
+    pub(crate) spis_in_use: HashSet<EspSpi>,
     #[cfg(test)]
     pub(crate) faults: Faults,
 }
@@ -363,7 +364,7 @@ impl Session {
     }
 
     /// Queues a rekey of the Child SA one of whose SPIs is `spi` (the ESP layer's soft limit).
-    pub(crate) fn rekey_child_sa(&mut self, now: Instant, spi: u32) -> Result<(), Error> {
+    pub(crate) fn rekey_child_sa(&mut self, now: Instant, spi: EspSpi) -> Result<(), Error> {
         let pair = self
             .children
             .iter()

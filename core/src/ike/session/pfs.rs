@@ -7,6 +7,7 @@
 use crate::crypto::AeadAlgorithm;
 use crate::ike::Error;
 use crate::ike::proposal::esp_answer;
+use crate::wire::EspSpi;
 use crate::wire::{EsnMode, KeyExchangeMethod, Proposal, ProtocolId, Transform, TransformType};
 
 use super::Session;
@@ -15,7 +16,7 @@ use super::Session;
 /// every round for PFS (RFC 7296 §1.3.3, RFC 9370 §2.2.1).
 pub(super) fn esp_rekey_proposal(
     encr: AeadAlgorithm,
-    spi: u32,
+    spi: EspSpi,
     ke: &[KeyExchangeMethod],
     addke: &[KeyExchangeMethod],
 ) -> Proposal {
@@ -154,7 +155,7 @@ pub(super) fn check_pfs_answer(
 pub(super) fn pfs_answer(
     number: u8,
     esp: &crate::ike::proposal::EspChoice,
-    our_spi: u32,
+    our_spi: EspSpi,
     method: KeyExchangeMethod,
     addke: &[KeyExchangeMethod],
 ) -> Proposal {
@@ -174,7 +175,7 @@ impl Session {
     pub(super) fn child_rekey_proposals(
         &self,
         encr: AeadAlgorithm,
-        spi: u32,
+        spi: EspSpi,
         ke: &[KeyExchangeMethod],
         addke: &[KeyExchangeMethod],
     ) -> Vec<Proposal> {

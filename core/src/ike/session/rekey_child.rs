@@ -12,6 +12,7 @@ use crate::ike::Error;
 use crate::ike::handshake::new_nonce;
 use crate::ike::proposal::{check_esp_choice, esp_answer, is_narrowing, select_esp};
 use crate::ike::sa::{ChildSaId, Event, find_notify, first_error_notify, random_esp_spi};
+use crate::wire::EspSpi;
 use crate::wire::{
     ExchangeType, KePayload, KeyExchangeMethod, NotifyPayload, NotifyType, Payload, Proposal,
     ProtocolId, SaPayload, TrafficSelector, TsPayload,
@@ -36,7 +37,7 @@ pub(super) struct RekeyChildSa {
     pub(super) old: ChildSaId,
     pub(super) encr: AeadAlgorithm,
     /// Our inbound SPI of the new SA.
-    pub(super) new_spi: u32,
+    pub(super) new_spi: EspSpi,
     pub(super) nonce_i: Vec<u8>,
     pub(super) ke: Box<dyn KeyExchange>,
     /// TSi and TSr as proposed (the exchange's view).
@@ -52,7 +53,7 @@ pub(super) struct RekeyChildSa {
 /// What the responder answered to our Child SA rekey.
 pub(super) struct ChildAnswer {
     pub(super) nonce_r: Vec<u8>,
-    pub(super) peer_spi: u32,
+    pub(super) peer_spi: EspSpi,
     pub(super) esn: bool,
     pub(super) ts_i: Vec<TrafficSelector>,
     pub(super) ts_r: Vec<TrafficSelector>,
@@ -64,8 +65,8 @@ pub(super) struct ChildParts {
     pub(super) old: ChildSaId,
     pub(super) encr: AeadAlgorithm,
     pub(super) esn: bool,
-    pub(super) spi_i: u32,
-    pub(super) spi_r: u32,
+    pub(super) spi_i: EspSpi,
+    pub(super) spi_r: EspSpi,
     pub(super) ts_i: Vec<TrafficSelector>,
     pub(super) ts_r: Vec<TrafficSelector>,
     /// Of our rekey: the collision with the peer's, if any.
@@ -315,7 +316,7 @@ impl Session {
         &mut self,
         now: Instant,
         sa: &mut IkeSa,
-        peer_spi_of_old: u32,
+        peer_spi_of_old: EspSpi,
         sa_payload: &SaPayload,
         nonce_i: Vec<u8>,
         payloads: &[Payload],
