@@ -15,7 +15,7 @@
 # (gitignored) and are kept between runs; crashes to core/fuzz/artifacts/<target>, and the
 # script then exits non-zero. FUZZ_SANITIZER=none builds without AddressSanitizer (faster;
 # the default is cargo-fuzz's, address). Stateful targets are slow (a whole handshake per
-# input; their key exchanges are memoized, see core/src/fuzzing.rs): on one core of this
+# input; their key exchanges are memoized, see core/src/fuzzing/mod.rs): on one core of this
 # project's 2-core CI machine with AddressSanitizer, ike_session runs about 220-380 exec/s,
 # ike_responder and cp_reply about 600, reassembly about 2400. 10 M executions of a stateful
 # target therefore take 5-12 hours per core: campaign them one per core, on a bigger machine.
