@@ -396,7 +396,21 @@ fn ip(args: &[&str]) -> String {
 }
 
 /// Everything routing-related in the namespace, as `ip -j` prints it.
+///
+/// Waits first until the kernel's link watcher has caught up (see [`links_settled`]): a veth's
+/// or TUN's carrier is reported at once, but its operstate and the `linkdown` flag of its IPv4
+/// routes follow up to a second later on a busy machine, which would make two snapshots of one
+/// configuration differ.
 fn snapshot() -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !links_settled() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "links did not settle within 10 s: {}",
+            ip(&["-d", "link"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     vec![
         ip(&["-j", "-4", "route", "show", "table", "all"]),
         ip(&["-j", "-6", "route", "show", "table", "all"]),
@@ -404,6 +418,40 @@ fn snapshot() -> Vec<String> {
         ip(&["-j", "-6", "rule"]),
         ip(&["-j", "address"]),
     ]
+}
+
+/// Whether every link that is up reports an operstate that agrees with its carrier, and no
+/// IPv4 route on a link with carrier is still flagged `linkdown`.
+fn links_settled() -> bool {
+    let links: serde_json::Value = serde_json::from_str(&ip(&["-j", "link"])).unwrap();
+    let mut carrier = std::collections::HashMap::new();
+    for link in links.as_array().into_iter().flatten() {
+        let flags = link["flags"].as_array().into_iter().flatten();
+        let flags: Vec<&str> = flags.filter_map(serde_json::Value::as_str).collect();
+        if !flags.contains(&"UP") {
+            continue;
+        }
+        let lower_up = flags.contains(&"LOWER_UP");
+        let operstate_down = matches!(
+            link["operstate"].as_str(),
+            Some("DOWN" | "LOWERLAYERDOWN" | "NOTPRESENT")
+        );
+        if lower_up == operstate_down {
+            return false;
+        }
+        if let Some(name) = link["ifname"].as_str() {
+            carrier.insert(name.to_owned(), lower_up);
+        }
+    }
+    let routes: serde_json::Value =
+        serde_json::from_str(&ip(&["-j", "-4", "route", "show", "table", "all"])).unwrap();
+    routes.as_array().into_iter().flatten().all(|route| {
+        let linkdown = route["flags"]
+            .as_array()
+            .is_some_and(|flags| flags.iter().any(|flag| flag == "linkdown"));
+        // Only a stale flag from before the carrier came up is waited for.
+        !(linkdown && route["dev"].as_str().and_then(|dev| carrier.get(dev)) == Some(&true))
+    })
 }
 
 /// A LAN uplink: `eth9` (a veth) with 192.0.2.1/24 and 2001:db8::1/64 and default routes.
