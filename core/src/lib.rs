@@ -27,6 +27,8 @@ pub mod esp;
 pub mod ike;
 #[cfg(feature = "driver")]
 pub mod platform;
+#[cfg(feature = "profile")]
+pub mod profile;
 pub mod tunnel;
 pub mod wire;
 

@@ -1,6 +1,8 @@
 //! What an IKE SA negotiates and with whom: the crypto policy per mode, identities, the PSK,
 //! and the initiator's and responder's knobs.
 
+use core::fmt;
+use core::str::FromStr;
 use core::time::Duration;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -32,6 +34,39 @@ impl Mode {
             Self::PqOnly => "pq-only",
             Self::Classical => "classical",
         }
+    }
+}
+
+/// A mode name that is none of `hybrid`, `pq-only`, `classical`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownMode(pub String);
+
+impl fmt::Display for UnknownMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mode = \"{}\": expected \"hybrid\", \"pq-only\" or \"classical\"",
+            self.0
+        )
+    }
+}
+
+impl FromStr for Mode {
+    type Err = UnknownMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "hybrid" => Ok(Self::Hybrid),
+            "pq-only" => Ok(Self::PqOnly),
+            "classical" => Ok(Self::Classical),
+            other => Err(UnknownMode(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -36,7 +36,7 @@ mod sa;
 
 pub use config::{
     CryptoPolicy, DEFAULT_DPD_INTERVAL, DEFAULT_FRAGMENT_SIZE, InitiatorConfig, Lifetime,
-    MAX_IKE_SA_INIT, Mode, ResponderConfig, RetransmitConfig,
+    MAX_IKE_SA_INIT, Mode, ResponderConfig, RetransmitConfig, UnknownMode,
 };
 pub use config_reply::ConfigRefusal;
 pub use error::Error;
