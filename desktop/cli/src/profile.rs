@@ -1,6 +1,6 @@
-//! Profiles: the client's `PROFILE.toml` and the gateway's `GATEWAY.toml` (documented in the
-//! README). Unknown keys and bad values are errors naming the key and line; no error message
-//! ever contains a PSK.
+//! Profiles from files: [`pqvpn_core::profile`] parses and checks the text; this module reads
+//! the files, checks their owners and modes, reads the PSKs and resolves the gateway's name.
+//! No error message ever contains a PSK.
 //!
 //! # Files and secrets (security review finding 7, L1, L5)
 //!
@@ -10,35 +10,26 @@
 //! user running pqvpn. A PSK
 //! file must not carry any group or other permission bit; an inline `psk` is refused in a
 //! profile that does; a profile writable by group or others is refused. Every PSK, from
-//! wherever it comes, must have at least [`MIN_PSK_CHARS`] characters unless its table says
+//! wherever it comes, must have at least [`MIN_PSK_CHARS`](spec::MIN_PSK_CHARS) characters unless its table says
 //! `allow_weak_psk = true`. The profile text and every PSK copy are wiped when dropped, and
 //! `Debug` never prints a PSK.
 
 use std::fs;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
-use pqvpn_core::crypto::{AeadAlgorithm, SecretBytes};
-use pqvpn_core::ike::{
-    CryptoPolicy, InitiatorConfig, Lifetime, Mode, ResponderConfig, RetransmitConfig,
+use pqvpn_core::crypto::SecretBytes;
+use pqvpn_core::ike::{InitiatorConfig, ResponderConfig};
+use pqvpn_core::profile::{
+    self as spec, ClientProfile, Endpoint, Host, NetworkSpec, PskSource, PskSpec,
 };
-use pqvpn_core::wire::{IkeId, KeyExchangeMethod, TrafficSelector};
-use serde::{Deserialize, Deserializer};
 use zeroize::Zeroizing;
 
-use crate::secret::{self, Keyring};
-
-/// Fewest characters a PSK may have without `allow_weak_psk = true`. Whoever answers as the
-/// gateway receives the client's AUTH and can test PSK guesses against it offline
-/// ([RFC 7296 §2.15]), so a PSK must be long and random (security review finding 7).
-///
-/// [RFC 7296 §2.15]: https://www.rfc-editor.org/rfc/rfc7296#section-2.15
-pub(crate) const MIN_PSK_CHARS: usize = 20;
+use crate::secret::Keyring;
 
 /// Largest profile read, in octets.
-const MAX_PROFILE_LEN: u64 = 1 << 20;
+const MAX_PROFILE_LEN: u64 = spec::MAX_PROFILE_LEN as u64;
 
 /// Largest PSK file read, in octets (one line, or a binary key).
 const MAX_PSK_FILE_LEN: u64 = 4096;
@@ -176,145 +167,37 @@ struct Origin<'a> {
     mode: u32,
 }
 
-/// Reads and parses a profile, naming the file (and, from the parser, key and line) in errors.
-fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<(T, u32), String> {
-    let profile = read_profile(path)?;
-    let value = parse_toml(&profile.text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((value, profile.mode))
-}
-
-pub(crate) fn parse_toml<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
-    toml::from_str(text).map_err(|e| {
-        // The parser's message is "TOML parse error at line L, column C", a source excerpt and
-        // the reason; keep the first and last lines so the error fits on one line.
-        let text = e.to_string();
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let first = lines.first().copied().unwrap_or_default();
-        let reason = lines
-            .last()
-            .copied()
-            .unwrap_or_default()
-            .trim_start_matches(['|', '^', ' ']);
-        let source = lines.iter().find_map(|l| {
-            let (number, rest) = l.split_once(" | ")?;
-            number.trim().parse::<u32>().ok().map(|_| rest.trim())
-        });
-        match source {
-            // The excerpt, and the reason ("invalid type: integer `…`"), may quote the PSK.
-            Some(source) if is_psk_line(source) => {
-                format!("{first}: bad psk value (not shown: it may be the secret)")
-            }
-            Some(source) => format!("{first}: {reason} (in `{source}`)"),
-            None => format!("{first}: {reason}"),
-        }
-    })
-}
-
-/// Whether a profile line sets an inline PSK (`psk = …`, also in a `[[clients]]` table).
-fn is_psk_line(line: &str) -> bool {
-    line.trim_start()
-        .strip_prefix("psk")
-        .is_some_and(|rest| rest.trim_start().starts_with('=') || rest.trim_start().is_empty())
-}
-
-/// A PSK written inline in a profile: wiped on drop, never printed.
-pub(crate) struct InlinePsk(Zeroizing<String>);
-
-impl<'de> Deserialize<'de> for InlinePsk {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|s| Self(Zeroizing::new(s)))
-    }
-}
-
-impl std::fmt::Debug for InlinePsk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("InlinePsk(<redacted>)")
-    }
-}
-
-/// `[auth]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Auth {
-    /// Only `psk` for now.
-    #[serde(default = "default_method")]
-    method: String,
-    /// The PSK inline (tests and demos); only in a profile without group or other permissions.
-    psk: Option<InlinePsk>,
-    /// A file holding the PSK; must not be readable by group or others.
-    psk_file: Option<PathBuf>,
-    /// The PSK is in the OS keyring (`pqvpn secret set PROFILE`).
-    #[serde(default)]
-    psk_keyring: bool,
-    /// Accept a PSK shorter than [`MIN_PSK_CHARS`] characters.
-    #[serde(default)]
-    allow_weak_psk: bool,
-}
-
-fn default_method() -> String {
-    "psk".into()
-}
-
-impl Auth {
-    /// The PSK. `keyring_user` names the entry (`LOCAL_ID@ENDPOINT`, see `secret`) and
-    /// `origin` the profile (for the "store it with `pqvpn secret set`" hint and the inline-PSK
-    /// mode check); `keyring` opens the store, only when `psk_keyring = true`.
-    fn psk(
-        &self,
-        keyring_user: &str,
-        origin: Origin<'_>,
-        keyring: impl FnOnce() -> Result<Keyring, String>,
-    ) -> Result<SecretBytes, String> {
-        if self.method != "psk" {
-            return Err(format!(
-                "auth.method = \"{}\" is not supported (only \"psk\" for now)",
-                self.method
-            ));
-        }
-        let sources = usize::from(self.psk.is_some())
-            + usize::from(self.psk_file.is_some())
-            + usize::from(self.psk_keyring);
-        if sources != 1 {
-            return Err("auth: give exactly one of psk, psk_file, psk_keyring".into());
-        }
-        let psk = if self.psk_keyring {
-            keyring()?.get_psk(keyring_user, origin.path)?
-        } else {
-            resolve_psk("auth", self.psk.as_ref(), self.psk_file.as_deref(), origin)?
-        };
-        check_psk_strength("auth", &psk, self.allow_weak_psk)?;
-        Ok(psk)
-    }
-}
-
-/// The PSK given inline or in a file under the table `key` (`auth`, `clients[0]`), checked for
-/// file safety but not yet for length.
+/// Reads the PSK `spec` names and checks its length. An inline PSK is refused in a profile that
+/// group or others may read; `keyring` opens the store, only for `psk_keyring = true`.
 fn resolve_psk(
-    key: &str,
-    inline: Option<&InlinePsk>,
-    file: Option<&Path>,
+    spec: &PskSpec,
     origin: Origin<'_>,
+    keyring: impl FnOnce() -> Result<Keyring, String>,
 ) -> Result<SecretBytes, String> {
-    if let Some(psk) = inline {
-        if origin.mode & 0o077 != 0 {
-            return Err(format!(
-                "{key}.psk is written in {}, which group or others may read (mode {:o}): move \
-                 the PSK to a psk_file (mode 600) or the OS keyring (psk_keyring), or chmod 600 \
-                 the profile",
-                origin.path,
-                origin.mode & 0o777
-            ));
+    let key = &spec.key;
+    let psk = match &spec.source {
+        PskSource::Inline(psk) => {
+            if origin.mode & 0o077 != 0 {
+                return Err(format!(
+                    "{key}.psk is written in {}, which group or others may read (mode {:o}): \
+                     move the PSK to a psk_file (mode 600) or the OS keyring (psk_keyring), or \
+                     chmod 600 the profile",
+                    origin.path,
+                    origin.mode & 0o777
+                ));
+            }
+            psk.clone()
         }
-        if psk.0.is_empty() {
-            return Err(format!("{key}.psk is empty"));
-        }
-        return Ok(SecretBytes::from_slice(psk.0.as_bytes()));
-    }
-    let path = file.ok_or_else(|| format!("{key}: no PSK"))?;
+        PskSource::File(path) => read_psk_file(key, path)?,
+        PskSource::Keyring { user } => keyring()?.get_psk(user, origin.path)?,
+    };
+    spec.check(&psk).map_err(|e| e.to_string())?;
+    Ok(psk)
+}
+
+/// The PSK in `path` (`KEY.psk_file`): a regular file of root or ours, no group or other
+/// permission bits, one line (the newline does not count) or a binary key.
+fn read_psk_file(key: &str, path: &Path) -> Result<SecretBytes, String> {
     let what = format!("{key}.psk_file");
     let checked = open_checked(path, &what)?;
     if checked.mode & 0o077 != 0 {
@@ -335,288 +218,17 @@ fn resolve_psk(
     Ok(SecretBytes::new(std::mem::take(&mut *bytes)))
 }
 
-/// Refuses a PSK shorter than [`MIN_PSK_CHARS`] characters (octets when it is not UTF-8)
-/// unless `allow_weak` (the table's `allow_weak_psk`). `key` names the table in the error.
-pub(crate) fn check_psk_strength(
-    key: &str,
-    psk: &SecretBytes,
-    allow_weak: bool,
-) -> Result<(), String> {
-    let chars = std::str::from_utf8(psk.expose()).map_or(psk.len(), |s| s.chars().count());
-    if chars < MIN_PSK_CHARS && !allow_weak {
-        return Err(format!(
-            "{key}: the PSK is shorter than {MIN_PSK_CHARS} characters; whoever answers as the \
-             gateway can guess a short PSK offline from one AUTH, so use a long random one \
-             (e.g. `openssl rand -base64 32`), or set {key}.allow_weak_psk = true to accept it"
-        ));
-    }
-    Ok(())
-}
-
-/// Parses an identity: an IP address, `user@domain` (RFC822), `keyid:…`, or an FQDN.
-pub(crate) fn parse_id(key: &str, s: &str) -> Result<IkeId, String> {
-    if s.is_empty() {
-        return Err(format!("{key} is empty"));
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(match ip {
-            IpAddr::V4(a) => IkeId::Ipv4(a),
-            IpAddr::V6(a) => IkeId::Ipv6(a),
-        });
-    }
-    if let Some(k) = s.strip_prefix("keyid:") {
-        return Ok(IkeId::KeyId(k.as_bytes().to_vec()));
-    }
-    if s.contains('@') {
-        return Ok(IkeId::Rfc822(s.into()));
-    }
-    Ok(IkeId::Fqdn(s.into()))
-}
-
-fn parse_mode(s: &str) -> Result<Mode, String> {
-    match s {
-        "hybrid" => Ok(Mode::Hybrid),
-        "pq-only" => Ok(Mode::PqOnly),
-        "classical" => Ok(Mode::Classical),
-        other => Err(format!(
-            "mode = \"{other}\": expected \"hybrid\", \"pq-only\" or \"classical\""
-        )),
-    }
-}
-
-fn parse_mlkem(s: &str) -> Result<KeyExchangeMethod, String> {
-    match s {
-        "ml-kem-768" => Ok(KeyExchangeMethod::MlKem768),
-        "ml-kem-1024" => Ok(KeyExchangeMethod::MlKem1024),
-        other => Err(format!(
-            "crypto.mlkem = \"{other}\": expected \"ml-kem-768\" or \"ml-kem-1024\""
-        )),
-    }
-}
-
-pub(crate) fn parse_prefix(key: &str, s: &str) -> Result<(IpAddr, u8), String> {
-    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{key}: \"{s}\" is not an IP address or prefix"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = if len.is_empty() {
-        max
-    } else {
-        len.parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{key}: bad prefix length in \"{s}\""))?
+/// The gateway's first address: an IP as is, a name through the system resolver.
+fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String> {
+    let name = match &endpoint.host {
+        Host::Ip(ip) => return Ok(SocketAddr::new(*ip, endpoint.port)),
+        Host::Name(name) => name,
     };
-    Ok((ip, len))
-}
-
-/// `[crypto]` of a client profile.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Crypto {
-    /// `ml-kem-768` (default) or `ml-kem-1024`.
-    mlkem: Option<String>,
-}
-
-/// `[network]` of a client profile.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Network {
-    /// Route everything through the tunnel (default), or only `routes` (and the gateway's
-    /// INTERNAL_IP4_SUBNET with `accept_pushed_routes`).
-    #[serde(default = "yes")]
-    pub(crate) full_tunnel: bool,
-    /// Extra networks to route through the tunnel (split tunnel).
-    #[serde(default)]
-    pub(crate) routes: Vec<String>,
-    /// Use the DNS servers the gateway pushes.
-    #[serde(default = "yes")]
-    pub(crate) dns: bool,
-    /// TUN MTU; the default leaves room for ESP, UDP and IP on a 1500-octet path.
-    #[serde(default = "default_mtu")]
-    pub(crate) mtu: u16,
-    /// TUN device name.
-    pub(crate) interface: Option<String>,
-    /// Full tunnel: no main-table route (the LAN, a hostile DHCP's 0.0.0.0/1) bypasses the
-    /// tunnel; the LAN is then unreachable (TunnelCrack LocalNet).
-    #[serde(default)]
-    pub(crate) block_lan: bool,
-    /// Route the networks the gateway pushes (INTERNAL_IP4/6_SUBNET) through the tunnel.
-    #[serde(default)]
-    pub(crate) accept_pushed_routes: bool,
-    /// Accept a public (globally routable) virtual address from the gateway.
-    #[serde(default)]
-    pub(crate) allow_public_virtual_ip: bool,
-}
-
-impl Default for Network {
-    fn default() -> Self {
-        Self {
-            full_tunnel: true,
-            routes: Vec::new(),
-            dns: true,
-            mtu: default_mtu(),
-            interface: None,
-            block_lan: false,
-            accept_pushed_routes: false,
-            allow_public_virtual_ip: false,
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// 1500 - 20 (IPv4) - 8 (UDP) - 37 (ESP worst case) - 35 of headroom for IPv6 paths.
-fn default_mtu() -> u16 {
-    1400
-}
-
-/// `[ike]` of a client profile.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Ike {
-    /// Send a NAT-D hash that makes the gateway switch to UDP 4500 (default true; userspace
-    /// ESP needs it).
-    force_udp_encapsulation: Option<bool>,
-    /// Largest IP datagram for fragmented IKE messages.
-    fragment_size: Option<usize>,
-    /// Rekey the IKE SA after this long (strongSwan's `rekey_time`, default 4 h).
-    rekey_time: Option<DurationValue>,
-    /// Rekey each Child SA after this long (strongSwan's `children.<name>.rekey_time`, 1 h).
-    child_rekey_time: Option<DurationValue>,
-    /// Liveness check after this long without traffic from the gateway; 0 disables (30 s).
-    dpd_delay: Option<DurationValue>,
-    /// Transmissions of one request before the gateway counts as gone (1 s, doubling; 6).
-    retransmit_tries: Option<u32>,
-    /// Refuse Child SA rekeys that do not repeat every key exchange (default false: accepted
-    /// from gateways configured without PFS; ours always offer it first).
-    require_child_pfs: Option<bool>,
-}
-
-/// The `[ike]` settings both roles have, borrowed from an `InitiatorConfig` or a
-/// `ResponderConfig`.
-struct IkeKnobs<'a> {
-    fragment_size: &'a mut usize,
-    ike_lifetime: &'a mut Lifetime,
-    child_lifetime: &'a mut Lifetime,
-    dpd_interval: &'a mut Option<Duration>,
-    retransmit: &'a mut RetransmitConfig,
-    require_child_pfs: &'a mut bool,
-}
-
-impl Ike {
-    /// Checks the settings that are present and writes them into `knobs`.
-    fn apply(&self, knobs: &mut IkeKnobs<'_>) -> Result<(), String> {
-        if let Some(size) = self.fragment_size {
-            if !(576..=9000).contains(&size) {
-                return Err(format!("ike.fragment_size = {size}: expected 576..=9000"));
-            }
-            *knobs.fragment_size = size;
-        }
-        if let Some(v) = &self.rekey_time {
-            *knobs.ike_lifetime = Lifetime::new(rekey_time("ike.rekey_time", v)?);
-        }
-        if let Some(v) = &self.child_rekey_time {
-            *knobs.child_lifetime = Lifetime::new(rekey_time("ike.child_rekey_time", v)?);
-        }
-        if let Some(v) = &self.dpd_delay {
-            let d = v.parse("ike.dpd_delay")?;
-            *knobs.dpd_interval = match d.as_secs() {
-                0 => None,
-                1..=3600 => Some(d),
-                s => return Err(format!("ike.dpd_delay = {s}s: expected 0 (off) or 1s..=1h")),
-            };
-        }
-        if let Some(tries) = self.retransmit_tries {
-            if !(1..=10).contains(&tries) {
-                return Err(format!("ike.retransmit_tries = {tries}: expected 1..=10"));
-            }
-            knobs.retransmit.attempts = tries;
-        }
-        if let Some(require) = self.require_child_pfs {
-            *knobs.require_child_pfs = require;
-        }
-        Ok(())
-    }
-}
-
-/// A duration in a profile: seconds as an integer, or a string with a unit, `"90s"`, `"30m"`,
-/// `"4h"`, `"1d"`.
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
-enum DurationValue {
-    Seconds(u64),
-    Text(String),
-}
-
-impl DurationValue {
-    fn parse(&self, key: &str) -> Result<Duration, String> {
-        let text = match self {
-            Self::Seconds(s) => return Ok(Duration::from_secs(*s)),
-            Self::Text(t) => t.trim(),
-        };
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let unit_secs = match unit.trim() {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => 0,
-        };
-        number
-            .parse::<u64>()
-            .ok()
-            .filter(|_| unit_secs > 0)
-            .and_then(|n| n.checked_mul(unit_secs))
-            .map(Duration::from_secs)
-            .ok_or_else(|| {
-                format!("{key} = \"{text}\": expected a duration like \"90s\", \"30m\", \"4h\" or \"1d\"")
-            })
-    }
-}
-
-/// Shortest rekey time a profile may set: shorter ones would keep the gateway busy rekeying.
-const MIN_REKEY_TIME: Duration = Duration::from_secs(10);
-/// Longest rekey time a profile may set (RFC 7296 §2.8 leaves it to policy; strongSwan's
-/// defaults are hours).
-const MAX_REKEY_TIME: Duration = Duration::from_secs(30 * 86_400);
-
-fn rekey_time(key: &str, value: &DurationValue) -> Result<Duration, String> {
-    let d = value.parse(key)?;
-    if !(MIN_REKEY_TIME..=MAX_REKEY_TIME).contains(&d) {
-        return Err(format!("{key} = {}s: expected 10s..=30d", d.as_secs()));
-    }
-    Ok(d)
-}
-
-/// A client profile.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProfileFile {
-    gateway: String,
-    local_id: String,
-    /// The identity the gateway must prove (IDr). Required: an `Option` only so that its
-    /// absence gets our error rather than serde's.
-    remote_id: Option<String>,
-    #[serde(default = "default_mode")]
-    mode: String,
-    auth: Auth,
-    #[serde(default)]
-    crypto: Crypto,
-    #[serde(default)]
-    network: Network,
-    #[serde(default)]
-    ike: Ike,
-}
-
-fn default_mode() -> String {
-    "hybrid".into()
+    (name.as_str(), endpoint.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("gateway = \"{endpoint}\": cannot resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("gateway = \"{endpoint}\": no address"))
 }
 
 /// A client profile, checked and resolved. `Debug` never shows the PSK.
@@ -625,225 +237,62 @@ pub(crate) struct Profile {
     pub(crate) name: String,
     pub(crate) gateway: SocketAddr,
     pub(crate) initiator: InitiatorConfig,
-    pub(crate) network: Network,
+    pub(crate) network: NetworkSpec,
     pub(crate) routes: Vec<(IpAddr, u8)>,
 }
 
 impl Profile {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
-        let (file, mode): (ProfileFile, u32) = read_toml(path)?;
+        let profile = read_profile(path)?;
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("pqvpn")
             .to_owned();
         let shown = path.display().to_string();
-        let origin = Origin { path: &shown, mode };
-        Self::from_file(name, file, origin, Keyring::os).map_err(|e| format!("{shown}: {e}"))
+        let origin = Origin {
+            path: &shown,
+            mode: profile.mode,
+        };
+        Self::from_text(name, &profile.text, origin, Keyring::os)
+            .map_err(|e| format!("{shown}: {e}"))
     }
 
-    /// Parses a profile text as if read from a mode-600 file.
+    /// Parses and resolves a profile text as if read from a mode-600 file.
     #[cfg(test)]
     pub(crate) fn parse(name: &str, text: &str) -> Result<Self, String> {
         let origin = Origin {
             path: "PROFILE.toml",
             mode: 0o600,
         };
-        Self::from_file(name.into(), parse_toml(text)?, origin, Keyring::os)
+        Self::from_text(name.into(), text, origin, Keyring::os)
     }
 
-    fn from_file(
+    fn from_text(
         name: String,
-        file: ProfileFile,
+        text: &str,
         origin: Origin<'_>,
         keyring: impl FnOnce() -> Result<Keyring, String>,
     ) -> Result<Self, String> {
-        let mode = parse_mode(&file.mode)?;
-        let mlkem = parse_mlkem(file.crypto.mlkem.as_deref().unwrap_or("ml-kem-768"))?;
-        // Without IDr the client would accept any identity from whoever holds the PSK
-        // (security review finding 7).
-        let remote_id = file.remote_id.as_deref().ok_or(
-            "remote_id is missing: set it to the gateway's identity (its local_id); without it \
-             the client accepts any identity, so anyone holding the PSK (another client, \
-             for a group PSK) can impersonate the gateway",
-        )?;
-        let remote_id = parse_id("remote_id", remote_id)?;
-        let gateway = resolve_gateway(&file.gateway)?;
-        let psk = file.auth.psk(
-            &secret::entry_user(&file.local_id, &file.gateway),
-            origin,
-            keyring,
-        )?;
-        let local_id = parse_id("local_id", &file.local_id)?;
-        let mut initiator = InitiatorConfig::new(mode, psk, local_id, Some(remote_id));
-        initiator.policy = match mode {
-            Mode::Hybrid => CryptoPolicy::hybrid(mlkem),
-            Mode::PqOnly => CryptoPolicy::pq_only(mlkem),
-            _ => CryptoPolicy::classical(),
-        };
-        if let Some(force) = file.ike.force_udp_encapsulation {
-            initiator.force_udp_encapsulation = force;
-        }
-        file.ike.apply(&mut IkeKnobs {
-            fragment_size: &mut initiator.fragment_size,
-            ike_lifetime: &mut initiator.ike_lifetime,
-            child_lifetime: &mut initiator.child_lifetime,
-            dpd_interval: &mut initiator.dpd_interval,
-            retransmit: &mut initiator.retransmit,
-            require_child_pfs: &mut initiator.require_child_pfs,
-        })?;
-        if !(576..=9000).contains(&file.network.mtu) {
-            return Err(format!(
-                "network.mtu = {}: expected 576..=9000",
-                file.network.mtu
-            ));
-        }
-        let routes = file
-            .network
-            .routes
-            .iter()
-            .map(|r| parse_prefix("network.routes", r))
-            .collect::<Result<Vec<_>, _>>()?;
-        if file.network.block_lan && !file.network.full_tunnel {
-            return Err("network.block_lan = true needs full_tunnel = true".into());
-        }
-        initiator.accept_pushed_routes = file.network.accept_pushed_routes;
-        initiator.allow_public_virtual_ip = file.network.allow_public_virtual_ip;
-        if !file.network.full_tunnel && routes.is_empty() {
-            // The gateway's INTERNAL_IP4_SUBNET may still provide routes.
-        }
-        if !file.network.full_tunnel {
-            initiator.ts_r = routes.iter().map(|&(ip, len)| prefix_ts(ip, len)).collect();
-            if initiator.ts_r.is_empty() {
-                initiator.ts_r = vec![TrafficSelector::ipv4_any(), TrafficSelector::ipv6_any()];
-            }
-        }
-        initiator.esp = vec![AeadAlgorithm::Aes256Gcm16, AeadAlgorithm::ChaCha20Poly1305];
+        let spec = ClientProfile::parse(text).map_err(|e| e.to_string())?;
+        let gateway = resolve_gateway(&spec.gateway)?;
+        let psk = resolve_psk(&spec.psk, origin, keyring)?;
         Ok(Self {
             name,
             gateway,
-            initiator,
-            network: file.network,
-            routes,
+            initiator: spec.initiator_config(psk),
+            routes: spec
+                .network
+                .routes
+                .iter()
+                .map(|p| (p.addr, p.len))
+                .collect(),
+            network: spec.network,
         })
     }
 }
 
-/// A selector covering the prefix `ip/len`, all protocols and ports.
-pub(crate) fn prefix_ts(ip: IpAddr, len: u8) -> TrafficSelector {
-    match ip {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            TrafficSelector::Ipv4 {
-                ip_protocol: 0,
-                start_port: 0,
-                end_port: 65535,
-                start_addr: Ipv4Addr::from(bits & mask),
-                end_addr: Ipv4Addr::from(bits | !mask),
-            }
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            TrafficSelector::Ipv6 {
-                ip_protocol: 0,
-                start_port: 0,
-                end_port: 65535,
-                start_addr: (bits & mask).into(),
-                end_addr: (bits | !mask).into(),
-            }
-        }
-    }
-}
-
-/// `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port`; port 500 by default.
-fn resolve_gateway(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 500));
-    }
-    let with_port = if s
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        s.to_owned()
-    } else {
-        format!("{s}:500")
-    };
-    with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("gateway = \"{s}\": cannot resolve: {e}"))?
-        .next()
-        .ok_or_else(|| format!("gateway = \"{s}\": no address"))
-}
-
-/// `[pool]` of a gateway profile.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Pool {
-    /// `first-last`, e.g. `10.99.0.10-10.99.0.200`.
-    ipv4: String,
-}
-
-/// One `[[clients]]` table of a gateway profile: a client identity and its own PSK.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClientEntry {
-    /// The client's IDi, as in its profile's `local_id`.
-    id: String,
-    /// The PSK inline; only in a profile without group or other permissions.
-    psk: Option<InlinePsk>,
-    /// A file holding the PSK; must not be readable by group or others.
-    psk_file: Option<PathBuf>,
-    /// Accept a PSK shorter than [`MIN_PSK_CHARS`] characters.
-    #[serde(default)]
-    allow_weak_psk: bool,
-}
-
-/// A gateway profile.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GatewayFile {
-    #[serde(default = "default_listen")]
-    listen: String,
-    local_id: String,
-    #[serde(default = "default_modes")]
-    modes: Vec<String>,
-    /// The group PSK, for every client not in `clients`. Any client holding it can
-    /// impersonate the gateway to every other client holding it (PSK AUTH is symmetric), so
-    /// prefer `clients`.
-    auth: Option<Auth>,
-    /// One PSK per client identity (`ResponderConfig::client_psks`): a client can then only
-    /// prove its own identity, and the gateway answers it with that client's key.
-    #[serde(default)]
-    clients: Vec<ClientEntry>,
-    /// The gateway's own tunnel address, e.g. `10.99.0.1/24`.
-    address: String,
-    pool: Pool,
-    #[serde(default)]
-    dns: Vec<String>,
-    #[serde(default)]
-    subnets: Vec<String>,
-    #[serde(default = "default_mtu")]
-    mtu: u16,
-    interface: Option<String>,
-    /// Timers and fragments, as in a client profile (`force_udp_encapsulation` is the client's).
-    #[serde(default)]
-    ike: Ike,
-}
-
-pub(crate) fn default_listen() -> String {
-    "0.0.0.0".into()
-}
-
-fn default_modes() -> Vec<String> {
-    vec!["hybrid".into(), "pq-only".into()]
-}
-
-/// A gateway profile, checked.
+/// A gateway profile, checked, its PSKs read.
 #[derive(Debug)]
 pub(crate) struct GatewayProfile {
     pub(crate) listen: IpAddr,
@@ -855,10 +304,13 @@ pub(crate) struct GatewayProfile {
 
 impl GatewayProfile {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
-        let (file, mode): (GatewayFile, u32) = read_toml(path)?;
+        let text = read_profile(path)?;
         let shown = path.display().to_string();
-        let origin = Origin { path: &shown, mode };
-        let profile = Self::from_file(file, origin).map_err(|e| format!("{shown}: {e}"))?;
+        let origin = Origin {
+            path: &shown,
+            mode: text.mode,
+        };
+        let profile = Self::from_text(&text.text, origin).map_err(|e| format!("{shown}: {e}"))?;
         if profile.responder.group_psk.is_some() {
             tracing::warn!(
                 "{shown}: [auth] sets a group PSK: any client holding it can impersonate this \
@@ -875,131 +327,41 @@ impl GatewayProfile {
             path: "GATEWAY.toml",
             mode: 0o600,
         };
-        Self::from_file(parse_toml(text)?, origin)
+        Self::from_text(text, origin)
     }
 
-    fn from_file(file: GatewayFile, origin: Origin<'_>) -> Result<Self, String> {
-        let listen: IpAddr = file
-            .listen
-            .parse()
-            .map_err(|_| format!("listen = \"{}\" is not an IP address", file.listen))?;
-        let policies = file
-            .modes
-            .iter()
-            .map(|m| parse_mode(m).map(CryptoPolicy::for_mode))
-            .collect::<Result<Vec<_>, _>>()?;
-        if policies.is_empty() {
-            return Err("modes is empty".into());
-        }
-        let group_psk = file
-            .auth
+    fn from_text(text: &str, origin: Origin<'_>) -> Result<Self, String> {
+        let spec = spec::GatewayProfile::parse(text).map_err(|e| e.to_string())?;
+        let group_psk = spec
+            .group_psk
             .as_ref()
-            .map(|auth| {
-                auth.psk(
-                    &secret::entry_user(&file.local_id, &file.listen),
-                    origin,
-                    Keyring::os,
-                )
-            })
+            .map(|psk| resolve_psk(psk, origin, Keyring::os))
             .transpose()?;
-        if group_psk.is_none() && file.clients.is_empty() {
-            return Err(
-                "no PSK: add a [[clients]] table (id and psk_file) for each client, or \
-                 [auth] for one group PSK shared by all clients"
-                    .into(),
-            );
-        }
-        let mut responder = ResponderConfig::new(
-            policies,
-            SecretBytes::default(),
-            parse_id("local_id", &file.local_id)?,
-        );
-        responder.group_psk = group_psk;
-        for (i, client) in file.clients.iter().enumerate() {
-            let key = format!("clients[{i}]");
-            let id = parse_id(&format!("{key}.id"), &client.id)?;
-            let sources =
-                usize::from(client.psk.is_some()) + usize::from(client.psk_file.is_some());
-            if sources != 1 {
-                return Err(format!(
-                    "{key} ({}): give exactly one of psk, psk_file",
-                    client.id
-                ));
-            }
-            let psk = resolve_psk(
-                &key,
-                client.psk.as_ref(),
-                client.psk_file.as_deref(),
-                origin,
-            )?;
-            check_psk_strength(&key, &psk, client.allow_weak_psk)?;
-            if responder.client_psks.insert(id, psk).is_some() {
-                return Err(format!("{key}.id = \"{}\" is listed twice", client.id));
-            }
-        }
-        let (first, last) =
-            file.pool.ipv4.split_once('-').ok_or_else(|| {
-                format!("pool.ipv4 = \"{}\": expected FIRST-LAST", file.pool.ipv4)
-            })?;
-        let bad = || format!("pool.ipv4 = \"{}\": bad address", file.pool.ipv4);
-        let first: Ipv4Addr = first.trim().parse().map_err(|_| bad())?;
-        let last: Ipv4Addr = last.trim().parse().map_err(|_| bad())?;
-        if first > last {
-            return Err(format!("pool.ipv4 = \"{}\": first > last", file.pool.ipv4));
-        }
-        responder.pool_v4 = Some((first, last));
-        responder.dns = file
-            .dns
+        let client_psks = spec
+            .clients
             .iter()
-            .map(|d| {
-                d.parse()
-                    .map_err(|_| format!("dns: \"{d}\" is not an IP address"))
-            })
-            .collect::<Result<_, _>>()?;
-        let subnets = file
-            .subnets
-            .iter()
-            .map(|s| parse_prefix("subnets", s))
+            .map(|client| resolve_psk(&client.psk, origin, Keyring::os))
             .collect::<Result<Vec<_>, _>>()?;
-        for (ip, len) in &subnets {
-            if let IpAddr::V4(a) = ip {
-                let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
-                responder
-                    .subnets_v4
-                    .push((Ipv4Addr::from(u32::from(*a) & mask), Ipv4Addr::from(mask)));
-            }
-        }
-        if !subnets.is_empty() {
-            responder.local_ts = subnets
-                .iter()
-                .map(|&(ip, len)| prefix_ts(ip, len))
-                .collect();
-        }
-        if file.ike.force_udp_encapsulation.is_some() {
-            return Err("ike.force_udp_encapsulation is a client setting".into());
-        }
-        file.ike.apply(&mut IkeKnobs {
-            fragment_size: &mut responder.fragment_size,
-            ike_lifetime: &mut responder.ike_lifetime,
-            child_lifetime: &mut responder.child_lifetime,
-            dpd_interval: &mut responder.dpd_interval,
-            retransmit: &mut responder.retransmit,
-            require_child_pfs: &mut responder.require_child_pfs,
-        })?;
-        let address = parse_prefix("address", &file.address)?;
         Ok(Self {
-            listen,
-            responder,
-            address,
-            mtu: file.mtu,
-            interface: file.interface,
+            listen: spec.listen,
+            responder: spec.responder_config(group_psk, client_psks),
+            address: (spec.address.addr, spec.address.len),
+            mtu: spec.mtu,
+            interface: spec.interface,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
     use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use pqvpn_core::ike::{Lifetime, Mode};
+    use pqvpn_core::profile::MIN_PSK_CHARS;
+    use pqvpn_core::wire::IkeId;
 
     use super::*;
 
@@ -1105,9 +467,9 @@ psk = "a-test-psk-not-a-secret"
         let text = GOOD.replace("psk = \"a-test-psk-not-a-secret\"", "psk_keyring = true");
         let keyring = Keyring::mock();
         let load = |keyring: &Keyring| {
-            Profile::from_file(
+            Profile::from_text(
                 "work".into(),
-                parse_toml(&text).unwrap(),
+                &text,
                 Origin {
                     path: "/etc/pqvpn/work.toml",
                     mode: 0o600,
@@ -1138,10 +500,7 @@ psk = "a-test-psk-not-a-secret"
             path: "p",
             mode: 0o600,
         };
-        let e = Profile::from_file("w".into(), parse_toml(&both).unwrap(), origin, || {
-            Ok(keyring.clone())
-        })
-        .unwrap_err();
+        let e = Profile::from_text("w".into(), &both, origin, || Ok(keyring.clone())).unwrap_err();
         assert!(
             e.contains("exactly one") && !e.contains("kr-secret-of-twenty-plus"),
             "{e}"
@@ -1377,16 +736,10 @@ psk = "a-test-psk-not-a-secret"
             mode: 0o600,
         };
         let text = GOOD.replace("psk = \"a-test-psk-not-a-secret\"", "psk_keyring = true");
-        let e = Profile::from_file("t".into(), parse_toml(&text).unwrap(), origin, || {
-            Ok(keyring.clone())
-        })
-        .unwrap_err();
+        let e = Profile::from_text("t".into(), &text, origin, || Ok(keyring.clone())).unwrap_err();
         assert!(e.contains("shorter than 20"), "{e}");
         let text = text.replace("[auth]\n", "[auth]\nallow_weak_psk = true\n");
-        Profile::from_file("t".into(), parse_toml(&text).unwrap(), origin, || {
-            Ok(keyring.clone())
-        })
-        .unwrap();
+        Profile::from_text("t".into(), &text, origin, || Ok(keyring.clone())).unwrap();
 
         // A gateway's group and per-client PSKs too.
         let e = GatewayProfile::parse(
@@ -1483,12 +836,6 @@ ipv4 = "10.99.0.10-10.99.0.20"
     #[test]
     fn psk_debug_output_is_redacted() {
         let secret = "a-test-psk-not-a-secret";
-        let file: ProfileFile = parse_toml(GOOD).unwrap();
-        let shown = format!("{file:?}");
-        assert!(
-            shown.contains("redacted") && !shown.contains(secret),
-            "{shown}"
-        );
         let profile = Profile::parse("t", GOOD).unwrap();
         let shown = format!("{profile:?}");
         assert!(
@@ -1499,37 +846,11 @@ ipv4 = "10.99.0.10-10.99.0.20"
             "{GATEWAY_BASE}[auth]\npsk = \"{secret}\"\n[[clients]]\nid = \"a.test\"\n\
              psk = \"alice-psk-not-a-secret\"\n"
         );
-        let file: GatewayFile = parse_toml(&text).unwrap();
-        let shown = format!("{file:?}");
-        assert!(
-            !shown.contains(secret) && !shown.contains("alice-psk"),
-            "{shown}"
-        );
         let gateway = GatewayProfile::parse(&text).unwrap();
         let shown = format!("{gateway:?}");
         assert!(
             !shown.contains(secret) && !shown.contains("alice-psk"),
             "{shown}"
-        );
-    }
-
-    #[test]
-    fn identities_parse_by_shape() {
-        assert_eq!(
-            parse_id("k", "10.0.0.1").unwrap(),
-            IkeId::Ipv4(Ipv4Addr::new(10, 0, 0, 1))
-        );
-        assert_eq!(
-            parse_id("k", "a@b.c").unwrap(),
-            IkeId::Rfc822("a@b.c".into())
-        );
-        assert_eq!(
-            parse_id("k", "keyid:acct_tun").unwrap(),
-            IkeId::KeyId(b"acct_tun".to_vec())
-        );
-        assert_eq!(
-            parse_id("k", "vpn.example").unwrap(),
-            IkeId::Fqdn("vpn.example".into())
         );
     }
 

@@ -41,14 +41,16 @@ use std::sync::Arc;
 
 use keyring_core::{CredentialStore, Entry, Error};
 use pqvpn_core::crypto::SecretBytes;
-use serde::Deserialize;
+use pqvpn_core::profile::{ClientProfile, GatewayProfile, PskSource, check_psk_strength};
 use zeroize::Zeroizing;
 
 /// The keyring service of every pqvpn entry.
 pub(crate) const SERVICE: &str = "pqvpn";
 
-/// The keyring user of a profile: `LOCAL_ID@ENDPOINT` (see the module docs).
-pub(crate) fn entry_user(local_id: &str, endpoint: &str) -> String {
+/// The keyring user of a profile: `LOCAL_ID@ENDPOINT` (see the module docs), as
+/// `ClientProfile::keyring_user` makes it.
+#[cfg(test)]
+fn entry_user(local_id: &str, endpoint: &str) -> String {
     format!("{local_id}@{endpoint}")
 }
 
@@ -331,24 +333,6 @@ fn one_line(e: &Error) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The keys of a client or gateway profile that name its keyring entry; everything else is
-/// ignored here (serde's default; `pqvpn up`/`gateway` check the whole file).
-#[derive(Debug, Deserialize)]
-struct EntryKeys {
-    gateway: Option<String>,
-    listen: Option<String>,
-    local_id: String,
-    auth: Option<AuthKeys>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AuthKeys {
-    #[serde(default)]
-    psk_keyring: bool,
-    #[serde(default)]
-    allow_weak_psk: bool,
-}
-
 /// What `secret set|delete` needs from a profile.
 #[derive(Debug, PartialEq)]
 struct EntryOf {
@@ -361,20 +345,26 @@ struct EntryOf {
 }
 
 /// The keyring entry of the profile at `path`, read like `pqvpn up` reads it (no symbolic
-/// link, owner root or the caller; see `profile`).
+/// link, owner root or the caller; see `profile`) and checked whole.
 fn entry_of(path: &Path) -> Result<EntryOf, String> {
     let profile = crate::profile::read_profile(path)?;
-    let keys: EntryKeys = crate::profile::parse_toml(&profile.text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let endpoint = keys
-        .gateway
-        .or(keys.listen)
-        .unwrap_or_else(crate::profile::default_listen);
-    let auth = keys.auth.as_ref();
+    let shown = path.display();
+    // A client profile names its gateway; a gateway profile does not.
+    let is_client = toml::from_str::<toml::Table>(&profile.text)
+        .map_or(true, |table| table.contains_key("gateway"));
+    let (user, psk) = if is_client {
+        let p = ClientProfile::parse(&profile.text).map_err(|e| format!("{shown}: {e}"))?;
+        (p.keyring_user().to_owned(), Some(p.psk))
+    } else {
+        let g = GatewayProfile::parse(&profile.text).map_err(|e| format!("{shown}: {e}"))?;
+        (g.keyring_user().to_owned(), g.group_psk)
+    };
     Ok(EntryOf {
-        user: entry_user(&keys.local_id, &endpoint),
-        uses_keyring: auth.is_some_and(|a| a.psk_keyring),
-        allow_weak_psk: auth.is_some_and(|a| a.allow_weak_psk),
+        user,
+        uses_keyring: psk
+            .as_ref()
+            .is_some_and(|p| matches!(p.source, PskSource::Keyring { .. })),
+        allow_weak_psk: psk.as_ref().is_some_and(|p| p.allow_weak),
     })
 }
 
@@ -392,7 +382,7 @@ pub(crate) async fn set(profile: &Path) -> Result<(), String> {
     } else {
         read_psk_line(&mut std::io::stdin().lock())?
     };
-    crate::profile::check_psk_strength("auth", &psk, allow_weak_psk)?;
+    check_psk_strength("auth", &psk, allow_weak_psk).map_err(|e| e.to_string())?;
     keyring.set_psk(&user, psk.expose())?;
     eprintln!(
         "pqvpn: stored the PSK for {user} (service {SERVICE}) in {}",
@@ -576,8 +566,8 @@ mod tests {
         let client = dir.join("work.toml");
         std::fs::write(
             &client,
-            "gateway = \"vpn.example:4500\"\nlocal_id = \"me@example\"\n[auth]\n\
-             psk_keyring = true\n[network]\nmtu = 1400\n",
+            "gateway = \"vpn.example:4500\"\nlocal_id = \"me@example\"\n\
+             remote_id = \"vpn.example\"\n[auth]\npsk_keyring = true\n[network]\nmtu = 1400\n",
         )
         .unwrap();
         assert_eq!(
@@ -592,7 +582,7 @@ mod tests {
         std::fs::write(
             &gateway,
             "local_id = \"gw.test\"\naddress = \"10.99.0.1/24\"\n[auth]\npsk = \"x\"\n\
-             [pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n",
+             allow_weak_psk = true\n[pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -600,8 +590,15 @@ mod tests {
             EntryOf {
                 user: "gw.test@0.0.0.0".into(),
                 uses_keyring: false,
-                allow_weak_psk: false,
+                allow_weak_psk: true,
             }
+        );
+        // A broken profile is reported with its line, never half-used.
+        std::fs::write(&client, "gateway = \"vpn.example\"\nlocal_id = 7\n").unwrap();
+        let e = entry_of(&client).unwrap_err();
+        assert!(
+            e.contains("work.toml: line 2") && e.contains("local_id"),
+            "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
