@@ -18,6 +18,7 @@ mod device;
 mod gateway;
 mod socket;
 mod status;
+pub mod supervisor;
 #[cfg(test)]
 #[cfg(feature = "gateway")]
 mod tests;
