@@ -72,6 +72,11 @@ pub trait DeviceFactory: Send {
         up: &TunnelUp,
     ) -> impl Future<Output = Result<Self::Device, DriverError>> + Send;
     /// Restores what `create` changed. Called once when the tunnel ends, whatever the reason.
+    ///
+    /// Under the [supervisor](super::supervisor), `create` is called again for each session
+    /// that comes up after a lost one, without `teardown` in between: the device and routes
+    /// stay while it reconnects. It should then return the device it has when `up` asks for
+    /// the same addresses, and reconfigure otherwise.
     fn teardown(&mut self) -> impl Future<Output = ()> + Send;
 }
 
@@ -109,7 +114,7 @@ pub async fn run_client<F: DeviceFactory>(
     status: &watch::Sender<Status>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
-    let result = run(options, provider, factory, status, &mut shutdown).await;
+    let result = run_session(options, provider, factory, status, &mut shutdown).await;
     factory.teardown().await;
     status.send_modify(|s| match &result {
         Ok(()) => s.state = State::Disconnected,
@@ -121,7 +126,9 @@ pub async fn run_client<F: DeviceFactory>(
     result
 }
 
-async fn run<F: DeviceFactory>(
+/// One session: one IKE SA from IKE_SA_INIT to its end, without the teardown. `status` shows
+/// `connecting` and then `connected`.
+pub(super) async fn run_session<F: DeviceFactory>(
     options: ClientOptions,
     provider: Arc<dyn CryptoProvider>,
     factory: &mut F,

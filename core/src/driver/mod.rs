@@ -12,13 +12,16 @@
 //! in-memory device ([`memory_device_pair`]) for tests and the unprivileged demo. Android's
 //! `protect()` is the [`SocketHook`].
 
-mod client;
+pub(crate) mod client;
 mod device;
 #[cfg(feature = "gateway")]
 mod gateway;
 mod socket;
 mod status;
 pub mod supervisor;
+#[cfg(test)]
+#[cfg(feature = "gateway")]
+mod supervisor_tests;
 #[cfg(test)]
 #[cfg(feature = "gateway")]
 mod tests;

@@ -77,8 +77,14 @@ pub struct Status {
     pub gateway: String,
     /// Milliseconds from the first IKE_SA_INIT to the established Child SA.
     pub handshake_ms: Option<f64>,
-    /// Why the tunnel stopped or last failed.
+    /// Why the tunnel stopped, is reconnecting, or last failed.
     pub last_error: Option<String>,
+    /// Reconnect attempts since the tunnel was lost (0 unless `reconnecting`).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Times the tunnel came back after being lost, since the user connected.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl Status {

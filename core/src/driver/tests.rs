@@ -25,7 +25,7 @@ impl DeviceFactory for Memory {
     async fn teardown(&mut self) {}
 }
 
-fn packet(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
+pub(super) fn packet(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
     let mut p = vec![0x45, 0, 0, 64, 0, 0, 0, 0, 64, 17, 0, 0];
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
@@ -34,10 +34,10 @@ fn packet(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
     p
 }
 
-const PSK: &[u8] = b"driver-test";
+pub(super) const PSK: &[u8] = b"driver-test";
 
 /// A gateway config for `mode` with a small pool and 1 h Child SAs.
-fn gateway_config(mode: Mode) -> ResponderConfig {
+pub(super) fn gateway_config(mode: Mode) -> ResponderConfig {
     let mut gateway = ResponderConfig::new(
         vec![CryptoPolicy::for_mode(mode)],
         SecretBytes::from_slice(PSK),
@@ -48,7 +48,7 @@ fn gateway_config(mode: Mode) -> ResponderConfig {
     gateway
 }
 
-fn client_config(mode: Mode) -> InitiatorConfig {
+pub(super) fn client_config(mode: Mode) -> InitiatorConfig {
     InitiatorConfig::new(
         mode,
         SecretBytes::from_slice(PSK),
@@ -57,11 +57,11 @@ fn client_config(mode: Mode) -> InitiatorConfig {
     )
 }
 
-type Task = tokio::task::JoinHandle<Result<(), DriverError>>;
+pub(super) type Task = tokio::task::JoinHandle<Result<(), DriverError>>;
 
 /// The gateway on `ip`:4500 (IKE on an ephemeral port) reflecting every packet back to its
 /// sender. Returns its task, its stop switch and its client count.
-async fn spawn_gateway(
+pub(super) async fn spawn_gateway(
     ip: Ipv4Addr,
     config: ResponderConfig,
 ) -> (Task, watch::Sender<bool>, watch::Receiver<GatewayStatus>) {

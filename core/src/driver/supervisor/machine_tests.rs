@@ -169,10 +169,7 @@ fn refusals_stop_without_retrying_and_block_only_after_having_been_up() {
     let mut h = Harness::new(Mode::Hybrid);
     h.feed(Input::Connect { mode: None });
     let refused = SessionEnd::Refused("authentication of the peer failed".into());
-    assert_eq!(
-        h.feed(Input::SessionEnded(SessionId(1), refused.clone())),
-        []
-    );
+    assert_eq!(h.feed(Input::SessionEnded(SessionId(1), refused)), []);
     let TunnelState::Error(failed) = h.sup.state().clone() else {
         panic!()
     };

@@ -1,0 +1,275 @@
+//! The supervisor over real sockets: a gateway that dies and comes back is reconnected to with
+//! the device and routes kept in place; a refusal stops without retrying.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, mpsc, watch};
+
+use super::supervisor::{Command, Connector, Lifetime, SessionEnd, run_supervisor};
+use super::tests::{client_config, gateway_config, packet, spawn_gateway};
+use super::*;
+use crate::crypto::{DeterministicProvider, SecretBytes};
+use crate::ike::{InitiatorConfig, Mode, NAT_T_PORT, RetransmitConfig};
+
+/// A packet device that survives its sessions: the application end stays open while the
+/// supervisor reconnects, as a TUN device does.
+struct SharedDevice {
+    tx: mpsc::Sender<Vec<u8>>,
+    rx: Arc<Mutex<mpsc::Receiver<Vec<u8>>>>,
+}
+
+impl PacketDevice for SharedDevice {
+    async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let packet =
+            self.rx.lock().await.recv().await.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "device closed")
+            })?;
+        let out = buf.get_mut(..packet.len()).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "packet too large")
+        })?;
+        out.copy_from_slice(&packet);
+        Ok(packet.len())
+    }
+
+    async fn send(&mut self, packet: &[u8]) -> std::io::Result<()> {
+        self.tx
+            .send(packet.to_vec())
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "device closed"))
+    }
+}
+
+/// Counts what the supervisor asked of its device.
+#[derive(Clone, Default)]
+struct Counts {
+    creates: Arc<AtomicUsize>,
+    teardowns: Arc<AtomicUsize>,
+}
+
+struct SharedFactory {
+    tx: mpsc::Sender<Vec<u8>>,
+    rx: Arc<Mutex<mpsc::Receiver<Vec<u8>>>>,
+    counts: Counts,
+}
+
+impl DeviceFactory for SharedFactory {
+    type Device = SharedDevice;
+
+    async fn create(&mut self, _up: &TunnelUp) -> Result<SharedDevice, DriverError> {
+        self.counts.creates.fetch_add(1, Ordering::SeqCst);
+        Ok(SharedDevice {
+            tx: self.tx.clone(),
+            rx: self.rx.clone(),
+        })
+    }
+
+    async fn teardown(&mut self) {
+        self.counts.teardowns.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A factory and the application's ends of its device.
+fn shared_factory() -> (
+    SharedFactory,
+    mpsc::Sender<Vec<u8>>,
+    mpsc::Receiver<Vec<u8>>,
+    Counts,
+) {
+    let (to_driver, from_app) = mpsc::channel(1024);
+    let (to_app, from_driver) = mpsc::channel(1024);
+    let counts = Counts::default();
+    let factory = SharedFactory {
+        tx: to_app,
+        rx: Arc::new(Mutex::new(from_app)),
+        counts: counts.clone(),
+    };
+    (factory, to_driver, from_driver, counts)
+}
+
+/// Options for each session against `ip`:4500; counts the sessions it was asked for.
+struct TestConnector {
+    gateway: SocketAddr,
+    config: InitiatorConfig,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Connector for TestConnector {
+    async fn options(&mut self, mode: Mode) -> Result<ClientOptions, SessionEnd> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut config = self.config.clone();
+        config.policy = crate::ike::CryptoPolicy::for_mode(mode);
+        Ok(ClientOptions::new(config, self.gateway))
+    }
+}
+
+/// A client that notices a dead gateway within a few seconds: DPD after 1 s of silence,
+/// three transmissions 250 ms apart, doubling.
+fn quick_client() -> InitiatorConfig {
+    let mut config = client_config(Mode::Hybrid);
+    config.dpd_interval = Some(Duration::from_secs(1));
+    config.retransmit = RetransmitConfig {
+        initial: Duration::from_millis(250),
+        factor: 2.0,
+        attempts: 3,
+    };
+    config
+}
+
+async fn wait_state(
+    status: &mut watch::Receiver<Status>,
+    state: State,
+    within: Duration,
+) -> Status {
+    let waited = tokio::time::timeout(within, status.wait_for(|s| s.state == state))
+        .await
+        .map(|r| r.map(|s| s.clone()));
+    match waited {
+        Ok(Ok(s)) => s,
+        _ => panic!("not {state:?} within {within:?}: {:?}", status.borrow()),
+    }
+}
+
+/// Sends packets until one comes back (the gateway reflects them); panics after `within`.
+async fn ping(tx: &mpsc::Sender<Vec<u8>>, rx: &mut mpsc::Receiver<Vec<u8>>, me: Ipv4Addr) {
+    for seq in 0..50 {
+        tx.send(packet(me, Ipv4Addr::new(10, 7, 0, 1), seq))
+            .await
+            .unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            return;
+        }
+    }
+    panic!("no packet came back through the tunnel");
+}
+
+fn virtual_ip(status: &Status) -> Ipv4Addr {
+    status.virtual_ips[0]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 19: the gateway is killed (no Delete), the client goes to `reconnecting` with the
+/// reason and keeps its device; the gateway returns and the tunnel is back, pings resume.
+#[tokio::test]
+async fn the_tunnel_comes_back_after_the_gateway_dies_and_returns() {
+    let ip = Ipv4Addr::new(127, 0, 0, 8);
+    let (gateway, _stop, _count) = spawn_gateway(ip, gateway_config(Mode::Hybrid)).await;
+    let (factory, app_tx, mut app_rx, counts) = shared_factory();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let connector = TestConnector {
+        gateway: SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT),
+        config: quick_client(),
+        calls: calls.clone(),
+    };
+    let (status_tx, mut status) = watch::channel(Status::default());
+    let (commands, commands_rx) = mpsc::channel(8);
+    let supervisor = tokio::spawn(async move {
+        run_supervisor(
+            Mode::Hybrid,
+            Lifetime::UntilClosed,
+            connector,
+            Arc::new(DeterministicProvider::new(9)),
+            factory,
+            &status_tx,
+            commands_rx,
+        )
+        .await
+    });
+    commands
+        .send(Command::Connect { mode: None })
+        .await
+        .unwrap();
+    let up = wait_state(&mut status, State::Connected, Duration::from_secs(5)).await;
+    assert!(up.quantum_safe && up.mode == "hybrid", "{up:?}");
+    ping(&app_tx, &mut app_rx, virtual_ip(&up)).await;
+
+    gateway.abort();
+    let _ = gateway.await;
+    let lost = wait_state(&mut status, State::Reconnecting, Duration::from_secs(15)).await;
+    let reason = lost.last_error.clone().unwrap_or_default();
+    assert!(reason.contains("dead peer"), "{lost:?}");
+    assert!(lost.attempt >= 1, "{lost:?}");
+    assert_eq!(
+        counts.teardowns.load(Ordering::SeqCst),
+        0,
+        "the routes stay"
+    );
+
+    let (gateway, stop, _count) = spawn_gateway(ip, gateway_config(Mode::Hybrid)).await;
+    let back_at = Instant::now();
+    let back = wait_state(&mut status, State::Connected, Duration::from_secs(40)).await;
+    println!(
+        "reconnected {:.1} s after the gateway returned",
+        back_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(back.reconnects, 1, "{back:?}");
+    assert_eq!(back.mode, "hybrid", "never a weaker mode");
+    ping(&app_tx, &mut app_rx, virtual_ip(&back)).await;
+    assert_eq!(counts.creates.load(Ordering::SeqCst), 2);
+    assert_eq!(counts.teardowns.load(Ordering::SeqCst), 0);
+    assert!(calls.load(Ordering::SeqCst) >= 2);
+
+    commands.send(Command::Disconnect).await.unwrap();
+    wait_state(&mut status, State::Disconnected, Duration::from_secs(5)).await;
+    assert_eq!(
+        counts.teardowns.load(Ordering::SeqCst),
+        1,
+        "disconnect lifts the routes"
+    );
+    drop(commands);
+    supervisor.await.unwrap().unwrap();
+    stop.send(true).unwrap();
+    gateway.await.unwrap().unwrap();
+}
+
+/// A wrong PSK is not retried: one session, `error` with the reason, and a foreground
+/// supervisor returns it.
+#[tokio::test]
+async fn an_authentication_failure_stops_without_retrying() {
+    let ip = Ipv4Addr::new(127, 0, 0, 9);
+    let (gateway, stop, _count) = spawn_gateway(ip, gateway_config(Mode::Hybrid)).await;
+    let (factory, _app_tx, _app_rx, counts) = shared_factory();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut config = quick_client();
+    config.psk = SecretBytes::from_slice(b"not-the-gateways-psk");
+    let connector = TestConnector {
+        gateway: SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT),
+        config,
+        calls: calls.clone(),
+    };
+    let (status_tx, status) = watch::channel(Status::default());
+    let (commands, commands_rx) = mpsc::channel(8);
+    commands
+        .send(Command::Connect { mode: None })
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_supervisor(
+            Mode::Hybrid,
+            Lifetime::UntilStopped,
+            connector,
+            Arc::new(DeterministicProvider::new(10)),
+            factory,
+            &status_tx,
+            commands_rx,
+        ),
+    )
+    .await
+    .expect("the supervisor gave up within 10 s");
+    let reason = result.unwrap_err();
+    assert!(reason.contains("AUTHENTICATION_FAILED"), "{reason}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry");
+    assert_eq!(counts.creates.load(Ordering::SeqCst), 0);
+    let last = status.borrow().clone();
+    assert_eq!(last.state, State::Error);
+    assert_eq!(last.last_error.as_deref(), Some(reason.as_str()));
+    stop.send(true).unwrap();
+    gateway.await.unwrap().unwrap();
+}
