@@ -52,7 +52,7 @@ pub enum Input {
     SessionUp(SessionId),
     /// Session `0` ended.
     SessionEnded(SessionId, SessionEnd),
-    /// The reconnect delay passed ([`TunnelState::poll_timeout`]).
+    /// The reconnect delay passed ([`Supervisor::poll_timeout`]).
     Timeout,
     /// The OS reported another network (address, default route, interface).
     NetworkChanged,
