@@ -35,6 +35,11 @@ pub enum SessionEnd {
     Lost(String),
     /// Not worth retrying until something changes: authentication, policy, configuration.
     Refused(String),
+    /// The gateway accepted none of our proposals (NO_PROPOSAL_CHOSEN). On a first connect
+    /// that is final, like [`Refused`](Self::Refused); while reconnecting to a gateway that
+    /// took the same proposal before it is retried like [`Lost`](Self::Lost): a restarting
+    /// gateway answers so until its configuration is loaded.
+    Rejected(String),
 }
 
 /// What the supervisor is told.
@@ -286,7 +291,9 @@ impl Connecting {
             }),
             Input::SessionEnded(id, end) if id == self.session => match end {
                 SessionEnd::Lost(reason) => step.reconnecting(1, self.mode, reason, false),
-                SessionEnd::Refused(reason) => step.failed(reason, self.mode, false),
+                SessionEnd::Refused(reason) | SessionEnd::Rejected(reason) => {
+                    step.failed(reason, self.mode, false)
+                }
             },
             Input::Disconnect => step.disconnected(Some(self.session), false),
             Input::Connect { mode } if step.mode(mode, self.mode) != self.mode => {
@@ -318,7 +325,9 @@ impl Connected {
     fn handle(self, step: &mut Step<'_>, input: Input) -> TunnelState {
         match input {
             Input::SessionEnded(id, end) if id == self.session => match end {
-                SessionEnd::Lost(reason) => step.reconnecting(1, self.mode, reason, true),
+                SessionEnd::Lost(reason) | SessionEnd::Rejected(reason) => {
+                    step.reconnecting(1, self.mode, reason, true)
+                }
                 SessionEnd::Refused(reason) => step.failed(reason, self.mode, true),
             },
             Input::Disconnect => step.disconnected(Some(self.session), true),
@@ -387,7 +396,7 @@ impl Reconnecting {
                 since: step.now,
             }),
             Input::SessionEnded(id, end) if Some(id) == trying => match end {
-                SessionEnd::Lost(reason) => step.reconnecting(
+                SessionEnd::Lost(reason) | SessionEnd::Rejected(reason) => step.reconnecting(
                     self.attempt.saturating_add(1),
                     self.mode,
                     reason,

@@ -202,6 +202,27 @@ fn refusals_stop_without_retrying_and_block_only_after_having_been_up() {
 }
 
 #[test]
+fn no_proposal_chosen_is_final_at_first_but_retried_while_reconnecting() {
+    let rejected = || SessionEnd::Rejected("NO_PROPOSAL_CHOSEN".into());
+    let mut h = Harness::new(Mode::Hybrid);
+    h.feed(Input::Connect { mode: None });
+    h.feed(Input::SessionEnded(SessionId(1), rejected()));
+    assert!(matches!(h.sup.state(), TunnelState::Error(f) if !f.blocking));
+    // A gateway that took the proposal before and restarts answers so until its
+    // configuration is loaded.
+    let mut h = Harness::connected(Mode::Hybrid);
+    h.feed(Input::SessionEnded(SessionId(1), lost("dead peer")));
+    h.advance(BACKOFF_MAX);
+    h.feed(Input::Timeout);
+    assert_eq!(h.feed(Input::SessionEnded(SessionId(2), rejected())), []);
+    assert_eq!(h.reconnecting().attempt, 2);
+    assert_eq!(h.reconnecting().mode, Mode::Hybrid);
+    let mut h = Harness::connected(Mode::Hybrid);
+    h.feed(Input::SessionEnded(SessionId(1), rejected()));
+    assert_eq!(h.reconnecting().attempt, 1);
+}
+
+#[test]
 fn disconnect_stops_the_session_and_lifts_routes_only_when_installed() {
     let mut h = Harness::new(Mode::Hybrid);
     h.feed(Input::Connect { mode: None });

@@ -120,6 +120,11 @@ pub fn session_end(result: &Result<(), DriverError>) -> SessionEnd {
         Ok(()) => return SessionEnd::Lost("the tunnel closed".into()),
         Err(e) => e,
     };
+    if let DriverError::Ike(IkeError::NoProposalChosen | IkeError::GatewayRejectedProposal(_)) =
+        error
+    {
+        return SessionEnd::Rejected(error.to_string());
+    }
     let refused = match error {
         DriverError::Ike(e) | DriverError::ChildSa(e) => matches!(
             e,
