@@ -68,7 +68,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs gw_no_pfs)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd gw_restart sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs gw_no_pfs)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -378,7 +378,8 @@ client_to_sw() {    # NAME MODE IKE ESP EXPECT_KE_REGEX
     start_charon gw "$NS_GW" || { fail "$name" "charon did not start"; teardown; return; }
     prof=$SCEN_DIR/$name.toml
     write_pqvpn client.toml.in "$prof" "$mode"
-    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up "$prof"
+    # PQ_UP_FLAGS: e.g. --no-reconnect, for the scenarios that check how a tunnel ends.
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up ${PQ_UP_FLAGS:-} "$prof"
     if ! wait_connected "$name" "$PQ_PID" 20; then
         fail "$name" "pqvpn did not connect: $(grep -iE 'error|fail' "$SCEN_DIR/pqvpn.log" | tail -2 | tr '\n' ' ')"
         teardown; return
@@ -467,7 +468,8 @@ connect_to_sw() {
     start_charon gw "$NS_GW" || { fail "$name" "charon did not start"; teardown; return 1; }
     prof=$SCEN_DIR/$name.toml
     write_pqvpn client.toml.in "$prof" "$mode"
-    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up "$prof"
+    # PQ_UP_FLAGS: e.g. --no-reconnect, for the scenarios that check how a tunnel ends.
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up ${PQ_UP_FLAGS:-} "$prof"
     if ! wait_connected "$name" "$PQ_PID" 20; then
         fail "$name" "pqvpn did not connect: $(grep -iE 'error|fail' "$SCEN_DIR/pqvpn.log" | tail -2 | tr '\n' ' ')"
         teardown; return 1
@@ -584,6 +586,8 @@ scenario_pq_rekey() { rekey_under_traffic pq_rekey pqvpn; }
 scenario_dpd() {
     local name=dpd reason="" st rc i before after
     local GW_DPD_DELAY=2s PQ_IKE_EXTRA=$'dpd_delay = "2s"\nretransmit_tries = 3'
+    # How the dead peer ends a tunnel that does not reconnect (gw_restart: one that does).
+    local PQ_UP_FLAGS=--no-reconnect
     connect_to_sw "$name" hybrid || return
     local clog=$STATE/gw/charon.log
     # (a) Idle tunnel: strongSwan's DPD requests are empty INFORMATIONALs.
@@ -610,7 +614,7 @@ scenario_dpd() {
     mv "$SCEN_DIR/charon-gw.log" "$SCEN_DIR/charon-gw-a.log"
     start_charon gw "$NS_GW" || { fail "$name" "charon did not restart"; teardown; return; }
     before=$(routes_snapshot)
-    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn-b.log" -vv up "$SCEN_DIR/$name.toml"
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn-b.log" -vv up $PQ_UP_FLAGS "$SCEN_DIR/$name.toml"
     if wait_connected "$name" "$PQ_PID" 20; then
         [ -f "$(client_state_file)" ] || reason+="no state file $(client_state_file) while connected; "
         kill -KILL "${CHARON_PID[gw]}"
@@ -639,6 +643,60 @@ scenario_dpd() {
     teardown
 }
 
+# strongSwan dies without a word (kill -9) and comes back. pqvpn notices the dead peer,
+# goes to `reconnecting` with that reason and keeps its routes (nothing goes out in
+# clear meanwhile), retries with backoff, and is connected again with a fresh hybrid IKE
+# SA soon after strongSwan returns; pings flow again. Logs the time from strongSwan's
+# start to `connected`.
+scenario_gw_restart() {
+    local name=gw_restart reason="" st i before t0 t1 js
+    local GW_DPD_DELAY=0s PQ_IKE_EXTRA=$'dpd_delay = "2s"\nretransmit_tries = 3'
+    connect_to_sw "$name" hybrid || return
+    [ "$(ping_loss 5)" -le 1 ] || reason+="no traffic before the restart; "
+    before=$(routes_snapshot)
+    kill -KILL "${CHARON_PID[gw]}"
+    wait "${CHARON_PID[gw]}" 2>/dev/null
+    unset "CHARON_PID[gw]"
+    mv "$STATE/gw/charon.log" "$SCEN_DIR/charon-gw-a.log" 2>/dev/null
+    for i in $(seq 100); do
+        js=$(status_json "$name")
+        st=$(jq_ 'd["state"]' <<<"$js" 2>/dev/null)
+        [ "$st" = reconnecting ] && break
+        sleep 0.2
+    done
+    if [ "$st" = reconnecting ]; then
+        log "$name: $(jq_ 'd["last_error"]' <<<"$js")"
+        grep -q "dead peer" <<<"$js" || reason+="the reason does not name the dead peer: $js; "
+        [ "$(routes_snapshot)" = "$before" ] || reason+="routes changed while reconnecting; "
+        [ -f "$(client_state_file)" ] || reason+="state file gone while reconnecting; "
+        ip -n "$NS_CL" link show pqi0 >/dev/null 2>&1 || reason+="TUN pqi0 gone while reconnecting; "
+    else
+        reason+="pqvpn not reconnecting 20 s after strongSwan died (state: $st); "
+    fi
+    # From charon's start (not from its configuration being loaded) to `connected`.
+    t0=$(date +%s.%N)
+    start_charon gw "$NS_GW" || { fail "$name" "charon did not restart"; teardown; return; }
+    for i in $(seq 300); do
+        st=$(status_json "$name" | jq_ 'd["state"]' 2>/dev/null)
+        [ "$st" = connected ] && break
+        [ -d "/proc/$PQ_PID" ] || break
+        sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    if [ "$st" = connected ]; then
+        log "$name: connected again $(python3 -c "print(f'{$t1 - $t0:.1f}')") s after strongSwan restarted"
+        js=$(status_json "$name")
+        [ "$(jq_ 'd["mode"], d["quantum_safe"], d["reconnects"]' <<<"$js")" = "('hybrid', True, 1)" ] \
+            || reason+="after the reconnect: $(jq_ 'd["mode"], d["quantum_safe"], d["reconnects"]' <<<"$js"); "
+        [ "$(ping_loss 5)" -le 1 ] || reason+="pings did not resume; "
+        grep -q "reconnecting (attempt 1)" "$SCEN_DIR/pqvpn.log" || reason+="pqvpn did not report the reconnect; "
+    else
+        reason+="pqvpn not connected 30 s after strongSwan restarted (state: $st); "
+    fi
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
+
 # A gateway that wants P-384 (as Cloudflare's does) and ChaCha20-Poly1305 ESP:
 # strongSwan answers pqvpn's X25519 KEi with INVALID_KE_PAYLOAD(ECP_384)
 # (RFC 7296 §1.2), pqvpn restarts IKE_SA_INIT with P-384, ML-KEM-768 follows
@@ -655,7 +713,7 @@ scenario_p384_chacha() {
 # must not stay "connected" to a tunnel that carries nothing. It closes the IKE
 # SA, exits non-zero naming the deleted tunnel and restores the routes.
 scenario_child_delete() {
-    local name=child_delete reason="" rc i
+    local name=child_delete reason="" rc i PQ_UP_FLAGS=--no-reconnect
     connect_to_sw "$name" hybrid || return
     local clog=$STATE/gw/charon.log
     [ -f "$(client_state_file)" ] || reason+="no state file $(client_state_file) while connected; "
