@@ -194,13 +194,19 @@ impl ClientProfile {
     /// The initiator's configuration in the profile's mode, with `psk` (resolved from
     /// [`psk`](Self::psk) by the front end).
     pub fn initiator_config(&self, psk: SecretBytes) -> InitiatorConfig {
+        self.initiator_config_in(self.mode, psk)
+    }
+
+    /// The initiator's configuration in `mode` (the supervisor's, never weaker than the
+    /// profile's), with `psk`.
+    pub fn initiator_config_in(&self, mode: Mode, psk: SecretBytes) -> InitiatorConfig {
         let mut initiator = InitiatorConfig::new(
-            self.mode,
+            mode,
             psk,
             self.local_id.clone(),
             Some(self.remote_id.clone()),
         );
-        initiator.policy = self.policy(self.mode);
+        initiator.policy = self.policy(mode);
         initiator.force_udp_encapsulation = self.force_udp_encapsulation;
         self.ike.apply(IkeKnobs {
             fragment_size: &mut initiator.fragment_size,

@@ -205,11 +205,17 @@ pub(crate) fn describe(s: &Status) -> String {
     } else {
         "NOT quantum-safe"
     };
-    let state = serde_json::to_string(&s.state).unwrap_or_default();
+    let mut state = serde_json::to_string(&s.state)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned();
+    if s.state == pqvpn_core::driver::State::Reconnecting {
+        state.push_str(&format!(" (attempt {})", s.attempt));
+    }
     let mut out = format!(
         "state:     {}\ngateway:   {}\nmode:      {} ({safe})\nike:       {}, {}\nesp:       {}\n\
          addresses: {}\ndns:       {:?}\ntraffic:   {} B in, {} B out, up {} s\n",
-        state.trim_matches('"'),
+        state,
         s.gateway,
         s.mode,
         key_exchanges(s),
@@ -221,8 +227,15 @@ pub(crate) fn describe(s: &Status) -> String {
         s.bytes_out,
         s.uptime_s
     );
+    if s.reconnects > 0 {
+        out.push_str(&format!("reconnects: {}\n", s.reconnects));
+    }
     if let Some(e) = &s.last_error {
-        out.push_str(&format!("error:     {e}\n"));
+        let label = match s.state {
+            pqvpn_core::driver::State::Reconnecting => "reason:   ",
+            _ => "error:    ",
+        };
+        out.push_str(&format!("{label} {e}\n"));
     }
     out
 }

@@ -5,15 +5,17 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use pqvpn_core::crypto::RustCrypto;
+use pqvpn_core::crypto::{RustCrypto, SecretBytes};
+use pqvpn_core::driver::supervisor::{Command, Connector, Lifetime, SessionEnd, run_supervisor};
 use pqvpn_core::driver::{
-    ClientOptions, DeviceFactory, DriverError, GatewayOptions, GatewayStatus, PacketDevice, Status,
-    TunnelUp, run_client, run_gateway,
+    ClientOptions, DeviceFactory, DriverError, GatewayOptions, GatewayStatus, PacketDevice, State,
+    Status, TunnelUp, run_client, run_gateway,
 };
-use pqvpn_core::ike::NAT_T_PORT;
+use pqvpn_core::ike::{ConfigReceived, Mode, NAT_T_PORT};
 use pqvpn_core::platform::{self, Applied, DnsBackend, NetworkConfig, Tun, TunConfig};
+use pqvpn_core::profile::ClientProfile;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::control;
 use crate::profile::{GatewayProfile, Profile};
@@ -49,12 +51,24 @@ struct TunFactory {
     dns: bool,
     tun: Option<Arc<Tun>>,
     applied: Option<Applied>,
+    /// What the device and routes were made for: a reconnect that gets the same keeps them.
+    installed: Option<(std::net::SocketAddr, ConfigReceived)>,
 }
 
 impl DeviceFactory for TunFactory {
     type Device = TunDevice;
 
     async fn create(&mut self, up: &TunnelUp) -> Result<TunDevice, DriverError> {
+        let wanted = (up.gateway, up.config.clone());
+        if let Some(tun) = self
+            .tun
+            .as_ref()
+            .filter(|_| self.installed.as_ref() == Some(&wanted))
+        {
+            return Ok(TunDevice(tun.clone()));
+        }
+        // Another address, gateway or DNS after a reconnect: configure afresh.
+        self.teardown().await;
         let tun = Tun::create(&TunConfig {
             name: self.interface.clone(),
             mtu: self.mtu,
@@ -91,6 +105,7 @@ impl DeviceFactory for TunFactory {
             .map_err(|e| DriverError::Device(platform::DisplayChain(&e).to_string()))?;
         self.applied = Some(applied);
         self.tun = Some(tun.clone());
+        self.installed = Some(wanted);
         Ok(TunDevice(tun))
     }
 
@@ -104,6 +119,7 @@ impl DeviceFactory for TunFactory {
             );
         }
         self.tun = None;
+        self.installed = None;
     }
 }
 
@@ -138,8 +154,35 @@ pub(crate) fn require_root(what: &str) -> Result<(), String> {
     }
 }
 
-/// `pqvpn up PROFILE.toml`.
-pub(crate) async fn up(path: &Path) -> Result<(), String> {
+/// Each session's options for `pqvpn up`: the gateway's name resolved again (its address may
+/// have changed), the PSK read at start.
+struct UpConnector {
+    spec: ClientProfile,
+    psk: SecretBytes,
+}
+
+impl Connector for UpConnector {
+    async fn options(&mut self, mode: Mode) -> Result<ClientOptions, SessionEnd> {
+        let endpoint = self.spec.gateway.clone();
+        let gateway =
+            tokio::task::spawn_blocking(move || crate::profile::resolve_gateway(&endpoint))
+                .await
+                .map_err(|e| SessionEnd::Lost(e.to_string()))?
+                .map_err(SessionEnd::Lost)?;
+        let mut options = ClientOptions::new(
+            self.spec.initiator_config_in(mode, self.psk.clone()),
+            gateway,
+        );
+        // The full tunnel's policy rules need the mark; in a split tunnel it changes nothing
+        // (no rules match it) but keeps the socket's packets identifiable, as in a full tunnel.
+        options.fwmark = Some(platform::FWMARK);
+        Ok(options)
+    }
+}
+
+/// `pqvpn up PROFILE.toml`: the foreground tunnel, reconnecting when it is lost unless
+/// `reconnect` is false (then it ends, non-zero, when the tunnel does).
+pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
     let profile = Profile::load(path)?;
     require_root("pqvpn up")?;
     for undone in
@@ -148,7 +191,7 @@ pub(crate) async fn up(path: &Path) -> Result<(), String> {
         eprintln!("pqvpn: undid leftovers of a crashed run: {undone}");
     }
     let (status_tx, status_rx) = watch::channel(Status::default());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     on_signals(shutdown_tx.clone())?;
     let server = control::serve(
         Path::new(control::RUN_DIR),
@@ -156,10 +199,6 @@ pub(crate) async fn up(path: &Path) -> Result<(), String> {
         status_rx.clone(),
         shutdown_tx,
     )?;
-    let mut options = ClientOptions::new(profile.initiator.clone(), profile.gateway);
-    // The full tunnel's policy rules need the mark; in a split tunnel it changes nothing (no
-    // rules match it) but keeps the socket's packets identifiable, as in a full tunnel.
-    options.fwmark = Some(platform::FWMARK);
     let mut factory = TunFactory {
         interface: profile.network.interface.clone(),
         mtu: profile.network.mtu,
@@ -170,13 +209,61 @@ pub(crate) async fn up(path: &Path) -> Result<(), String> {
         dns: profile.network.dns,
         tun: None,
         applied: None,
+        installed: None,
     };
-    // Report progress on stderr as the state changes.
-    let mut watch_rx = status_rx.clone();
-    let reporter = tokio::spawn(async move {
-        while watch_rx.changed().await.is_ok() {
-            let s = watch_rx.borrow().clone();
-            if s.state == pqvpn_core::driver::State::Connected && !s.ike.ke.is_empty() {
+    let reporter = tokio::spawn(report(status_rx.clone()));
+    let provider = Arc::new(RustCrypto::new());
+    let result = if reconnect {
+        let (commands, commands_rx) = mpsc::channel(8);
+        let _ = commands.send(Command::Connect { mode: None }).await;
+        // SIGINT, SIGTERM and `pqvpn down` disconnect; the supervisor then returns.
+        tokio::spawn(async move {
+            if shutdown_rx.wait_for(|stop| *stop).await.is_ok() {
+                let _ = commands.send(Command::Disconnect).await;
+            }
+        });
+        let connector = UpConnector {
+            spec: profile.spec.clone(),
+            psk: profile.psk.clone(),
+        };
+        run_supervisor(
+            profile.spec.mode,
+            Lifetime::UntilStopped,
+            connector,
+            provider,
+            factory,
+            &status_tx,
+            commands_rx,
+        )
+        .await
+    } else {
+        let mut options = ClientOptions::new(profile.initiator.clone(), profile.gateway);
+        options.fwmark = Some(platform::FWMARK);
+        run_client(options, provider, &mut factory, &status_tx, shutdown_rx)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    reporter.abort();
+    server.abort();
+    let _ = std::fs::remove_file(control::socket_path(
+        Path::new(control::RUN_DIR),
+        &profile.name,
+    ));
+    result
+}
+
+/// Reports the tunnel's progress on stderr: each connect, with its algorithms, and each
+/// reconnect attempt with its reason.
+async fn report(mut status: watch::Receiver<Status>) {
+    let mut last = (State::Disconnected, 0);
+    while status.changed().await.is_ok() {
+        let s = status.borrow_and_update().clone();
+        if (s.state, s.attempt) == last {
+            continue;
+        }
+        last = (s.state, s.attempt);
+        match s.state {
+            State::Connected if !s.ike.ke.is_empty() => {
                 let mut ke = s.ike.ke.clone();
                 for a in &s.ike.addke {
                     ke.push_str(" + ");
@@ -193,19 +280,15 @@ pub(crate) async fn up(path: &Path) -> Result<(), String> {
                     s.ike.encr,
                     s.virtual_ips.join(", ")
                 );
-                break;
             }
+            State::Reconnecting => eprintln!(
+                "pqvpn: reconnecting (attempt {}): {}",
+                s.attempt,
+                s.last_error.as_deref().unwrap_or("the tunnel was lost")
+            ),
+            _ => {}
         }
-    });
-    let provider = Arc::new(RustCrypto::new());
-    let result = run_client(options, provider, &mut factory, &status_tx, shutdown_rx).await;
-    reporter.abort();
-    server.abort();
-    let _ = std::fs::remove_file(control::socket_path(
-        Path::new(control::RUN_DIR),
-        &profile.name,
-    ));
-    result.map_err(|e| e.to_string())
+    }
 }
 
 /// `pqvpn gateway GATEWAY.toml`.

@@ -29,10 +29,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Connect with PROFILE.toml and stay in the foreground until SIGINT/SIGTERM.
+    /// Connect with PROFILE.toml and stay in the foreground until SIGINT/SIGTERM or `down`,
+    /// reconnecting whenever the tunnel is lost (the routes stay meanwhile).
     Up {
         /// The profile.
         profile: PathBuf,
+        /// End (non-zero) when the tunnel is lost instead of reconnecting.
+        #[arg(long)]
+        no_reconnect: bool,
     },
     /// Show the running tunnel.
     Status {
@@ -125,7 +129,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up { profile } => linux::up(&profile).await,
+            Command::Up {
+                profile,
+                no_reconnect,
+            } => linux::up(&profile, !no_reconnect).await,
             Command::Gateway { config } => linux::gateway(&config).await,
             Command::Status { profile, json } => control::status(profile.as_deref(), json).await,
             Command::Down { profile } => control::down(profile.as_deref()).await,

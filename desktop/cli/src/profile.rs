@@ -219,7 +219,7 @@ fn read_psk_file(key: &str, path: &Path) -> Result<SecretBytes, String> {
 }
 
 /// The gateway's first address: an IP as is, a name through the system resolver.
-fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String> {
+pub(crate) fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String> {
     let name = match &endpoint.host {
         Host::Ip(ip) => return Ok(SocketAddr::new(*ip, endpoint.port)),
         Host::Name(name) => name,
@@ -239,6 +239,10 @@ pub(crate) struct Profile {
     pub(crate) initiator: InitiatorConfig,
     pub(crate) network: NetworkSpec,
     pub(crate) routes: Vec<(IpAddr, u8)>,
+    /// The checked profile, for building each reconnect's configuration.
+    pub(crate) spec: ClientProfile,
+    /// The PSK it names, read once.
+    pub(crate) psk: SecretBytes,
 }
 
 impl Profile {
@@ -280,14 +284,16 @@ impl Profile {
         Ok(Self {
             name,
             gateway,
-            initiator: spec.initiator_config(psk),
+            initiator: spec.initiator_config(psk.clone()),
             routes: spec
                 .network
                 .routes
                 .iter()
                 .map(|p| (p.addr, p.len))
                 .collect(),
-            network: spec.network,
+            network: spec.network.clone(),
+            spec,
+            psk,
         })
     }
 }
