@@ -242,7 +242,7 @@ fn unreachable_gateway_gives_the_timeout_error() {
     let profile = net.profile(&name, "hybrid", "");
     let cl = net.cl.clone();
     let start = Instant::now();
-    let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+    let client = net.spawn(&cl, &["up", "--no-reconnect", profile.to_str().unwrap()]);
     let status = net.wait_exit(client, EXIT);
     // 6 transmissions: 1 + 2 + 4 + 8 + 16 + 32 s.
     let waited = start.elapsed();
@@ -261,4 +261,51 @@ fn unreachable_gateway_gives_the_timeout_error() {
         waited >= Duration::from_secs(60) && waited < Duration::from_secs(75),
         "{waited:?}"
     );
+}
+
+/// Issue 19: without `--no-reconnect`, `pqvpn up` keeps trying an unreachable gateway: the
+/// status says `reconnecting`, with the attempt and the reason, until `pqvpn down`, which ends
+/// it cleanly.
+#[test]
+fn up_keeps_retrying_an_unreachable_gateway_until_down() {
+    if !root() {
+        return;
+    }
+    let mut net = Net::new("rcn");
+    let name = format!("t-{}", net.tag);
+    // Two transmissions (1 s apart, then 2 s): each attempt gives up after 3 s.
+    let profile = net.profile(&name, "hybrid", "retransmit_tries = 2\n");
+    let cl = net.cl.clone();
+    let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = net.status(&name);
+        if let Some(s) = status.as_ref().filter(|s| s["attempt"].as_u64() >= Some(2)) {
+            break s.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no second attempt: {status:?}\n{}",
+            net.log(client)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["state"], "reconnecting", "{status}");
+    assert_eq!(status["mode"], "hybrid", "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not answer")),
+        "{status}"
+    );
+    let text = net.pqvpn(&["status", &name]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("reconnecting (attempt") && text.contains("reason:"),
+        "{text}"
+    );
+    assert!(net.pqvpn(&["down", &name]).status.success());
+    let exit = net.wait_exit(client, Duration::from_secs(10));
+    assert!(exit.success(), "{}", net.log(client));
+    assert!(net.log(client).contains("pqvpn: reconnecting (attempt 1)"));
 }
