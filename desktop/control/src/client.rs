@@ -25,6 +25,12 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Connect(e) if e.kind() == std::io::ErrorKind::PermissionDenied => write!(
+                f,
+                "not allowed to talk to the pqvpn daemon ({e}): only root and members of \
+                 group {} may control tunnels",
+                crate::CONTROL_GROUP
+            ),
             Self::Connect(e) => write!(
                 f,
                 "the pqvpn daemon does not answer ({e}); is pqvpn.service running?"
