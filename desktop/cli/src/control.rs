@@ -131,6 +131,11 @@ async fn answer(
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
+/// Whether `pqvpn up` runs tunnel `name` (or exactly one tunnel, unnamed).
+pub(crate) fn has_tunnel(name: Option<&str>) -> bool {
+    find(Path::new(RUN_DIR), name).is_ok_and(|path| path.exists())
+}
+
 /// Finds the socket of `name`, or of the only running tunnel.
 fn find(run_dir: &Path, name: Option<&str>) -> Result<PathBuf, String> {
     if let Some(name) = name {
@@ -141,6 +146,8 @@ fn find(run_dir: &Path, name: Option<&str>) -> Result<PathBuf, String> {
             d.filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                // The daemon's socket is not a tunnel of `pqvpn up`.
+                .filter(|p| p.file_name().is_none_or(|n| n != "control.sock"))
                 .collect()
         })
         .unwrap_or_default();

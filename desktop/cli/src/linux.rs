@@ -21,7 +21,7 @@ use crate::control;
 use crate::profile::{GatewayProfile, Profile};
 
 /// Where platform state files live, so a crashed run is undone at the next start.
-fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     Path::new(control::RUN_DIR).join("state")
 }
 
@@ -40,7 +40,7 @@ impl PacketDevice for TunDevice {
 
 /// Creates the TUN device with the virtual addresses and installs routes and DNS; restores
 /// everything on teardown.
-struct TunFactory {
+pub(crate) struct TunFactory {
     interface: Option<String>,
     mtu: u16,
     full_tunnel: bool,
@@ -53,6 +53,24 @@ struct TunFactory {
     applied: Option<Applied>,
     /// What the device and routes were made for: a reconnect that gets the same keeps them.
     installed: Option<(std::net::SocketAddr, ConfigReceived)>,
+}
+
+impl TunFactory {
+    /// The factory of `profile`'s device, routes and DNS; nothing is created yet.
+    pub(crate) fn new(profile: &Profile) -> Self {
+        Self {
+            interface: profile.network.interface.clone(),
+            mtu: profile.network.mtu,
+            full_tunnel: profile.network.full_tunnel,
+            block_lan: profile.network.block_lan,
+            ike_port: profile.gateway.port(),
+            routes: profile.routes.clone(),
+            dns: profile.network.dns,
+            tun: None,
+            applied: None,
+            installed: None,
+        }
+    }
 }
 
 impl DeviceFactory for TunFactory {
@@ -124,7 +142,7 @@ impl DeviceFactory for TunFactory {
 }
 
 /// Turns SIGINT and SIGTERM into `shutdown`.
-fn on_signals(shutdown: watch::Sender<bool>) -> Result<(), String> {
+pub(crate) fn on_signals(shutdown: watch::Sender<bool>) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -156,9 +174,9 @@ pub(crate) fn require_root(what: &str) -> Result<(), String> {
 
 /// Each session's options for `pqvpn up`: the gateway's name resolved again (its address may
 /// have changed), the PSK read at start.
-struct UpConnector {
-    spec: ClientProfile,
-    psk: SecretBytes,
+pub(crate) struct UpConnector {
+    pub(crate) spec: ClientProfile,
+    pub(crate) psk: SecretBytes,
 }
 
 impl Connector for UpConnector {
@@ -199,18 +217,7 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
         status_rx.clone(),
         shutdown_tx,
     )?;
-    let mut factory = TunFactory {
-        interface: profile.network.interface.clone(),
-        mtu: profile.network.mtu,
-        full_tunnel: profile.network.full_tunnel,
-        block_lan: profile.network.block_lan,
-        ike_port: profile.gateway.port(),
-        routes: profile.routes.clone(),
-        dns: profile.network.dns,
-        tun: None,
-        applied: None,
-        installed: None,
-    };
+    let mut factory = TunFactory::new(&profile);
     let reporter = tokio::spawn(report(status_rx.clone()));
     let provider = Arc::new(RustCrypto::new());
     let result = if reconnect {

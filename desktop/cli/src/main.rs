@@ -4,7 +4,9 @@
 //! control socket (the tray app will speak the same protocol); `gateway` runs the project's own
 //! responder; `demo` shows the whole thing on one machine.
 
+mod client;
 mod control;
+mod daemon;
 mod demo;
 mod linux;
 mod netns;
@@ -23,6 +25,9 @@ struct Cli {
     /// More logging (-v: info, -vv: debug). Secrets are never logged.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// The daemon's control socket (default: $PQVPN_SOCKET, else /run/pqvpn/control.sock).
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,13 +43,56 @@ enum Command {
         #[arg(long)]
         no_reconnect: bool,
     },
-    /// Show the running tunnel.
+    /// Show a tunnel: one of `pqvpn up`'s, else the daemon's.
     Status {
-        /// Profile name (file stem); the only running tunnel by default.
+        /// Profile name (file stem); the only tunnel by default.
         profile: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Keep printing changes (daemon tunnels).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Run the daemon: a supervised tunnel for each profile, controlled over its socket by
+    /// root and group pqvpn.
+    Daemon {
+        /// The profiles (`*.toml`).
+        #[arg(long, default_value = daemon::PROFILES_DIR, value_name = "DIR")]
+        profiles: PathBuf,
+        /// What users change (PQ-only switches), kept across restarts.
+        #[arg(long, default_value = daemon::STATE_DIR, value_name = "DIR")]
+        state: PathBuf,
+        /// The group whose members may control tunnels.
+        #[arg(long, default_value = pqvpn_control::CONTROL_GROUP)]
+        group: String,
+    },
+    /// Connect a daemon profile.
+    Connect {
+        /// The profile's name.
+        profile: String,
+        /// Turn its PQ-only switch on first (ML-KEM alone; kept for later connects).
+        #[arg(long)]
+        pq_only: bool,
+    },
+    /// Disconnect a daemon tunnel.
+    Disconnect {
+        /// The profile's name; the only connected one by default.
+        profile: Option<String>,
+    },
+    /// List the daemon's profiles.
+    Profiles {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a daemon profile's PQ-only switch (a connected tunnel reconnects at once).
+    PqOnly {
+        /// The profile's name.
+        profile: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        switch: String,
     },
     /// Disconnect the running tunnel.
     Down {
@@ -134,7 +182,40 @@ fn main() -> ExitCode {
                 no_reconnect,
             } => linux::up(&profile, !no_reconnect).await,
             Command::Gateway { config } => linux::gateway(&config).await,
-            Command::Status { profile, json } => control::status(profile.as_deref(), json).await,
+            Command::Status {
+                profile,
+                json,
+                watch,
+            } => {
+                if !watch && cli.socket.is_none() && control::has_tunnel(profile.as_deref()) {
+                    control::status(profile.as_deref(), json).await
+                } else {
+                    client::status(&client::socket(cli.socket), profile, json, watch)
+                }
+            }
+            Command::Daemon {
+                profiles,
+                state,
+                group,
+            } => {
+                daemon::run(daemon::DaemonOptions {
+                    profiles,
+                    socket: client::socket(cli.socket),
+                    state,
+                    group,
+                })
+                .await
+            }
+            Command::Connect { profile, pq_only } => {
+                client::connect(&client::socket(cli.socket), profile, pq_only)
+            }
+            Command::Disconnect { profile } => {
+                client::disconnect(&client::socket(cli.socket), profile)
+            }
+            Command::Profiles { json } => client::profiles(&client::socket(cli.socket), json),
+            Command::PqOnly { profile, switch } => {
+                client::pq_only(&client::socket(cli.socket), profile, switch == "on")
+            }
             Command::Down { profile } => control::down(profile.as_deref()).await,
             Command::Demo {
                 loopback,

@@ -1,0 +1,340 @@
+//! `pqvpn daemon` as root in network namespaces, black box through its control socket: an
+//! unprivileged member of the control group lists, connects, watches, toggles PQ-only (the
+//! tunnel reconnects in pq-only at once and says so) and disconnects; loosening a pq-only
+//! profile is refused; a user outside the group cannot even reach the socket; garbage, a
+//! 10 MB line and a wrong version get their errors while the tunnel carries on; a broken
+//! profile is reported by name and skipped. As non-root every test says it is skipped.
+
+#![cfg(target_os = "linux")]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "test")]
+
+#[expect(
+    dead_code,
+    reason = "the shared harness: this file uses the namespaces, not the transfers"
+)]
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{Net, PSK, root};
+
+/// `pqvpn --socket SOCKET args` as uid 65534 with primary group `gid` and no other groups.
+fn as_nobody(gid: u32, socket: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_pqvpn"),
+            "--socket",
+            socket.to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The group the daemon trusts in these tests: 65534 (`nogroup` on Debian).
+const GROUP_GID: u32 = 65534;
+
+fn group_name() -> String {
+    String::from_utf8(
+        Command::new("getent")
+            .args(["group", &GROUP_GID.to_string()])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .split(':')
+    .next()
+    .unwrap()
+    .to_owned()
+}
+
+/// `status --json NAME` as a group member, parsed.
+fn status(socket: &Path, name: &str) -> serde_json::Value {
+    let out = as_nobody(GROUP_GID, socket, &["status", "--json", name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls the status until `done` holds; panics with the last one and the daemon's log.
+fn wait_for(
+    net: &Net,
+    daemon: usize,
+    socket: &Path,
+    name: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(socket, name);
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {what} within 30 s: {s}\ndaemon log:\n{}",
+            net.log(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One raw request line on `stream`, its reply parsed.
+fn raw(stream: &mut BufReader<UnixStream>, line: &str) -> serde_json::Value {
+    stream.get_mut().write_all(line.as_bytes()).unwrap();
+    stream.get_mut().write_all(b"\n").unwrap();
+    let mut reply = String::new();
+    stream.read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply)
+        .map_err(|e| format!("{e}: {reply:?}"))
+        .unwrap()
+}
+
+fn ping(net: &Net) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.cl,
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "10.99.0.1",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
+    if !root() {
+        return;
+    }
+    let mut net = Net::new("dmn");
+    net.gateway(&format!(
+        "[[clients]]\nid = \"client.test\"\npsk = \"{PSK}\"\n"
+    ));
+    let profiles = net.dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let tag = net.tag.clone();
+    let profile = |mode: &str| {
+        format!(
+            "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
+             mode = \"{mode}\"\n[auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{tag}\"\n"
+        )
+    };
+    for (name, text) in [
+        ("work", profile("hybrid")),
+        ("strict", profile("pq-only")),
+        ("broken", "gateway = 5\n".to_owned()),
+    ] {
+        std::fs::rename(
+            net.write(&format!("{name}.toml"), &text),
+            profiles.join(format!("{name}.toml")),
+        )
+        .unwrap();
+    }
+    let socket: PathBuf = net.dir.join("run/control.sock");
+    let state = net.dir.join("state");
+    let cl = net.cl.clone();
+    let group = group_name();
+    let daemon = net.spawn(
+        &cl,
+        &[
+            "-v",
+            "--socket",
+            socket.to_str().unwrap(),
+            "daemon",
+            "--profiles",
+            profiles.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--group",
+            &group,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket; log:\n{}",
+            net.log(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = net.log(daemon);
+    assert!(
+        log.contains("skipped a broken profile") && log.contains("broken.toml"),
+        "{log}"
+    );
+
+    // A member of the group lists the profiles (the broken one is not among them).
+    let out = as_nobody(GROUP_GID, &socket, &["profiles", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["strict", "work"]);
+    assert_eq!(listed[1]["state"], "disconnected");
+
+    // ...connects, and the tunnel carries traffic.
+    let out = as_nobody(GROUP_GID, &socket, &["connect", "work"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let up = wait_for(&net, daemon, &socket, "work", "connected", |s| {
+        s["state"] == "connected"
+    });
+    assert_eq!(
+        (up["mode"].as_str(), up["quantum_safe"].as_bool()),
+        (Some("hybrid"), Some(true)),
+        "{up}"
+    );
+    assert!(ping(&net), "no ping through the daemon's tunnel");
+
+    // ...watches it: the stream starts with the current status.
+    let mut watcher = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            &format!("--regid={GROUP_GID}"),
+            "--clear-groups",
+        ])
+        .arg(env!("CARGO_BIN_EXE_pqvpn"))
+        .args([
+            "--socket",
+            socket.to_str().unwrap(),
+            "status",
+            "--watch",
+            "--json",
+            "work",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(watcher.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["state"], "connected", "{first}");
+
+    // ...turns PQ-only on: the tunnel reconnects in pq-only at once, and it is remembered.
+    let out = as_nobody(GROUP_GID, &socket, &["pq-only", "work", "on"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reconnects in the new mode"));
+    let pq = wait_for(&net, daemon, &socket, "work", "pq-only", |s| {
+        s["state"] == "connected" && s["mode"] == "pq-only"
+    });
+    assert_eq!(pq["key_exchanges"][0], "ML-KEM-768", "{pq}");
+    let settings = std::fs::read_to_string(state.join("settings.json")).unwrap();
+    assert!(settings.contains("\"work\": true"), "{settings}");
+    assert!(ping(&net), "no ping after the switch to pq-only");
+
+    // A pq-only profile cannot be loosened.
+    let out = as_nobody(GROUP_GID, &socket, &["pq-only", "strict", "off"]);
+    assert!(!out.status.success());
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(refusal.contains("cannot be turned off"), "{refusal}");
+
+    // Someone outside the group cannot reach the socket.
+    let out = as_nobody(1, &socket, &["profiles"]);
+    assert!(!out.status.success());
+    let refusal = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        refusal.contains("only root and members of group"),
+        "{refusal}"
+    );
+
+    // Hostile clients: garbage, a wrong version, a line cut short, a 10 MB line.
+    let mut stream = BufReader::new(UnixStream::connect(&socket).unwrap());
+    let garbage = raw(&mut stream, "garbage");
+    assert_eq!(garbage["error"]["code"], "bad_request", "{garbage}");
+    assert_eq!(
+        raw(&mut stream, r#"{"cmd":"reboot"}"#)["error"]["code"],
+        "bad_request"
+    );
+    assert_eq!(
+        raw(&mut stream, r#"{"cmd":"hello","version":99}"#)["error"]["code"],
+        "unsupported_version"
+    );
+    assert_eq!(
+        raw(&mut stream, r#"{"cmd":"status","profile":"nope"}"#)["error"]["code"],
+        "unknown_profile"
+    );
+    let hello = raw(&mut stream, r#"{"cmd":"hello","version":1}"#);
+    assert_eq!(hello["hello"]["version"], 1, "{hello}");
+    let mut cut = UnixStream::connect(&socket).unwrap();
+    cut.write_all(br#"{"cmd":"disconnect","prof"#).unwrap();
+    drop(cut);
+    let mut big = UnixStream::connect(&socket).unwrap();
+    let _ = big.write_all(&vec![b'x'; 10 << 20]);
+    let mut reply = String::new();
+    BufReader::new(&big).read_line(&mut reply).unwrap();
+    assert!(reply.contains("too_large"), "{reply}");
+    drop(big);
+    let still = status(&socket, "work");
+    assert_eq!(
+        (still["state"].as_str(), still["mode"].as_str()),
+        (Some("connected"), Some("pq-only")),
+        "{still}"
+    );
+    assert!(ping(&net), "the tunnel suffered from hostile clients");
+
+    // Disconnect: the watcher saw it all, the network is restored.
+    let out = as_nobody(GROUP_GID, &socket, &["disconnect", "work"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(&net, daemon, &socket, "work", "disconnected", |s| {
+        s["state"] == "disconnected"
+    });
+    assert!(
+        !common::ip(&["-n", &net.cl, "link", "show", &format!("pq{tag}")])
+            .status
+            .success(),
+        "the TUN device is gone"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    Command::new("kill")
+        .arg(net.pid(daemon).to_string())
+        .status()
+        .unwrap();
+    assert!(
+        net.wait_exit(daemon, Duration::from_secs(20)).success(),
+        "{}",
+        net.log(daemon)
+    );
+}
