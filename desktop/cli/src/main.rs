@@ -118,6 +118,13 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         megabytes: u64,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
     /// (demo helper) Accept one TCP connection on ADDR and print the octets received.
     #[command(name = "__tcp-sink", hide = true)]
     TcpSink { addr: std::net::SocketAddr },
@@ -162,6 +169,18 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match cli.command {
         Command::TcpSink { addr } => return finish(netns::tcp_sink(addr)),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "pqvpn", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return finish(
+                page.render(&mut std::io::stdout())
+                    .map_err(|e| e.to_string()),
+            );
+        }
         Command::TcpSource { addr, bytes } => return finish(netns::tcp_source(addr, bytes)),
         _ => {}
     }
@@ -227,7 +246,10 @@ fn main() -> ExitCode {
             Command::Secret {
                 action: SecretAction::Delete { profile },
             } => secret::delete(&profile),
-            Command::TcpSink { .. } | Command::TcpSource { .. } => Ok(()),
+            Command::TcpSink { .. }
+            | Command::TcpSource { .. }
+            | Command::Completions { .. }
+            | Command::Man => Ok(()),
         }
     });
     finish(result)
