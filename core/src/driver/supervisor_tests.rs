@@ -273,3 +273,68 @@ async fn an_authentication_failure_stops_without_retrying() {
     stop.send(true).unwrap();
     gateway.await.unwrap().unwrap();
 }
+
+/// Issue 19: a gateway that ends the tunnel from its side: it drops the IKE SA at its hard
+/// lifetime (silently: DPD finds out), or deletes the only Child SA at its hard lifetime
+/// (with a Delete). The client reconnects with a fresh IKE SA each time, saying why.
+#[tokio::test]
+async fn the_tunnel_comes_back_after_the_gateway_deletes_it() {
+    for (ip, child, reason) in [
+        (Ipv4Addr::new(127, 0, 0, 10), false, "dead peer"),
+        (Ipv4Addr::new(127, 0, 0, 11), true, "deleted the tunnel"),
+    ] {
+        let mut gateway = gateway_config(Mode::Hybrid);
+        let short = crate::ike::Lifetime {
+            rekey: Duration::from_secs(3600),
+            jitter: Duration::ZERO,
+            hard: Duration::from_millis(1500),
+        };
+        if child {
+            gateway.child_lifetime = short;
+        } else {
+            gateway.ike_lifetime = short;
+        }
+        let (task, stop, _count) = spawn_gateway(ip, gateway).await;
+        let (factory, app_tx, mut app_rx, counts) = shared_factory();
+        let connector = TestConnector {
+            gateway: SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT),
+            config: quick_client(),
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let (status_tx, mut status) = watch::channel(Status::default());
+        let (commands, commands_rx) = mpsc::channel(8);
+        let supervisor = tokio::spawn(async move {
+            run_supervisor(
+                Mode::Hybrid,
+                Lifetime::UntilClosed,
+                connector,
+                Arc::new(DeterministicProvider::new(11)),
+                factory,
+                &status_tx,
+                commands_rx,
+            )
+            .await
+        });
+        commands
+            .send(Command::Connect { mode: None })
+            .await
+            .unwrap();
+        wait_state(&mut status, State::Connected, Duration::from_secs(5)).await;
+        let lost = wait_state(&mut status, State::Reconnecting, Duration::from_secs(10)).await;
+        let why = lost.last_error.clone().unwrap_or_default();
+        assert!(why.contains(reason), "{why}");
+        let back = wait_state(&mut status, State::Connected, Duration::from_secs(10)).await;
+        assert!(back.reconnects >= 1, "{back:?}");
+        ping(&app_tx, &mut app_rx, virtual_ip(&back)).await;
+        assert_eq!(
+            counts.teardowns.load(Ordering::SeqCst),
+            0,
+            "routes kept throughout"
+        );
+        drop(commands);
+        supervisor.await.unwrap().unwrap();
+        assert_eq!(counts.teardowns.load(Ordering::SeqCst), 1);
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+    }
+}
