@@ -154,6 +154,34 @@ fn virtual_ip(status: &Status) -> Ipv4Addr {
         .unwrap()
 }
 
+/// A supervisor (as a daemon runs it) over `factory`, against `connector`; its task, status
+/// and command channel.
+fn spawn_supervisor(
+    connector: TestConnector,
+    factory: SharedFactory,
+    seed: u64,
+) -> (
+    tokio::task::JoinHandle<Result<(), String>>,
+    watch::Receiver<Status>,
+    mpsc::Sender<Command>,
+) {
+    let (status_tx, status) = watch::channel(Status::default());
+    let (commands, commands_rx) = mpsc::channel(8);
+    let supervisor = tokio::spawn(async move {
+        run_supervisor(
+            Mode::Hybrid,
+            Lifetime::UntilClosed,
+            connector,
+            Arc::new(DeterministicProvider::new(seed)),
+            factory,
+            &status_tx,
+            commands_rx,
+        )
+        .await
+    });
+    (supervisor, status, commands)
+}
+
 /// Issue 19: the gateway is killed (no Delete), the client goes to `reconnecting` with the
 /// reason and keeps its device; the gateway returns and the tunnel is back, pings resume.
 #[tokio::test]
@@ -167,20 +195,7 @@ async fn the_tunnel_comes_back_after_the_gateway_dies_and_returns() {
         config: quick_client(),
         calls: calls.clone(),
     };
-    let (status_tx, mut status) = watch::channel(Status::default());
-    let (commands, commands_rx) = mpsc::channel(8);
-    let supervisor = tokio::spawn(async move {
-        run_supervisor(
-            Mode::Hybrid,
-            Lifetime::UntilClosed,
-            connector,
-            Arc::new(DeterministicProvider::new(9)),
-            factory,
-            &status_tx,
-            commands_rx,
-        )
-        .await
-    });
+    let (supervisor, mut status, commands) = spawn_supervisor(connector, factory, 9);
     commands
         .send(Command::Connect { mode: None })
         .await
@@ -301,20 +316,7 @@ async fn the_tunnel_comes_back_after_the_gateway_deletes_it() {
             config: quick_client(),
             calls: Arc::new(AtomicUsize::new(0)),
         };
-        let (status_tx, mut status) = watch::channel(Status::default());
-        let (commands, commands_rx) = mpsc::channel(8);
-        let supervisor = tokio::spawn(async move {
-            run_supervisor(
-                Mode::Hybrid,
-                Lifetime::UntilClosed,
-                connector,
-                Arc::new(DeterministicProvider::new(11)),
-                factory,
-                &status_tx,
-                commands_rx,
-            )
-            .await
-        });
+        let (supervisor, mut status, commands) = spawn_supervisor(connector, factory, 11);
         commands
             .send(Command::Connect { mode: None })
             .await

@@ -102,25 +102,6 @@ fn raw(stream: &mut BufReader<UnixStream>, line: &str) -> serde_json::Value {
         .unwrap()
 }
 
-fn ping(net: &Net) -> bool {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.cl,
-            "ping",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "10.99.0.1",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
     if !root() {
@@ -216,7 +197,7 @@ fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
         (Some("hybrid"), Some(true)),
         "{up}"
     );
-    assert!(ping(&net), "no ping through the daemon's tunnel");
+    assert!(net.ping(), "no ping through the daemon's tunnel");
 
     // ...watches it: the stream starts with the current status.
     let mut watcher = Command::new("setpriv")
@@ -258,7 +239,7 @@ fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
     assert_eq!(pq["key_exchanges"][0], "ML-KEM-768", "{pq}");
     let settings = std::fs::read_to_string(state.join("settings.json")).unwrap();
     assert!(settings.contains("\"work\": true"), "{settings}");
-    assert!(ping(&net), "no ping after the switch to pq-only");
+    assert!(net.ping(), "no ping after the switch to pq-only");
 
     // A pq-only profile cannot be loosened.
     let out = as_nobody(GROUP_GID, &socket, &["pq-only", "strict", "off"]);
@@ -308,7 +289,7 @@ fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
         (Some("connected"), Some("pq-only")),
         "{still}"
     );
-    assert!(ping(&net), "the tunnel suffered from hostile clients");
+    assert!(net.ping(), "the tunnel suffered from hostile clients");
 
     // Disconnect: the watcher saw it all, the network is restored.
     let out = as_nobody(GROUP_GID, &socket, &["disconnect", "work"]);

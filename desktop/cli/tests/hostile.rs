@@ -11,6 +11,7 @@
 #![cfg(target_os = "linux")]
 #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "test")]
 
+#[expect(dead_code, reason = "the shared harness: this file does not ping")]
 mod common;
 
 use std::collections::HashMap;

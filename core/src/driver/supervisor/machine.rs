@@ -250,6 +250,33 @@ impl Step<'_> {
         })
     }
 
+    /// A session started at once in `mode` after the tunnel was lost or changed: attempt 1,
+    /// no backoff.
+    fn trying(&mut self, mode: Mode, reason: &str, installed: bool) -> TunnelState {
+        let session = self.start(mode);
+        TunnelState::Reconnecting(Reconnecting {
+            attempt: 1,
+            backoff: Duration::ZERO,
+            phase: Phase::Trying(session),
+            mode,
+            reason: reason.into(),
+            installed,
+        })
+    }
+
+    /// Asleep: `session` stopped, nothing retried until [`Input::Wake`].
+    fn suspended(&mut self, session: SessionId, mode: Mode, installed: bool) -> TunnelState {
+        self.actions.push(Action::Stop(session));
+        TunnelState::Reconnecting(Reconnecting {
+            attempt: 0,
+            backoff: Duration::ZERO,
+            phase: Phase::Suspended,
+            mode,
+            reason: "the machine went to sleep".into(),
+            installed,
+        })
+    }
+
     fn disconnected(&mut self, stop: Option<SessionId>, installed: bool) -> TunnelState {
         if let Some(session) = stop {
             self.actions.push(Action::Stop(session));
@@ -305,17 +332,7 @@ impl Connecting {
                 step.actions.push(Action::Stop(self.session));
                 step.connecting(self.mode)
             }
-            Input::Suspend => {
-                step.actions.push(Action::Stop(self.session));
-                TunnelState::Reconnecting(Reconnecting {
-                    attempt: 0,
-                    backoff: Duration::ZERO,
-                    phase: Phase::Suspended,
-                    mode: self.mode,
-                    reason: "the machine went to sleep".into(),
-                    installed: false,
-                })
-            }
+            Input::Suspend => step.suspended(self.session, self.mode, false),
             _ => TunnelState::Connecting(self),
         }
     }
@@ -335,39 +352,13 @@ impl Connected {
             Input::Connect { mode } if step.mode(mode, self.mode) != self.mode => {
                 step.actions.push(Action::Stop(self.session));
                 let mode = step.mode(mode, self.mode);
-                let session = step.start(mode);
-                TunnelState::Reconnecting(Reconnecting {
-                    attempt: 1,
-                    backoff: Duration::ZERO,
-                    phase: Phase::Trying(session),
-                    mode,
-                    reason: format!("switching to {mode}"),
-                    installed: true,
-                })
+                step.trying(mode, &format!("switching to {mode}"), true)
             }
             Input::NetworkChanged => {
                 step.actions.push(Action::Stop(self.session));
-                let session = step.start(self.mode);
-                TunnelState::Reconnecting(Reconnecting {
-                    attempt: 1,
-                    backoff: Duration::ZERO,
-                    phase: Phase::Trying(session),
-                    mode: self.mode,
-                    reason: "the network changed".into(),
-                    installed: true,
-                })
+                step.trying(self.mode, "the network changed", true)
             }
-            Input::Suspend => {
-                step.actions.push(Action::Stop(self.session));
-                TunnelState::Reconnecting(Reconnecting {
-                    attempt: 0,
-                    backoff: Duration::ZERO,
-                    phase: Phase::Suspended,
-                    mode: self.mode,
-                    reason: "the machine went to sleep".into(),
-                    installed: true,
-                })
-            }
+            Input::Suspend => step.suspended(self.session, self.mode, true),
             _ => TunnelState::Connected(self),
         }
     }
@@ -459,18 +450,10 @@ impl Failed {
         match input {
             Input::Connect { mode } => {
                 let mode = step.mode(mode, self.mode);
-                let session = step.start(mode);
                 if self.blocking {
-                    TunnelState::Reconnecting(Reconnecting {
-                        attempt: 1,
-                        backoff: Duration::ZERO,
-                        phase: Phase::Trying(session),
-                        mode,
-                        reason: self.reason,
-                        installed: true,
-                    })
+                    step.trying(mode, &self.reason, true)
                 } else {
-                    TunnelState::Connecting(Connecting { session, mode })
+                    step.connecting(mode)
                 }
             }
             Input::Disconnect => step.disconnected(None, self.blocking),

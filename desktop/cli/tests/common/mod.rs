@@ -203,6 +203,26 @@ impl Net {
         status.unwrap()
     }
 
+    /// Whether the client reaches the gateway's tunnel address (two pings).
+    pub(crate) fn ping(&self) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.cl,
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                "10.99.0.1",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
     /// The exit status of child `index`, within `timeout` or a panic with its log.
     pub(crate) fn wait_exit(&mut self, index: usize, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
