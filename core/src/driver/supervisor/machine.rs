@@ -11,7 +11,7 @@
 //!   proposal, a refused configuration) goes to [`Failed`] with its reason: no retry storm.
 //! - While reconnecting or failed after having been connected, the device and its routes
 //!   stay in place ([`Failed::blocking`]): traffic is not silently sent in clear. Only
-//!   [`Input::Disconnect`] lifts them.
+//!   [`Input::Disconnect`] lifts them, and it always asks for the teardown.
 
 use core::time::Duration;
 use std::time::Instant;
@@ -277,13 +277,14 @@ impl Step<'_> {
         })
     }
 
-    fn disconnected(&mut self, stop: Option<SessionId>, installed: bool) -> TunnelState {
+    /// Stops `stop` and lifts whatever the sessions installed. The teardown is asked for even
+    /// when no session came up as far as the supervisor knows: one may have created its device
+    /// just before it was stopped, and a teardown of nothing does nothing.
+    fn disconnected(&mut self, stop: Option<SessionId>) -> TunnelState {
         if let Some(session) = stop {
             self.actions.push(Action::Stop(session));
         }
-        if installed {
-            self.actions.push(Action::Teardown);
-        }
+        self.actions.push(Action::Teardown);
         TunnelState::Disconnected(Disconnected)
     }
 
@@ -322,7 +323,7 @@ impl Connecting {
                     step.failed(reason, self.mode, false)
                 }
             },
-            Input::Disconnect => step.disconnected(Some(self.session), false),
+            Input::Disconnect => step.disconnected(Some(self.session)),
             Input::Connect { mode } if step.mode(mode, self.mode) != self.mode => {
                 step.actions.push(Action::Stop(self.session));
                 let mode = step.mode(mode, self.mode);
@@ -347,7 +348,7 @@ impl Connected {
                 }
                 SessionEnd::Refused(reason) => step.failed(reason, self.mode, true),
             },
-            Input::Disconnect => step.disconnected(Some(self.session), true),
+            Input::Disconnect => step.disconnected(Some(self.session)),
             // A stricter mode reconnects at once in it (the tray's PQ-only switch).
             Input::Connect { mode } if step.mode(mode, self.mode) != self.mode => {
                 step.actions.push(Action::Stop(self.session));
@@ -395,7 +396,7 @@ impl Reconnecting {
                 ),
                 SessionEnd::Refused(reason) => step.failed(reason, self.mode, self.installed),
             },
-            Input::Disconnect => step.disconnected(trying, self.installed),
+            Input::Disconnect => step.disconnected(trying),
             // Retry now: the user asked, the network changed, or the machine woke up.
             Input::Connect { mode } => {
                 if let Some(id) = trying {
@@ -456,7 +457,7 @@ impl Failed {
                     step.connecting(mode)
                 }
             }
-            Input::Disconnect => step.disconnected(None, self.blocking),
+            Input::Disconnect => step.disconnected(None),
             _ => TunnelState::Error(self),
         }
     }

@@ -179,7 +179,7 @@ fn refusals_stop_without_retrying_and_block_only_after_having_been_up() {
     h.advance(Duration::from_secs(3600));
     assert_eq!(h.feed(Input::Timeout), []);
     assert_eq!(h.feed(Input::NetworkChanged), []);
-    assert_eq!(h.feed(Input::Disconnect), [], "nothing was installed");
+    assert_eq!(h.feed(Input::Disconnect), [Action::Teardown]);
 
     // A refusal on a reconnect (the gateway's ML-KEM was turned off): the routes stay and
     // block until the user decides.
@@ -223,10 +223,14 @@ fn no_proposal_chosen_is_final_at_first_but_retried_while_reconnecting() {
 }
 
 #[test]
-fn disconnect_stops_the_session_and_lifts_routes_only_when_installed() {
+fn disconnect_stops_the_session_and_always_lifts_the_routes() {
+    // Even while connecting: the session may have created its device just before.
     let mut h = Harness::new(Mode::Hybrid);
     h.feed(Input::Connect { mode: None });
-    assert_eq!(h.feed(Input::Disconnect), [Action::Stop(SessionId(1))]);
+    assert_eq!(
+        h.feed(Input::Disconnect),
+        [Action::Stop(SessionId(1)), Action::Teardown]
+    );
     let mut h = Harness::connected(Mode::Hybrid);
     assert_eq!(
         h.feed(Input::Disconnect),
@@ -241,6 +245,7 @@ fn disconnect_stops_the_session_and_lifts_routes_only_when_installed() {
         []
     );
     assert!(matches!(h.sup.state(), TunnelState::Disconnected(_)));
+    assert_eq!(h.feed(Input::Disconnect), [], "already disconnected");
     let mut h = Harness::connected(Mode::Hybrid);
     h.feed(Input::SessionEnded(SessionId(1), lost("dead peer")));
     assert_eq!(h.feed(Input::Disconnect), [Action::Teardown]);

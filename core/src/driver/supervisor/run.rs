@@ -249,6 +249,14 @@ where
                 if let Err(e) = &result {
                     tracing::info!(error = %e, "tunnel session ended");
                 }
+                // A session that came up and ended before its `connected` was seen: it did
+                // install its device, so the supervisor must know it was up.
+                if !ended.up && ended.status.borrow().state == State::Connected {
+                    if matches!(machine.state(), TunnelState::Reconnecting(_)) {
+                        reconnects += 1;
+                    }
+                    machine.handle(Instant::now(), random(&provider), Input::SessionUp(ended.id));
+                }
                 let input = Input::SessionEnded(ended.id, session_end(&result));
                 machine.handle(Instant::now(), random(&provider), input);
             }
