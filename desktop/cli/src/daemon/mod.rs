@@ -155,7 +155,10 @@ fn load_profiles(dir: &Path) -> Result<Vec<Profile>, String> {
 
 fn start(profile: Profile) -> (Tunnel, tokio::task::JoinHandle<Result<(), String>>) {
     let (commands, commands_rx) = mpsc::channel(16);
-    let (status_tx, status) = watch::channel(Status::default());
+    let (status_tx, status) = watch::channel(Status {
+        state: State::Disconnected,
+        ..Status::default()
+    });
     let floor = profile.spec.mode;
     let factory = TunFactory::new(&profile);
     let connector = UpConnector {
