@@ -35,7 +35,7 @@ Architecture: $arch
 Maintainer: pqvpn developers <pqvpn@users.noreply.github.com>
 Section: net
 Priority: optional
-Depends: iproute2
+Depends: iproute2, passwd
 Recommends: systemd
 Installed-Size: $(du -sk "$root" | cut -f1)
 Homepage: https://github.com/pqvpn/pqvpn
@@ -49,7 +49,7 @@ cat >"$root/DEBIAN/postinst" <<'POSTINST'
 #!/bin/sh
 set -e
 if [ "$1" = configure ]; then
-    getent group pqvpn >/dev/null || addgroup --quiet --system pqvpn
+    getent group pqvpn >/dev/null || groupadd --system pqvpn
     chmod 755 /etc/pqvpn /etc/pqvpn/profiles
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 fi
@@ -66,7 +66,7 @@ cat >"$root/DEBIAN/postrm" <<'POSTRM'
 set -e
 if [ "$1" = purge ]; then
     rm -rf /var/lib/pqvpn
-    getent group pqvpn >/dev/null && delgroup --quiet --system pqvpn || true
+    if getent group pqvpn >/dev/null; then groupdel pqvpn || true; fi
 fi
 if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 POSTRM
