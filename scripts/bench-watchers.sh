@@ -5,6 +5,8 @@
 #   scripts/bench-watchers.sh [WATCHERS [ROUNDS [SECONDS]]]   (default 200, 3, 5)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/netns-pair.sh
+source scripts/netns-pair.sh
 watchers=${1:-200} rounds=${2:-3} secs=${3:-5}
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces, TUN)"; exit 1; }
 command -v iperf3 >/dev/null || { echo "needs iperf3 (apt-get install iperf3)"; exit 1; }
@@ -17,19 +19,11 @@ pids=() watch_pids=()
 cleanup() {
     kill "${watch_pids[@]}" "${pids[@]}" 2>/dev/null || true
     sleep 1
-    ip netns del "$gw" 2>/dev/null || true
-    ip netns del "$cl" 2>/dev/null || true
-    rm -rf "/etc/netns/$gw" "/etc/netns/$cl" "$dir"
+    netns_pair_del "$gw" "$cl"
+    rm -rf "$dir"
 }
 trap cleanup EXIT
-for ns in "$gw" "$cl"; do
-    ip netns add "$ns"
-    mkdir -p "/etc/netns/$ns"; echo "nameserver 192.0.2.53" >"/etc/netns/$ns/resolv.conf"
-    ip -n "$ns" link set lo up
-done
-ip link add "g$id" netns "$gw" type veth peer name "c$id" netns "$cl"
-ip -n "$gw" addr add 198.18.0.1/24 dev "g$id"; ip -n "$cl" addr add 198.18.0.2/24 dev "c$id"
-ip -n "$gw" link set "g$id" up; ip -n "$cl" link set "c$id" up
+netns_pair "$gw" "$cl" "$id"
 psk=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 umask 077
 mkdir -p "$dir/profiles"
