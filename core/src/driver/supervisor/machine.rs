@@ -168,6 +168,8 @@ pub struct Supervisor {
     /// The profile's mode: the weakest any session may use.
     floor: Mode,
     next_session: u64,
+    /// Times a lost tunnel came back ([`Reconnecting`] to [`Connected`]).
+    reconnects: u64,
     actions: Vec<Action>,
 }
 
@@ -470,6 +472,7 @@ impl Supervisor {
             state: TunnelState::Disconnected(Disconnected),
             floor,
             next_session: 1,
+            reconnects: 0,
             actions: Vec::new(),
         }
     }
@@ -494,6 +497,7 @@ impl Supervisor {
             next_session: &mut self.next_session,
             actions: &mut self.actions,
         };
+        let was_reconnecting = matches!(state, TunnelState::Reconnecting(_));
         self.state = match state {
             TunnelState::Disconnected(s) => s.handle(&mut step, input),
             TunnelState::Connecting(s) => s.handle(&mut step, input),
@@ -501,6 +505,14 @@ impl Supervisor {
             TunnelState::Reconnecting(s) => s.handle(&mut step, input),
             TunnelState::Error(s) => s.handle(&mut step, input),
         };
+        if was_reconnecting && matches!(self.state, TunnelState::Connected(_)) {
+            self.reconnects += 1;
+        }
+    }
+
+    /// Times a lost tunnel came back since this supervisor started.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// The next action to carry out.

@@ -126,6 +126,7 @@ fn a_lost_tunnel_reconnects_in_the_same_mode_keeping_its_routes() {
         (c.session, c.mode, c.since),
         (SessionId(session), Mode::Hybrid, h.now)
     );
+    assert_eq!(h.sup.reconnects(), 1);
     // The next loss starts again at attempt 1.
     h.feed(Input::SessionEnded(SessionId(session), lost("closed")));
     assert_eq!(h.reconnecting().attempt, 1);

@@ -172,7 +172,6 @@ where
     let mut machine = Supervisor::new(floor);
     let mut factory = Some(factory);
     let mut session: Option<Running<F>> = None;
-    let mut reconnects = 0u64;
     let mut closing = false;
     let mut started = false;
     let random = |provider: &Arc<dyn CryptoProvider>| {
@@ -218,7 +217,12 @@ where
                 }
             }
         }
-        publish(status, machine.state(), session.as_ref(), reconnects);
+        publish(
+            status,
+            machine.state(),
+            session.as_ref(),
+            machine.reconnects(),
+        );
         match machine.state() {
             TunnelState::Disconnected(_)
                 if closing || (started && lifetime == Lifetime::UntilStopped) =>
@@ -252,9 +256,6 @@ where
                 // A session that came up and ended before its `connected` was seen: it did
                 // install its device, so the supervisor must know it was up.
                 if !ended.up && ended.status.borrow().state == State::Connected {
-                    if matches!(machine.state(), TunnelState::Reconnecting(_)) {
-                        reconnects += 1;
-                    }
                     machine.handle(Instant::now(), random(&provider), Input::SessionUp(ended.id));
                 }
                 let input = Input::SessionEnded(ended.id, session_end(&result));
@@ -264,9 +265,6 @@ where
                 let Some(s) = session.as_mut() else { continue };
                 if !s.up && s.status.borrow().state == State::Connected {
                     s.up = true;
-                    if matches!(machine.state(), TunnelState::Reconnecting(_)) {
-                        reconnects += 1;
-                    }
                     machine.handle(Instant::now(), random(&provider), Input::SessionUp(s.id));
                 }
             }
