@@ -99,6 +99,7 @@ fn to_status_counts(status: &mut Status, stats: &TunnelStats) {
     status.bytes_in = stats.bytes_in;
     status.bytes_out = stats.bytes_out;
     status.child_sa_rekeys = stats.child_sa_rekeys;
+    status.child_sa_recreates = stats.child_sa_recreates;
     status.ike_sa_rekeys = stats.ike_sa_rekeys;
 }
 
@@ -205,6 +206,13 @@ pub(super) async fn run_session<F: DeviceFactory>(
                 }
                 TunnelEvent::ChildSaRekeyed { spi_in, spi_out } => {
                     tracing::info!(%spi_in, %spi_out, "Child SA rekeyed");
+                    status.send_modify(|s| to_status_counts(s, &tunnel.stats()));
+                }
+                TunnelEvent::ChildSaLost => {
+                    tracing::warn!("the gateway deleted the Child SA; waiting for a new one");
+                }
+                TunnelEvent::ChildSaRecreated { spi_in, spi_out } => {
+                    tracing::info!(%spi_in, %spi_out, "Child SA re-created");
                     status.send_modify(|s| to_status_counts(s, &tunnel.stats()));
                 }
                 TunnelEvent::IkeSaRekeyed { suite } => {

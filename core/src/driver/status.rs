@@ -66,6 +66,10 @@ pub struct Status {
     pub bytes_out: u64,
     /// Child SA rekeys since the tunnel came up (each with a fresh key exchange).
     pub child_sa_rekeys: u64,
+    /// Child SAs the gateway deleted and a new one replaced on the same IKE SA (a hard
+    /// lifetime, RFC 7296 §1.3.1), since the tunnel came up.
+    #[serde(default)]
+    pub child_sa_recreates: u64,
     /// IKE SA rekeys since the tunnel came up.
     pub ike_sa_rekeys: u64,
     /// Seconds since the tunnel came up, as of the last [`Status::refreshed`].

@@ -25,6 +25,8 @@ mod error;
 mod handshake;
 mod session;
 #[cfg(test)]
+pub(crate) use session::Faults;
+#[cfg(test)]
 pub(crate) use session::Pfs;
 mod initiator;
 pub mod keys;

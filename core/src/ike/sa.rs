@@ -155,6 +155,12 @@ pub enum Event {
     /// A Child SA was deleted (by either side, after a rekey or at its hard lifetime): remove
     /// both directions from the data plane.
     ChildSaDeleted(ChildSaId),
+    /// A new Child SA replaces one deleted without a successor: CREATE_CHILD_SA without
+    /// REKEY_SA ([RFC 7296 §1.3.1]), as a gateway sends after a Child SA's hard lifetime.
+    /// Install it like [`Event::ChildSaEstablished`]; the IKE SA is unchanged.
+    ///
+    /// [RFC 7296 §1.3.1]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.1
+    ChildSaCreated(Box<ChildSaEstablished>),
     /// The IKE SA was rekeyed ([RFC 7296 §2.18]): new SPIs and keys, the same algorithms; its
     /// Child SAs are unchanged.
     ///

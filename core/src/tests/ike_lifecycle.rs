@@ -721,9 +721,29 @@ fn refused_rekeys_end_at_the_hard_lifetimes() {
     );
     assert!(pair.initiator.child_sas().is_empty());
     assert!(pair.responder.child_sas(id).is_empty());
-    assert!(pair.initiator.is_established(), "the IKE SA lives on");
+    // A new Child SA in its place is refused as well: an IKE SA without one carries nothing,
+    // so the client deletes it.
+    assert!(
+        pair.initiator_events.iter().any(|e| matches!(
+            e,
+            Event::ChildSaFailed(Error::NotifyReceived(NotifyType::NoProposalChosen))
+        )),
+        "{:?}",
+        pair.initiator_events
+    );
+    assert!(pair.initiator.is_closed(), "{:?}", pair.initiator_events);
+    assert_eq!(pair.responder.sa_count(), 0);
 
     // The IKE SA: refused at 1 h minus jitter, failed at its hard lifetime of 66 min.
+    let (client, gateway) = configs(Mode::Hybrid, 10 * HOUR, HOUR, 20 * HOUR, 10 * HOUR);
+    let mut pair = established_pair(941, client, gateway);
+    let id = pair.gateway_sa();
+    pair.responder
+        .established_mut(id)
+        .unwrap()
+        .faults
+        .refuse_create_child_sa = true;
+    let start = pair.now;
     pair.run_until(start + 65 * MINUTE, None);
     assert!(!pair.initiator.is_failed());
     pair.run_until(start + 67 * MINUTE, None);

@@ -261,7 +261,7 @@ pub(crate) struct ChildTable {
 impl ChildTable {
     pub(crate) fn apply(&mut self, e: &Event) {
         match e {
-            Event::ChildSaEstablished(c) => {
+            Event::ChildSaEstablished(c) | Event::ChildSaCreated(c) => {
                 self.up.insert((c.spi_i, c.spi_r), (**c).clone());
             }
             Event::ChildSaRekeyed { old, new } => {

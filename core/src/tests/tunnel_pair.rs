@@ -46,6 +46,9 @@ struct Faults {
     cut: bool,
     /// Deliver what goes to the client before what goes to the gateway.
     client_first: bool,
+    /// The gateway's data plane never closes an IKE SA (a gateway that keeps one without a
+    /// Child SA).
+    ignore_close: bool,
 }
 
 struct TunnelPair {
@@ -213,6 +216,7 @@ impl TunnelPair {
                     GatewayRequest::RekeyChild { spi_r, spi } => {
                         let _ = self.responder.rekey_child_sa(self.now, spi_r, spi);
                     }
+                    GatewayRequest::Close { .. } if self.faults.ignore_close => {}
                     GatewayRequest::Close { spi_r } => self.responder.close(self.now, spi_r),
                 }
             }
@@ -718,4 +722,168 @@ fn close_deletes_the_sa_at_the_gateway() {
     assert_eq!(pair.down_reason(), Some(&DownReason::Closed));
     assert_eq!(pair.gateway.clients(), 0);
     assert!(pair.responder.established_ids().is_empty());
+}
+
+/// A pair whose gateway lets Child SAs reach their 10-minute hard lifetime without a rekey
+/// (the client's would rekey after an hour), and `faults` on the gateway's IKE SA.
+fn expiring_children(seed: u64, faults: impl FnOnce(&mut crate::ike::Faults)) -> TunnelPair {
+    let mut c = client_config(Mode::Hybrid);
+    c.force_udp_encapsulation = true;
+    c.child_lifetime = Lifetime::new(Duration::from_secs(3600));
+    c.ike_lifetime = Lifetime::new(Duration::from_secs(6 * 3600));
+    let mut g = gateway_config(vec![CryptoPolicy::for_mode(Mode::Hybrid)]);
+    g.child_lifetime = Lifetime {
+        rekey: Duration::from_secs(7200),
+        jitter: Duration::ZERO,
+        hard: Duration::from_secs(600),
+    };
+    g.ike_lifetime = Lifetime::new(Duration::from_secs(12 * 3600));
+    let mut pair = TunnelPair::new(seed, c, EspOptions::default(), g);
+    pair.connect();
+    let id = pair.responder.established_ids()[0];
+    faults(&mut pair.responder.established_mut(id).unwrap().faults);
+    pair
+}
+
+fn count(events: &[TunnelEvent], f: impl Fn(&TunnelEvent) -> bool) -> usize {
+    events.iter().filter(|e| f(e)).count()
+}
+
+/// Issue 19, strongSwan's "CHILD_SA recreate after hard expire": at the hard lifetime the
+/// gateway deletes the only Child SA and creates a new one with CREATE_CHILD_SA (no REKEY_SA).
+/// The client takes it on the same IKE SA: the tunnel never goes down, each new SA has new
+/// SPIs (and keys from a fresh X25519 + ML-KEM exchange), and traffic both ways loses at most
+/// a packet each way per re-creation.
+#[test]
+fn a_child_sa_recreated_by_the_gateway_keeps_the_ike_sa_and_the_traffic() {
+    let mut pair = expiring_children(20, |_| {});
+    let (spi_i, spi_r) = (pair.client.ike().spi_i(), pair.client.ike().spi_r());
+    let first = pair.client.ike().child_sas()[0].clone();
+    let end = pair.now + Duration::from_secs(35 * 60);
+    let sent = pair.traffic_until(end, Duration::from_secs(1));
+    assert_eq!(pair.down_reason(), None, "{:?}", pair.client_events);
+    let recreated: Vec<_> = pair
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            TunnelEvent::ChildSaRecreated { spi_in, .. } => Some(*spi_in),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recreated.len(), 3, "{:?}", pair.client_events);
+    assert_eq!(
+        count(&pair.client_events, |e| matches!(
+            e,
+            TunnelEvent::ChildSaLost
+        )),
+        3
+    );
+    assert_eq!(pair.client.stats().child_sa_recreates, 3);
+    assert_eq!(pair.client.stats().child_sa_rekeys, 0);
+    assert!(!recreated.contains(&first.spi_i));
+    let now = pair.client.ike().child_sas();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].keys.encr_i.expose(), first.keys.encr_i.expose());
+    assert_eq!(now[0].ts_i, first.ts_i, "the same selectors");
+    assert_eq!(
+        (pair.client.ike().spi_i(), pair.client.ike().spi_r()),
+        (spi_i, spi_r),
+        "the same IKE SA"
+    );
+    assert_eq!(pair.gateway.clients(), 1);
+    for (side, received) in [("client", &pair.client_rx), ("gateway", &pair.gateway_rx)] {
+        let (lost, dup) = losses(sent, received);
+        assert!(lost <= 3, "{side}: {lost} of {sent} lost");
+        assert!(!dup, "{side}: a packet arrived twice");
+    }
+}
+
+/// A gateway that deletes the only Child SA and leaves the next one to the client (keeping
+/// the IKE SA): after a short wait the client creates one itself, with the same selectors, on
+/// the same IKE SA; traffic resumes.
+#[test]
+fn a_gateway_that_only_deletes_the_child_sa_gets_asked_for_a_new_one() {
+    let mut pair = expiring_children(21, |f| f.no_recreate = true);
+    pair.faults.ignore_close = true;
+    let spi_i = pair.client.ike().spi_i();
+    pair.run_until(pair.now + Duration::from_secs(601));
+    assert_eq!(
+        count(&pair.client_events, |e| matches!(
+            e,
+            TunnelEvent::ChildSaLost
+        )),
+        1
+    );
+    assert!(pair.client.ike().child_sas().is_empty());
+    // Nothing is sealed meanwhile, and nothing leaks: the packet is dropped.
+    let drops = pair.client.stats().not_up_drops;
+    pair.client_sends(1);
+    assert_eq!(pair.client.stats().not_up_drops, drops + 1);
+    pair.run_until(pair.now + Duration::from_secs(3));
+    assert_eq!(
+        count(&pair.client_events, |e| matches!(
+            e,
+            TunnelEvent::ChildSaRecreated { .. }
+        )),
+        1,
+        "{:?}",
+        pair.client_events
+    );
+    assert_eq!(pair.client.ike().spi_i(), spi_i);
+    let before = (pair.client_rx.len(), pair.gateway_rx.len());
+    pair.client_sends(2);
+    pair.gateway_sends(3);
+    pair.settle();
+    assert_eq!(
+        (pair.client_rx.len(), pair.gateway_rx.len()),
+        (before.0 + 1, before.1 + 1)
+    );
+    assert_eq!(pair.down_reason(), None);
+}
+
+/// The client's own CREATE_CHILD_SA is refused: the tunnel ends with `ChildSaGone` (the
+/// supervisor reconnects), not as a refusal that would stop it for good.
+#[test]
+fn a_refused_recreation_ends_the_tunnel_for_a_reconnect() {
+    let mut pair = expiring_children(22, |f| {
+        f.no_recreate = true;
+        f.refuse_create_child_sa = true;
+    });
+    pair.faults.ignore_close = true;
+    pair.run_until(pair.now + Duration::from_secs(601));
+    assert!(pair.client.ike().child_sas().is_empty());
+    let lost = pair.now;
+    while pair.down_reason().is_none() && pair.now - lost < Duration::from_secs(60) {
+        let next = pair.now + Duration::from_millis(250);
+        pair.run_until(next);
+    }
+    assert_eq!(pair.down_reason(), Some(&DownReason::ChildSaGone));
+    // Asked after 2 s, refused at once, the IKE SA's Delete answered.
+    assert!(
+        pair.now - lost <= Duration::from_secs(3),
+        "{:?}",
+        pair.now - lost
+    );
+}
+
+/// A gateway that deletes the only Child SA and never answers a new one: the tunnel gives up
+/// within the re-creation deadline with `ChildSaGone`.
+#[test]
+fn a_lost_child_sa_that_never_returns_ends_the_tunnel() {
+    let mut pair = expiring_children(23, |f| f.no_recreate = true);
+    pair.faults.ignore_close = true;
+    pair.run_until(pair.now + Duration::from_secs(601));
+    assert!(pair.client.ike().child_sas().is_empty());
+    pair.faults.cut = true;
+    let lost = pair.now;
+    while pair.down_reason().is_none() && pair.now - lost < Duration::from_secs(60) {
+        let next = pair.now + Duration::from_secs(1);
+        pair.run_until(next);
+    }
+    assert_eq!(pair.down_reason(), Some(&DownReason::ChildSaGone));
+    assert!(
+        pair.now - lost <= Duration::from_secs(16),
+        "{:?}",
+        pair.now - lost
+    );
 }

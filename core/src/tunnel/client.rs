@@ -27,6 +27,15 @@ const NAT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// the user.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long the tunnel waits, after the gateway deleted its only Child SA, for the gateway to
+/// create the next one (strongSwan does at a hard lifetime, right after its Delete) before it
+/// asks for one itself.
+const CHILD_RECREATE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a lost Child SA may take to come back (ours or the gateway's CREATE_CHILD_SA, with
+/// retransmissions) before the tunnel is given up and the supervisor reconnects.
+const CHILD_RECREATE_DEADLINE: Duration = Duration::from_secs(15);
+
 /// The client's side of a VPN tunnel: IKE_SA_INIT to the gateway on creation, then (once the
 /// Child SA is up, [`TunnelEvent::Up`]) packets both ways.
 ///
@@ -71,6 +80,16 @@ struct DataPlane {
     /// A rekey at the sequence-number limit is in progress.
     rekey_requested: bool,
     next_keepalive: Instant,
+    /// The only Child SA is gone and a new one is awaited.
+    lost: Option<LostChild>,
+}
+
+/// Since when the tunnel has no Child SA, and what it does next.
+struct LostChild {
+    /// Ask for a new Child SA ourselves if the gateway has not made one by then.
+    create_at: Option<Instant>,
+    /// Give up and end the tunnel.
+    deadline: Instant,
 }
 
 impl ClientTunnel {
@@ -206,9 +225,14 @@ impl ClientTunnel {
             self.stats.count_drop(&DropReason::NotUp);
             return None;
         };
-        let sealed = dp.outbound.current().seal(packet, out);
-        if dp.outbound.current().needs_rekey() && !dp.rekey_requested {
-            let spi = dp.outbound.current().spi();
+        let Some(current) = dp.outbound.current() else {
+            // The Child SA is being re-created: the packet waits for no one.
+            self.stats.count_drop(&DropReason::NotUp);
+            return None;
+        };
+        let sealed = current.seal(packet, out);
+        if current.needs_rekey() && !dp.rekey_requested {
+            let spi = current.spi();
             dp.rekey_requested = self.ike.rekey_child_sa(now, spi).is_ok();
         }
         let transmit = match sealed {
@@ -239,9 +263,19 @@ impl ClientTunnel {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ike.handle_timeout(now);
         match &mut self.phase {
-            Phase::Up(dp) if now >= dp.next_keepalive => {
-                dp.next_keepalive = now + NAT_KEEPALIVE_INTERVAL;
-                self.keepalive_due = self.ike.is_nat_t();
+            Phase::Up(dp) => {
+                if now >= dp.next_keepalive {
+                    dp.next_keepalive = now + NAT_KEEPALIVE_INTERVAL;
+                    self.keepalive_due = self.ike.is_nat_t();
+                }
+                if let Some(lost) = &mut dp.lost {
+                    if now >= lost.deadline {
+                        self.close_with(now, DownReason::ChildSaGone);
+                    } else if lost.create_at.is_some_and(|t| now >= t) {
+                        lost.create_at = None;
+                        self.ike.create_child_sa(now);
+                    }
+                }
             }
             Phase::Closing { deadline, .. } if now >= *deadline => {
                 let Phase::Closing { reason, .. } =
@@ -266,7 +300,10 @@ impl ClientTunnel {
         let Phase::Up(dp) = &mut self.phase else {
             return Err(ike::Error::ApiMisuse("the tunnel is not up"));
         };
-        let spi = dp.outbound.current().spi();
+        let Some(current) = dp.outbound.current() else {
+            return Err(ike::Error::ApiMisuse("the Child SA is being re-created"));
+        };
+        let spi = current.spi();
         let result = self.ike.rekey_child_sa(now, spi);
         self.process(now);
         result
@@ -298,7 +335,14 @@ impl ClientTunnel {
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let own = match &self.phase {
-            Phase::Up(dp) => Some(dp.next_keepalive),
+            Phase::Up(dp) => Some(match &dp.lost {
+                Some(lost) => [Some(dp.next_keepalive), Some(lost.deadline), lost.create_at]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(dp.next_keepalive),
+                None => dp.next_keepalive,
+            }),
             Phase::Closing { deadline, .. } => Some(*deadline),
             Phase::Handshake { .. } => None,
             Phase::Down => return None,
@@ -333,18 +377,32 @@ impl ClientTunnel {
                 Event::ChildSaEstablished(child) => self.bring_up(now, *child),
                 // The IKE SA is up but carries no tunnel: delete it rather than leave the
                 // gateway a half-dead IKE SA that it keeps alive and rekeys (RFC 7296 §1.4.1).
-                Event::ChildSaFailed(e) => self.close_with(now, DownReason::ChildSaRefused(e)),
+                Event::ChildSaFailed(e) => {
+                    let reason = match &self.phase {
+                        // The lost Child SA could not be re-created: not a refusal of the
+                        // tunnel, a reconnect may well succeed.
+                        Phase::Up(dp) if dp.lost.is_some() => DownReason::ChildSaGone,
+                        _ => DownReason::ChildSaRefused(e),
+                    };
+                    self.close_with(now, reason);
+                }
                 Event::ChildSaRekeyed { new, .. } => self.rekeyed(now, &new),
                 Event::ChildSaDeleted(ChildSaId { spi_i, spi_r }) => {
                     let Phase::Up(dp) = &mut self.phase else {
                         continue;
                     };
                     dp.demux.remove(spi_i);
-                    if dp.outbound.deleted(spi_r).is_err() {
-                        // Nothing is left to send on: the tunnel carries nothing any more.
-                        self.close_with(now, DownReason::ChildSaGone);
+                    if dp.outbound.deleted(spi_r).is_err() && dp.lost.is_none() {
+                        // Nothing is left to send on. The gateway may be re-creating it (after
+                        // a hard lifetime); otherwise we ask for one, and only then give up.
+                        dp.lost = Some(LostChild {
+                            create_at: Some(now + CHILD_RECREATE_WAIT),
+                            deadline: now + CHILD_RECREATE_DEADLINE,
+                        });
+                        self.events.push_back(TunnelEvent::ChildSaLost);
                     }
                 }
+                Event::ChildSaCreated(child) => self.recreated(now, &child),
                 Event::IkeSaRekeyed { suite } => {
                     self.stats.ike_sa_rekeys += 1;
                     self.events.push_back(TunnelEvent::IkeSaRekeyed { suite });
@@ -385,6 +443,7 @@ impl ClientTunnel {
             ts_r: child.ts_r,
             rekey_requested: false,
             next_keepalive: now + NAT_KEEPALIVE_INTERVAL,
+            lost: None,
         }));
         self.events.push_back(TunnelEvent::Up(Box::new(TunnelUp {
             suite,
@@ -410,6 +469,29 @@ impl ClientTunnel {
                 dp.rekey_requested = false;
                 self.stats.child_sa_rekeys += 1;
                 self.events.push_back(TunnelEvent::ChildSaRekeyed {
+                    spi_in: new.spi_i,
+                    spi_out: new.spi_r,
+                });
+            }
+            Err(e) => self.close_with(now, DownReason::Esp(e)),
+        }
+    }
+
+    /// A new Child SA replaced the lost one: packets flow again, the IKE SA unchanged.
+    fn recreated(&mut self, now: Instant, new: &ChildSaEstablished) {
+        let Phase::Up(dp) = &mut self.phase else {
+            return;
+        };
+        let config = self.esp.sa_config(new);
+        match client_sas(&*self.provider, &config, new) {
+            Ok((out_sa, in_sa)) => {
+                dp.demux.insert(in_sa);
+                dp.outbound.rekeyed(out_sa);
+                dp.ts_r.clone_from(&new.ts_r);
+                dp.rekey_requested = false;
+                dp.lost = None;
+                self.stats.child_sa_recreates += 1;
+                self.events.push_back(TunnelEvent::ChildSaRecreated {
                     spi_in: new.spi_i,
                     spi_out: new.spi_r,
                 });

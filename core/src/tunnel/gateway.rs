@@ -63,6 +63,9 @@ pub enum EspUpdate {
         outbound: EspSpi,
         /// Our inbound SPI.
         inbound: EspSpi,
+        /// A new Child SA is on its way in its place (the responder re-creates one after a
+        /// hard lifetime): keep the client while it comes.
+        successor: bool,
     },
     /// The IKE SA failed or was closed: its client and all its SAs are gone.
     Gone {
@@ -226,7 +229,9 @@ impl GatewayTunnel {
                     ts_i: child.ts_i.clone(),
                 }
             }
-            Event::ChildSaRekeyed { new, .. } => {
+            // A re-created Child SA stays within the selectors of the one it replaces
+            // (`ike::session::create_child`), so the client's leases are unchanged.
+            Event::ChildSaRekeyed { new, .. } | Event::ChildSaCreated(new) => {
                 let (inbound, outbound) = gateway_sas(provider, esp, new)?;
                 EspUpdate::Rekeyed {
                     spi_r,
@@ -239,6 +244,7 @@ impl GatewayTunnel {
                 spi_r,
                 outbound: child.spi_i,
                 inbound: child.spi_r,
+                successor: responder.creating_child_sa(spi_r),
             },
             Event::Failed(_) | Event::Closed => EspUpdate::Gone { spi_r },
             _ => return Ok(None),
@@ -317,6 +323,7 @@ impl GatewayTunnel {
                 spi_r,
                 outbound,
                 inbound,
+                successor,
             } => {
                 let client = self.clients.get_mut(&spi_r)?;
                 // Only this client's own SAs: another IKE SA cannot delete them.
@@ -325,7 +332,7 @@ impl GatewayTunnel {
                     self.by_spi.remove(&inbound);
                     client.inbound_spis.retain(|s| *s != inbound);
                 }
-                if client.outbound.deleted(outbound).is_err() {
+                if client.outbound.deleted(outbound).is_err() && !successor {
                     // No SA is left to send to this client on: an IKE SA without a tunnel only
                     // holds the address lease.
                     self.request(GatewayRequest::Close { spi_r });
@@ -429,7 +436,11 @@ impl GatewayTunnel {
         };
         let client = self.clients.get_mut(&spi_r)?;
         let address = client.address;
-        let outbound = client.outbound.current();
+        let Some(outbound) = client.outbound.current() else {
+            // Its Child SA is being re-created.
+            self.stats.count_drop(&DropReason::NotUp);
+            return None;
+        };
         let sealed = outbound.seal(packet, out);
         let rekey = (outbound.needs_rekey() && !client.rekey_requested).then(|| outbound.spi());
         if let Some(spi) = rekey {

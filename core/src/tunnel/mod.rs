@@ -86,6 +86,20 @@ pub enum TunnelEvent {
         /// The new outbound SPI.
         spi_out: esp::EspSpi,
     },
+    /// The gateway deleted the only Child SA: nothing is sent until a new one comes
+    /// ([`TunnelEvent::ChildSaRecreated`]), or the tunnel goes down with
+    /// [`DownReason::ChildSaGone`] within seconds. The IKE SA stays.
+    ChildSaLost,
+    /// A new Child SA replaced the lost one (CREATE_CHILD_SA without REKEY_SA, [RFC 7296
+    /// §1.3.1], from the gateway or from us); packets flow again.
+    ///
+    /// [RFC 7296 §1.3.1]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.1
+    ChildSaRecreated {
+        /// The new inbound SPI.
+        spi_in: esp::EspSpi,
+        /// The new outbound SPI.
+        spi_out: esp::EspSpi,
+    },
     /// The IKE SA was rekeyed ([RFC 7296 §2.18]).
     ///
     /// [RFC 7296 §2.18]: https://www.rfc-editor.org/rfc/rfc7296#section-2.18
@@ -111,7 +125,7 @@ pub enum DownReason {
     /// The gateway authenticated but refused the Child SA; the IKE SA was deleted.
     ChildSaRefused(ike::Error),
     /// The Child SA the tunnel sends on is gone without a successor (deleted by the gateway, or
-    /// expired without a rekey); the IKE SA was deleted.
+    /// expired without a rekey) and no new one came in time; the IKE SA was deleted.
     ChildSaGone,
     /// The IKE SA did not float to port 4500; userspace ESP needs UDP encapsulation
     /// ([RFC 3948]).
@@ -189,6 +203,8 @@ pub struct TunnelStats {
     pub not_up_drops: u64,
     /// Child SA rekeys completed.
     pub child_sa_rekeys: u64,
+    /// Child SAs re-created after the gateway deleted the only one.
+    pub child_sa_recreates: u64,
     /// IKE SA rekeys completed.
     pub ike_sa_rekeys: u64,
 }

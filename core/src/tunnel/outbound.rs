@@ -4,16 +4,18 @@
 //! deleted next. But in a rekey collision (RFC 7296 §2.8.1) the winner first hears of the peer's
 //! SA, switches to it, and then the peer deletes it as the redundant one; sending must fall back
 //! to the SA it replaced, with its sequence numbers intact, until the surviving rekey completes.
-//! Only when no SA is left does the tunnel carry nothing.
+//! When no SA is left the tunnel carries nothing until a new Child SA is created in its place
+//! (RFC 7296 §1.3.1), or the tunnel ends.
 
 use crate::esp::{EspSpi, OutboundSa};
 
 /// Replaced SAs kept at most (normally one lives until its Delete; collisions add one).
 const MAX_REPLACED: usize = 4;
 
-/// The current outbound SA and those it replaced, newest last.
+/// The current outbound SA (none after the last was deleted) and those it replaced, newest
+/// last.
 pub(crate) struct Outbound {
-    current: OutboundSa,
+    current: Option<OutboundSa>,
     replaced: Vec<OutboundSa>,
 }
 
@@ -24,19 +26,21 @@ pub(crate) struct NoOutboundSa;
 impl Outbound {
     pub(crate) fn new(current: OutboundSa) -> Self {
         Self {
-            current,
+            current: Some(current),
             replaced: Vec::new(),
         }
     }
 
-    /// The SA to send on.
-    pub(crate) fn current(&mut self) -> &mut OutboundSa {
-        &mut self.current
+    /// The SA to send on; `None` while a deleted one awaits its re-creation.
+    pub(crate) fn current(&mut self) -> Option<&mut OutboundSa> {
+        self.current.as_mut()
     }
 
-    /// A rekey made `new`: send on it from now on.
+    /// A rekey (or a re-creation) made `new`: send on it from now on.
     pub(crate) fn rekeyed(&mut self, new: OutboundSa) {
-        let old = core::mem::replace(&mut self.current, new);
+        let Some(old) = self.current.replace(new) else {
+            return;
+        };
         if self.replaced.len() == MAX_REPLACED {
             self.replaced.remove(0);
         }
@@ -48,14 +52,17 @@ impl Outbound {
     ///
     /// # Errors
     ///
-    /// [`NoOutboundSa`] when the current SA was deleted and none is left.
+    /// [`NoOutboundSa`] when the current SA was deleted and none is left (then nothing is sent
+    /// until [`rekeyed`](Self::rekeyed) brings one).
     pub(crate) fn deleted(&mut self, spi: EspSpi) -> Result<(), NoOutboundSa> {
         self.replaced.retain(|sa| sa.spi() != spi);
-        if self.current.spi() != spi {
-            return Ok(());
+        match &self.current {
+            Some(sa) if sa.spi() != spi => return Ok(()),
+            None => return Err(NoOutboundSa),
+            Some(_) => {}
         }
-        self.current = self.replaced.pop().ok_or(NoOutboundSa)?;
-        Ok(())
+        self.current = self.replaced.pop();
+        self.current.as_ref().map(|_| ()).ok_or(NoOutboundSa)
     }
 }
 
@@ -80,7 +87,7 @@ mod tests {
         let mut buf = [0u8; 256];
         let mut packet = [0u8; 40];
         packet[..4].copy_from_slice(&[0x45, 0, 0, 40]);
-        out.current().seal(&packet, &mut buf).unwrap();
+        out.current().unwrap().seal(&packet, &mut buf).unwrap();
         let spi = u32::from_be_bytes(buf[0..4].try_into().unwrap());
         let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap());
         (spi, seq)
@@ -122,6 +129,11 @@ mod tests {
         out.rekeyed(sa(2));
         assert_eq!(out.deleted(EspSpi(1)), Ok(()));
         assert_eq!(out.deleted(EspSpi(2)), Err(NoOutboundSa));
+        assert!(out.current().is_none());
+        // A re-created Child SA: sending starts again on it, at sequence number 1.
+        out.rekeyed(sa(3));
+        assert_eq!(seal(&mut out), (3, 1));
+        assert!(out.replaced.is_empty());
     }
 
     #[test]

@@ -256,6 +256,19 @@ impl Initiator {
         result
     }
 
+    /// Creates a new Child SA in place of the lost one (CREATE_CHILD_SA without REKEY_SA,
+    /// [RFC 7296 §1.3.1]) with its cipher and selectors, unless one is live or already on its
+    /// way. [`ChildSaCreated`](crate::ike::Event::ChildSaCreated) follows, or
+    /// [`ChildSaFailed`](crate::ike::Event::ChildSaFailed) and the IKE SA's Delete.
+    ///
+    /// [RFC 7296 §1.3.1]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.1
+    pub fn create_child_sa(&mut self, now: Instant) {
+        if let State::Established(e) = &mut self.state {
+            e.create_child_sa(now);
+            self.drain();
+        }
+    }
+
     /// Rekeys the IKE SA now ([RFC 7296 §2.18]), as its soft lifetime would.
     ///
     /// [RFC 7296 §2.18]: https://www.rfc-editor.org/rfc/rfc7296#section-2.18

@@ -274,7 +274,9 @@ impl Responder {
         self.outbox.append(&mut e.outbox);
         for event in e.events.drain(..) {
             match &event {
-                Event::ChildSaEstablished(child) | Event::ChildSaRekeyed { new: child, .. } => {
+                Event::ChildSaEstablished(child)
+                | Event::ChildSaCreated(child)
+                | Event::ChildSaRekeyed { new: child, .. } => {
                     self.esp_spis.insert(child.spi_r);
                 }
                 Event::ChildSaDeleted(child) => {
@@ -318,6 +320,15 @@ impl Responder {
     pub fn rekey_child_sa(&mut self, now: Instant, id: u64, spi: EspSpi) -> Result<(), Error> {
         self.with_established(id, |e| e.rekey_child_sa(now, spi))
             .unwrap_or(Err(Error::ApiMisuse("no established IKE SA with this id")))
+    }
+
+    /// Whether IKE SA `id` is re-creating its lost Child SA (after a hard lifetime, or the
+    /// client's CREATE_CHILD_SA is under way): its client is kept meanwhile.
+    pub fn creating_child_sa(&self, id: u64) -> bool {
+        self.sas.get(&id).is_some_and(|sa| match &sa.state {
+            State::Established(e) => e.creating_child_sa(),
+            _ => false,
+        })
     }
 
     /// Rekeys IKE SA `id` now; the gateway becomes the new SA's original initiator.

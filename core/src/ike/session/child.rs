@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+use crate::crypto::AeadAlgorithm;
 use crate::ike::keys::ChildSaKeys;
 use crate::ike::sa::{ChildSaEstablished, ChildSaId, Event};
 use crate::wire::EspSpi;
@@ -49,6 +50,20 @@ impl ChildSa {
 #[derive(Default)]
 pub(super) struct ChildSaTable {
     children: Vec<ChildSa>,
+    /// The newest Child SA's cipher and selectors: what a re-created one carries.
+    last: Option<LastChild>,
+}
+
+/// What a new Child SA that replaces a lost one inherits from it: its cipher and its traffic
+/// selectors in the client's view (a re-created SA stays within what this IKE SA agreed,
+/// [RFC 7296 §2.9]).
+///
+/// [RFC 7296 §2.9]: https://www.rfc-editor.org/rfc/rfc7296#section-2.9
+#[derive(Debug, Clone)]
+pub(super) struct LastChild {
+    pub(super) encr: AeadAlgorithm,
+    pub(super) ts_i: Vec<TrafficSelector>,
+    pub(super) ts_r: Vec<TrafficSelector>,
 }
 
 impl ChildSaTable {
@@ -69,7 +84,22 @@ impl ChildSaTable {
     }
 
     pub(super) fn insert(&mut self, child: ChildSa) {
+        self.last = Some(LastChild {
+            encr: child.sa.encr,
+            ts_i: child.sa.ts_i.clone(),
+            ts_r: child.sa.ts_r.clone(),
+        });
         self.children.push(child);
+    }
+
+    /// Whether one Child SA still carries traffic or is being rekeyed.
+    pub(super) fn any_live(&self) -> bool {
+        self.children.iter().any(ChildSa::is_live)
+    }
+
+    /// The newest Child SA's cipher and selectors, deleted or not.
+    pub(super) fn last(&self) -> Option<&LastChild> {
+        self.last.as_ref()
     }
 
     pub(super) fn remove(&mut self, id: ChildSaId) -> Option<ChildSa> {
@@ -129,10 +159,16 @@ impl View {
         we_initiate: bool,
         sa: &ChildSaEstablished,
     ) -> (Vec<TrafficSelector>, Vec<TrafficSelector>) {
+        self.exchange_pair(we_initiate, (&sa.ts_i, &sa.ts_r))
+    }
+
+    /// A client's-view pair (`_i`, `_r`) as an exchange `we_initiate` (or the peer does) names
+    /// it; the same swap turns an exchange's pair back into the client's view.
+    pub(super) fn exchange_pair<T: Clone>(self, we_initiate: bool, (i, r): (&T, &T)) -> (T, T) {
         if we_initiate == self.client {
-            (sa.ts_i.clone(), sa.ts_r.clone())
+            (i.clone(), r.clone())
         } else {
-            (sa.ts_r.clone(), sa.ts_i.clone())
+            (r.clone(), i.clone())
         }
     }
 }

@@ -89,7 +89,10 @@ impl Session {
         // The client's view: `_i` is the client whoever initiated this exchange.
         let new = self.view.to_client_view(we_initiated, exchange_view);
         let new_pair = new.id();
-        let old = parts.old;
+        let Some(old) = parts.old else {
+            self.child_created(now, we_initiated, new);
+            return Ok(());
+        };
         if we_initiated && collision.as_ref().and_then(Collision::we_lost) == Some(true) {
             // Our SA is the redundant one: we made it, we delete it (RFC 7296 §2.8.1). It was
             // never announced or installed; the peer's SA replaces the old one.

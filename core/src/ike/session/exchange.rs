@@ -111,7 +111,10 @@ impl Session {
                 return;
             };
             if self.peer_rekey.is_some()
-                && matches!(intent, Intent::RekeyChildSa(_) | Intent::RekeyIkeSa)
+                && matches!(
+                    intent,
+                    Intent::RekeyChildSa(_) | Intent::CreateChildSa | Intent::RekeyIkeSa
+                )
             {
                 self.queue.push_front(intent);
                 return;
@@ -160,6 +163,7 @@ impl Session {
                 )
             }
             Intent::RekeyChildSa(pair) => self.start_child_rekey(now, sa, pair, None, 0),
+            Intent::CreateChildSa => self.start_child_create(now, sa, None, 0),
             Intent::RekeyIkeSa => self.start_ike_rekey(now, sa, None, 0),
         }
     }
@@ -245,6 +249,7 @@ impl Session {
             return true;
         };
         let payloads = &message.payloads;
+        let creating = matches!(&exchange, Exchange::RekeyChildSa(x) if x.old.is_none());
         let result = match exchange {
             Exchange::Dpd => Ok(()),
             Exchange::DeleteChildSa(pairs) => {
@@ -279,6 +284,10 @@ impl Session {
                 self.fail(e);
                 self.outbox = pending;
                 false
+            }
+            Err(e) if creating => {
+                self.child_create_failed(now, e);
+                true
             }
             Err(e) => {
                 self.events.push_back(Event::ChildSaFailed(e));
@@ -384,8 +393,8 @@ impl Session {
         }
     }
 
-    /// CREATE_CHILD_SA from the peer: a Child SA rekey (REKEY_SA) or an IKE SA rekey (an IKE
-    /// proposal). New Child SAs are refused with NO_ADDITIONAL_SAS.
+    /// CREATE_CHILD_SA from the peer: a Child SA rekey (REKEY_SA), an IKE SA rekey (an IKE
+    /// proposal), or a new Child SA, taken only in place of a lost one (`create_child.rs`).
     pub(super) fn on_create_child_sa(
         &mut self,
         now: Instant,
@@ -411,7 +420,9 @@ impl Session {
         {
             return self.on_ike_rekey_request(now, sa, sa_payload, nonce_i, payloads);
         }
-        let rekey = find_notify(payloads, NotifyType::RekeySa).ok_or(Error::NoAdditionalSas)?;
+        let Some(rekey) = find_notify(payloads, NotifyType::RekeySa) else {
+            return self.on_child_create_request(now, sa, sa_payload, nonce_i, payloads);
+        };
         let spi = <[u8; 4]>::try_from(rekey.spi.as_slice())
             .map(|b| EspSpi(u32::from_be_bytes(b)))
             .map_err(|_| Error::PeerMisbehaved("REKEY_SA without a 4-octet SPI"))?;

@@ -18,6 +18,7 @@
 //! | `exchange.rs` | sending requests and responses, dispatching what arrives |
 //! | `timers.rs` | lifetimes, retransmissions, liveness checks, retries |
 //! | `rekey_child.rs` | Child SA rekeys, ours and the peer's ([RFC 7296 §1.3.3]) |
+//! | `create_child.rs` | a new Child SA in place of a lost one ([RFC 7296 §1.3.1]) |
 //! | `rekey_ike.rs` | IKE SA rekeys, ours and the peer's ([RFC 7296 §1.3.2]) |
 //! | `followup.rs` | IKE_FOLLOWUP_KE rounds of either ([RFC 9370 §2.2.4]) |
 //! | `collision.rs` | simultaneous rekeys ([RFC 7296 §2.8.1], [RFC 7296 §2.8.2]) |
@@ -25,6 +26,7 @@
 //! | `pfs.rs` | how much key exchange a Child SA rekey repeats ([RFC 9370 §2.2.1]) |
 //!
 //! [RFC 7296 §1.3]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3
+//! [RFC 7296 §1.3.1]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.1
 //! [RFC 7296 §1.3.2]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.2
 //! [RFC 7296 §1.3.3]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.3
 //! [RFC 7296 §1.4]: https://www.rfc-editor.org/rfc/rfc7296#section-1.4
@@ -62,6 +64,7 @@ use rekey_ike::RekeyIkeSa;
 
 mod child;
 mod collision;
+mod create_child;
 mod exchange;
 mod followup;
 mod ike_sa;
@@ -110,7 +113,8 @@ enum Exchange {
     DeleteChildSa(Vec<ChildSaId>),
     /// INFORMATIONAL Delete of the IKE SA it is sent on.
     DeleteIkeSa,
-    /// CREATE_CHILD_SA with REKEY_SA, then IKE_FOLLOWUP_KE rounds.
+    /// CREATE_CHILD_SA with REKEY_SA (or, for a new Child SA, without), then IKE_FOLLOWUP_KE
+    /// rounds.
     RekeyChildSa(Box<RekeyChildSa>),
     /// CREATE_CHILD_SA rekeying the IKE SA, then IKE_FOLLOWUP_KE rounds.
     RekeyIkeSa(Box<RekeyIkeSa>),
@@ -121,6 +125,8 @@ enum Exchange {
 enum Intent {
     /// Rekey the Child SA with this normalized SPI pair.
     RekeyChildSa(ChildSaId),
+    /// A new Child SA in place of the lost one.
+    CreateChildSa,
     RekeyIkeSa,
     Dpd,
     DeleteChildSa(Vec<ChildSaId>),
@@ -152,6 +158,9 @@ pub(crate) struct Faults {
     pub(crate) refuse_create_child_sa: bool,
     /// Offer only this PFS level in our Child SA rekeys (a peer configured that way).
     pub(crate) child_rekey_offer: Option<Pfs>,
+    /// Delete a Child SA at its hard lifetime without creating the next one (a peer that
+    /// leaves it to the other side).
+    pub(crate) no_recreate: bool,
 }
 
 fn payload_ke(payloads: &[Payload]) -> Option<&KePayload> {

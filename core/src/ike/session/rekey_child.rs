@@ -29,12 +29,14 @@ use super::{
     payload_nonce, payload_sa, payload_ts,
 };
 
-/// Our CREATE_CHILD_SA rekeying a Child SA ([RFC 7296 §1.3.3]).
+/// Our CREATE_CHILD_SA rekeying a Child SA ([RFC 7296 §1.3.3]) or, without `old`, creating
+/// one that replaces a lost one ([RFC 7296 §1.3.1], `create_child.rs`).
 ///
+/// [RFC 7296 §1.3.1]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.1
 /// [RFC 7296 §1.3.3]: https://www.rfc-editor.org/rfc/rfc7296#section-1.3.3
 pub(super) struct RekeyChildSa {
-    /// The Child SA rekeyed (normalized SPI pair).
-    pub(super) old: ChildSaId,
+    /// The Child SA rekeyed (normalized SPI pair); `None` for a new one.
+    pub(super) old: Option<ChildSaId>,
     pub(super) encr: AeadAlgorithm,
     /// Our inbound SPI of the new SA.
     pub(super) new_spi: EspSpi,
@@ -50,6 +52,17 @@ pub(super) struct RekeyChildSa {
     pub(super) collision: Option<Collision>,
 }
 
+/// What our CREATE_CHILD_SA for a Child SA asks for.
+pub(super) struct ChildRequest {
+    /// The Child SA rekeyed; `None` for a new one.
+    pub(super) old: Option<ChildSaId>,
+    pub(super) encr: AeadAlgorithm,
+    /// TSi and TSr in the exchange's view (TSi is ours: we initiate).
+    pub(super) ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
+    /// The REKEY_SA notify of a rekey.
+    pub(super) rekey_sa: Option<Payload>,
+}
+
 /// What the responder answered to our Child SA rekey.
 pub(super) struct ChildAnswer {
     pub(super) nonce_r: Vec<u8>,
@@ -60,9 +73,11 @@ pub(super) struct ChildAnswer {
     pub(super) link: Option<Vec<u8>>,
 }
 
-/// A Child SA negotiated by a rekey, in the exchange's view (`_i` = exchange initiator).
+/// A Child SA negotiated by a rekey (or a re-creation), in the exchange's view (`_i` =
+/// exchange initiator).
 pub(super) struct ChildParts {
-    pub(super) old: ChildSaId,
+    /// The Child SA it replaces by a rekey; `None` for a new one.
+    pub(super) old: Option<ChildSaId>,
     pub(super) encr: AeadAlgorithm,
     pub(super) esn: bool,
     pub(super) spi_i: EspSpi,
@@ -90,7 +105,43 @@ impl Session {
         }
         let (encr, old_in) = (child.sa.encr, self.view.ours_theirs(pair).0);
         // TSi is the exchange initiator's side.
-        let (ts_i, ts_r) = self.view.exchange_ts(true, &child.sa);
+        let ts = self.view.exchange_ts(true, &child.sa);
+        let rekey_sa = Payload::Notify(NotifyPayload {
+            protocol_id: ProtocolId::Esp,
+            spi: old_in.to_be_bytes().to_vec(),
+            notify_type: NotifyType::RekeySa,
+            data: Vec::new(),
+        });
+        if let Some(c) = self.children.get_mut(pair)
+            && matches!(c.state, ChildState::Active)
+        {
+            c.state = ChildState::Rekeying;
+        }
+        let request = ChildRequest {
+            old: Some(pair),
+            encr,
+            ts,
+            rekey_sa: Some(rekey_sa),
+        };
+        self.send_child_request(now, sa, request, method, invalid_ke_retries)
+    }
+
+    /// Sends our CREATE_CHILD_SA for a Child SA: a rekey with REKEY_SA or a new one, with a
+    /// key exchange for each round of the IKE SA's construction.
+    pub(super) fn send_child_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        request: ChildRequest,
+        method: Option<KeyExchangeMethod>,
+        invalid_ke_retries: u8,
+    ) -> Result<(), Error> {
+        let ChildRequest {
+            old,
+            encr,
+            ts: (ts_i, ts_r),
+            rekey_sa,
+        } = request;
         let choice = sa.choice.clone();
         #[cfg_attr(not(test), expect(unused_mut, reason = "altered by test faults"))]
         let mut ke_method = method.unwrap_or(choice.ke);
@@ -122,16 +173,9 @@ impl Session {
         let with_ke = proposals
             .iter()
             .any(|p| pfs_of(p, &choice.addke).is_some_and(|l| l != Pfs::None));
-        let mut inner = vec![
-            Payload::Notify(NotifyPayload {
-                protocol_id: ProtocolId::Esp,
-                spi: old_in.to_be_bytes().to_vec(),
-                notify_type: NotifyType::RekeySa,
-                data: Vec::new(),
-            }),
-            Payload::Sa(SaPayload { proposals }),
-            nonce_payload(&nonce_i)?,
-        ];
+        let mut inner: Vec<Payload> = rekey_sa.into_iter().collect();
+        inner.push(Payload::Sa(SaPayload { proposals }));
+        inner.push(nonce_payload(&nonce_i)?);
         if with_ke {
             inner.push(ke_payload(&*ke));
         }
@@ -142,7 +186,7 @@ impl Session {
             selectors: ts_r.clone(),
         }));
         let exchange = RekeyChildSa {
-            old: pair,
+            old,
             encr,
             new_spi,
             nonce_i,
@@ -157,11 +201,6 @@ impl Session {
             invalid_ke_retries,
             collision: None,
         };
-        if let Some(c) = self.children.get_mut(pair)
-            && matches!(c.state, ChildState::Active)
-        {
-            c.state = ChildState::Rekeying;
-        }
         self.send_request(
             now,
             sa,
@@ -270,7 +309,9 @@ impl Session {
         error: NotifyType,
         payloads: &[Payload],
     ) -> Result<(), Error> {
-        self.child_rekey_ended(x.old);
+        if let Some(old) = x.old {
+            self.child_rekey_ended(old);
+        }
         match error {
             NotifyType::InvalidKePayload if x.answer.is_none() => {
                 let method = find_notify(payloads, NotifyType::InvalidKePayload)
@@ -281,13 +322,15 @@ impl Session {
                             && self.settings.policy.ke.contains(&m)
                             && x.invalid_ke_retries < MAX_INVALID_KE_RETRIES =>
                     {
-                        self.start_child_rekey(now, sa, x.old, Some(m), x.invalid_ke_retries + 1)
+                        let retries = x.invalid_ke_retries + 1;
+                        match x.old {
+                            Some(old) => self.start_child_rekey(now, sa, old, Some(m), retries),
+                            None => self.start_child_create(now, sa, Some(m), retries),
+                        }
                     }
                     _ => {
-                        self.events
-                            .push_back(Event::ChildSaFailed(Error::NotifyReceived(
-                                NotifyType::InvalidKePayload,
-                            )));
+                        let e = Error::NotifyReceived(NotifyType::InvalidKePayload);
+                        self.child_request_failed(now, x, e);
                         Ok(())
                     }
                 }
@@ -296,19 +339,31 @@ impl Session {
             // STATE_NOT_FOUND the exchange is void and is run again (RFC 9370 §2.2.4).
             NotifyType::TemporaryFailure | NotifyType::StateNotFound => {
                 let at = now + self.retry_delay();
-                self.retries.push((at, Intent::RekeyChildSa(x.old)));
+                let intent = x.old.map_or(Intent::CreateChildSa, Intent::RekeyChildSa);
+                self.retries.push((at, intent));
                 Ok(())
             }
             // The peer no longer has it (RFC 7296 §2.25).
-            NotifyType::ChildSaNotFound => {
-                self.remove_child(x.old);
+            NotifyType::ChildSaNotFound if x.old.is_some() => {
+                if let Some(old) = x.old {
+                    self.remove_child(old);
+                }
                 Ok(())
             }
             other => {
-                self.events
-                    .push_back(Event::ChildSaFailed(Error::NotifyReceived(other)));
+                self.child_request_failed(now, x, Error::NotifyReceived(other));
                 Ok(())
             }
+        }
+    }
+
+    /// Our CREATE_CHILD_SA for a Child SA failed: a rekey leaves the old SA in place, a
+    /// re-creation leaves none.
+    pub(super) fn child_request_failed(&mut self, now: Instant, x: &RekeyChildSa, error: Error) {
+        if x.old.is_none() {
+            self.child_create_failed(now, error);
+        } else {
+            self.events.push_back(Event::ChildSaFailed(error));
         }
     }
 
@@ -331,6 +386,28 @@ impl Session {
         if !child.is_live() || matches!(sa.active, Some((_, Exchange::RekeyIkeSa(_)))) {
             return Err(Error::ExchangeInProgress);
         }
+        let (ts_i, ts_r) = payload_ts(payloads);
+        ts_i.ok_or(Error::MissingPayload("TSi"))?;
+        ts_r.ok_or(Error::MissingPayload("TSr"))?;
+        // The rekeyed SA keeps the old one's selectors (RFC 7296 §2.8), in the exchange's view.
+        let ts = self.view.exchange_ts(false, &child.sa);
+        self.answer_child_request(now, sa, Some(old), ts, sa_payload, nonce_i, payloads)
+    }
+
+    /// Answers the peer's CREATE_CHILD_SA for a Child SA (a rekey of `old`, or a new one) with
+    /// the selectors `ts` (exchange's view): the strongest PFS offered, our cipher, the first
+    /// round's KE; then the IKE_FOLLOWUP_KE rounds, if any.
+    #[expect(clippy::too_many_arguments, reason = "the whole request")]
+    pub(super) fn answer_child_request(
+        &mut self,
+        now: Instant,
+        sa: &mut IkeSa,
+        old: Option<ChildSaId>,
+        (ts_i, ts_r): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+        sa_payload: &SaPayload,
+        nonce_i: Vec<u8>,
+        payloads: &[Payload],
+    ) -> Result<(Vec<Payload>, After), Error> {
         // The strongest PFS offered wins, then our cipher preference (RFC 7296 §1.3.1 leaves
         // PFS to policy: a gateway configured without it still rekeys, see
         // `InitiatorConfig::require_child_pfs`).
@@ -382,17 +459,13 @@ impl Session {
                 ))
             }
         };
-        let (ts_i, ts_r) = payload_ts(payloads);
-        ts_i.ok_or(Error::MissingPayload("TSi"))?;
-        ts_r.ok_or(Error::MissingPayload("TSr"))?;
-        // The rekeyed SA keeps the old one's selectors (RFC 7296 §2.8), in the exchange's view.
-        let (ts_i, ts_r) = self.view.exchange_ts(false, &child.sa);
         let our_spi = random_esp_spi(&*self.provider, |spi| self.esp_spi_taken(spi))?;
         let nonce_r = new_nonce(&*self.provider, self.settings.nonce_len)?;
         // A collision with our own rekey of the same SA (RFC 7296 §2.8.1): answer as usual and
         // remember the peer's nonces.
-        if let Some((_, Exchange::RekeyChildSa(x))) = &mut sa.active
-            && x.old == old
+        if let Some(old) = old
+            && let Some((_, Exchange::RekeyChildSa(x))) = &mut sa.active
+            && x.old == Some(old)
         {
             x.collision = Some(Collision {
                 ours: x.answer.as_ref().map(|a| min_nonce(&x.nonce_i, &a.nonce_r)),

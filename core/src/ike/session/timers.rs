@@ -149,11 +149,13 @@ impl Session {
             self.peer_rekey = None;
         }
         let mut expired = Vec::new();
+        let mut lost_live = false;
         let mut due = Vec::new();
         let rekeying: Vec<ChildSaId> = self.rekeys_in_flight();
         for c in self.children.iter_mut() {
             if now >= c.expire_at && !rekeying.contains(&c.sa.id()) {
                 expired.push(c.sa.id());
+                lost_live |= c.is_live();
             } else if now >= c.rekey_at && c.is_live() {
                 c.rekey_at = c.expire_at;
                 due.push(c.sa.id());
@@ -172,6 +174,14 @@ impl Session {
                 _ => true,
             });
             self.enqueue(Intent::DeleteChildSa(expired));
+            // One that carried traffic expired without a successor: a new one takes its place
+            // after the Delete, on the same IKE SA (what strongSwan does, "CHILD_SA recreate
+            // after hard expire").
+            #[cfg(test)]
+            let lost_live = lost_live && !self.faults.no_recreate;
+            if lost_live && !self.children.any_live() {
+                self.enqueue(Intent::CreateChildSa);
+            }
         }
         let (retry_now, later): (Vec<_>, Vec<_>) =
             self.retries.drain(..).partition(|(t, _)| *t <= now);
@@ -200,11 +210,11 @@ impl Session {
     /// for the seconds the successor is late.
     pub(super) fn rekeys_in_flight(&self) -> Vec<ChildSaId> {
         let ours = self.sas.iter().filter_map(|s| match &s.active {
-            Some((_, Exchange::RekeyChildSa(x))) => Some(x.old),
+            Some((_, Exchange::RekeyChildSa(x))) => x.old,
             _ => None,
         });
         let theirs = self.peer_rekey.iter().filter_map(|p| match &p.kind {
-            PeerRekeyKind::Child(parts) => Some(parts.old),
+            PeerRekeyKind::Child(parts) => parts.old,
             PeerRekeyKind::Ike { .. } => None,
         });
         ours.chain(theirs).collect()
