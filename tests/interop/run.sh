@@ -5,7 +5,8 @@
 # Usage (root):  tests/interop/run.sh [SCENARIO...]     (default: all)
 #                tests/interop/run.sh setup              (only build the chroot)
 # Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
-#            gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs gw_no_pfs
+#            gw_rekey gw_drives_rekey p384_chacha child_delete child_recreate no_pfs
+#            gw_no_pfs gw_restart
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -68,7 +69,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd gw_restart sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete no_pfs gw_no_pfs)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd gw_restart sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete child_recreate no_pfs gw_no_pfs)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -169,8 +170,10 @@ write_charon() {
     local inst=$1 d=$STATE/$1
     local V_INST=$inst V_CSTATE=$CSTATE V_IKE_LOGLEVEL=$SW_IKE_LOGLEVEL V_DATAPATH_PLUGINS
     local V_IKE_PROPOSALS=$2 V_ESP_PROPOSALS=$3 V_FRAGMENTATION=${4:-yes} V_CL_REMOTE_TS=${CL_REMOTE_TS:-$PQGW_NET}
-    # Scenarios set GW_IKE_REKEY, GW_CHILD_REKEY, GW_DPD_DELAY (strongSwan durations) locally.
+    # Scenarios set GW_IKE_REKEY, GW_CHILD_REKEY, GW_CHILD_LIFE, GW_DPD_DELAY (strongSwan
+    # durations) locally.
     local V_GW_IKE_REKEY=${GW_IKE_REKEY:-0s} V_GW_CHILD_REKEY=${GW_CHILD_REKEY:-0s} \
+          V_GW_CHILD_LIFE=${GW_CHILD_LIFE:-0s} \
           V_GW_DPD_DELAY=${GW_DPD_DELAY:-0s} \
           V_CL_IKE_REKEY=${CL_IKE_REKEY:-0s} V_CL_CHILD_REKEY=${CL_CHILD_REKEY:-0s}
     local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
@@ -708,32 +711,94 @@ scenario_p384_chacha() {
         'AES_GCM_16-256/PRF_HMAC_SHA2_384/ECP_384/KE1_ML_KEM_768'
 }
 
+# ike_sa_line: strongSwan's line for the rw IKE SA (unique id and SPIs), "" if none.
+ike_sa_line() {
+    sw_ctl gw --list-sas 2>&1 | grep -oE "rw: #[0-9]+, ESTABLISHED, IKEv2, [0-9a-f]+_i\*? [0-9a-f]+_r\*?" | head -1
+}
+
+# child_ok NAME: pqvpn connected with no reconnect, pings through the tunnel,
+# strongSwan's CHILD_SA installed on the IKE SA $IKE0. Appends to $reason.
+child_ok() {
+    local name=$1 js sas
+    js=$(status_json "$name"); echo "$js" >"$SCEN_DIR/status.json"
+    [ "$(jq_ 'd["state"], d["reconnects"]' <<<"$js")" = "('connected', 0)" ] \
+        || reason+="pqvpn: $(jq_ 'd["state"], d["reconnects"], d["last_error"]' <<<"$js"); "
+    [ "$(ping_loss 5)" -le 1 ] || reason+="pings through the new CHILD_SA failed; "
+    [ "$(ike_sa_line)" = "$IKE0" ] || reason+="strongSwan's IKE SA changed: '$IKE0' -> '$(ike_sa_line)'; "
+    sas=$(sw_ctl gw --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"
+    grep -q "net: #[0-9]*, reqid [0-9]*, INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256" <<<"$sas" \
+        || reason+="strongSwan has no CHILD_SA installed; "
+}
+
 # The gateway deletes the tunnel's only CHILD_SA (`swanctl --terminate --child`,
-# an INFORMATIONAL Delete for ESP, RFC 7296 §1.4.1) and keeps the IKE SA: pqvpn
-# must not stay "connected" to a tunnel that carries nothing. It closes the IKE
-# SA, exits non-zero naming the deleted tunnel and restores the routes.
+# an INFORMATIONAL Delete for ESP, RFC 7296 §1.4.1) and keeps the IKE SA without
+# creating another. pqvpn answers the Delete, waits 2 s for the gateway, then
+# creates one itself on the same IKE SA (CREATE_CHILD_SA without REKEY_SA,
+# RFC 7296 §1.3.1, with X25519 + ML-KEM): no new handshake, no reconnect
+# (--no-reconnect: the process would exit if the tunnel went down).
 scenario_child_delete() {
-    local name=child_delete reason="" rc i PQ_UP_FLAGS=--no-reconnect
+    local name=child_delete reason="" i js IKE0 PQ_UP_FLAGS=--no-reconnect
     connect_to_sw "$name" hybrid || return
     local clog=$STATE/gw/charon.log
-    [ -f "$(client_state_file)" ] || reason+="no state file $(client_state_file) while connected; "
+    IKE0=$(ike_sa_line)
+    [ -n "$IKE0" ] || reason+="no IKE SA at strongSwan; "
     sw_ctl gw --terminate --child net --timeout 10 >"$SCEN_DIR/terminate.txt" 2>&1
-    for i in $(seq 50); do [ -d "/proc/$PQ_PID" ] || break; sleep 0.2; done
-    if [ -d "/proc/$PQ_PID" ]; then
-        reason+="pqvpn still runs 10 s after strongSwan deleted its CHILD_SA ($(status_json "$name" | jq_ 'd["state"]')); "
+    for i in $(seq 75); do
+        js=$(status_json "$name")
+        [ "$(jq_ 'd.get("child_sa_recreates", 0)' <<<"$js" 2>/dev/null)" = 1 ] && break
+        [ -d "/proc/$PQ_PID" ] || break
+        sleep 0.2
+    done
+    if [ ! -d "/proc/$PQ_PID" ]; then
+        reason+="pqvpn exited: $(tail -1 "$SCEN_DIR/pqvpn.log"); "
     else
-        wait "$PQ_PID"; rc=$?
-        log "$name: pqvpn exited $rc: $(tail -1 "$SCEN_DIR/pqvpn.log")"
-        [ "$rc" != 0 ] || reason+="pqvpn exited 0; "
-        grep -q "deleted the tunnel" "$SCEN_DIR/pqvpn.log" || reason+="pqvpn's error does not say the tunnel was deleted; "
+        child_ok "$name"
+        grep -q "waiting for a new one" "$SCEN_DIR/pqvpn.log" || reason+="pqvpn did not log the lost CHILD_SA; "
     fi
     grep -qE "parsed INFORMATIONAL response [0-9]+ \[ D \]" "$clog" || reason+="strongSwan's Delete was not answered; "
-    grep -qE "parsed INFORMATIONAL request [0-9]+ \[ D \]" "$clog" || reason+="pqvpn did not delete the IKE SA; "
-    sleep 0.3
-    grep -q "rw: #" <<<"$(sw_ctl gw --list-sas 2>&1)" && reason+="strongSwan still has the IKE SA; "
+    grep -qE "parsed CREATE_CHILD_SA request [0-9]+ \[ SA No KE TSi TSr \]" "$clog" \
+        || reason+="strongSwan saw no CREATE_CHILD_SA (new CHILD_SA with KE) from pqvpn; "
+    grep -q "IKE_FOLLOWUP_KE" "$clog" || reason+="the new CHILD_SA ran no ML-KEM round (IKE_FOLLOWUP_KE); "
+    ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1
+    for i in $(seq 30); do [ -d "/proc/$PQ_PID" ] || break; sleep 0.2; done
     [ -z "$(routes_snapshot)" ] || reason+="routes left behind: $(routes_snapshot | tr '\n' ' '); "
     [ -e "$(client_state_file)" ] && reason+="state file $(client_state_file) left behind (not restored); "
-    ip -n "$NS_CL" link show pqi0 >/dev/null 2>&1 && reason+="TUN pqi0 left behind; "
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
+
+# strongSwan lets the only CHILD_SA reach its hard lifetime (life_time 6 s, no
+# rekey): it deletes it and creates a new one on the same IKE SA ("CHILD_SA
+# recreate after hard expire", CREATE_CHILD_SA without REKEY_SA). pqvpn takes it
+# twice, without a reconnect (--no-reconnect) and without asking for one itself.
+scenario_child_recreate() {
+    local name=child_recreate reason="" i js n IKE0 PQ_UP_FLAGS=--no-reconnect GW_CHILD_LIFE=6s
+    connect_to_sw "$name" hybrid || return
+    local clog=$STATE/gw/charon.log
+    IKE0=$(ike_sa_line)
+    [ -n "$IKE0" ] || reason+="no IKE SA at strongSwan; "
+    for i in $(seq 150); do
+        js=$(status_json "$name")
+        n=$(jq_ 'd.get("child_sa_recreates", 0)' <<<"$js" 2>/dev/null)
+        [ "${n:-0}" -ge 2 ] && break
+        [ -d "/proc/$PQ_PID" ] || break
+        sleep 0.2
+    done
+    if [ ! -d "/proc/$PQ_PID" ]; then
+        reason+="pqvpn exited: $(tail -1 "$SCEN_DIR/pqvpn.log"); "
+    elif [ "${n:-0}" -lt 2 ]; then
+        reason+="pqvpn counted ${n:-?} re-created CHILD_SAs in 30 s (< 2); "
+    else
+        child_ok "$name"
+    fi
+    log "$name: strongSwan: $(grep -c "CHILD_SA recreate after hard expire" "$clog") hard expiries, pqvpn: ${n:-?} re-created"
+    grep -q "CHILD_SA recreate after hard expire" "$clog" || reason+="strongSwan never hit the hard lifetime; "
+    grep -qE "generating CREATE_CHILD_SA request [0-9]+ \[ SA No KE TSi TSr \]" "$clog" \
+        || reason+="strongSwan sent no CREATE_CHILD_SA for a new CHILD_SA; "
+    grep -qE "parsed CREATE_CHILD_SA request" "$clog" && reason+="pqvpn asked for a CHILD_SA itself; "
+    grep -qE "received (NO_PROPOSAL_CHOSEN|TS_UNACCEPTABLE|NO_ADDITIONAL_SAS|INVALID_SYNTAX)" "$clog" \
+        && reason+="strongSwan received an error notify; "
+    ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1
     [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
     teardown
 }
