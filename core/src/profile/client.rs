@@ -156,7 +156,7 @@ impl ClientProfile {
         let psk = file
             .auth
             .get_ref()
-            .check(doc, &file.auth, keyring_user.clone())?;
+            .check(doc, &file.auth, keyring_user.clone(), true)?;
         let ike = file.ike.check(doc)?;
         let network = check_network(doc, file.network)?;
         Ok(Self {

@@ -141,7 +141,7 @@ impl GatewayProfile {
             .as_ref()
             .map(|auth| {
                 let user = format!("{}@{listen_text}", file.local_id.get_ref());
-                auth.get_ref().check(doc, auth, user)
+                auth.get_ref().check(doc, auth, user, false)
             })
             .transpose()?;
         if group_psk.is_none() && file.clients.is_empty() {

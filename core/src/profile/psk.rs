@@ -35,6 +35,13 @@ pub enum PskSource {
         /// The entry's user name.
         user: String,
     },
+    /// Each user hands the daemon their own (`user_credentials = true`, client profiles
+    /// only): the profile holds none. The daemon keeps each one under the keyring user
+    /// `uid-UID/LOCAL_ID@ENDPOINT`.
+    PerUser {
+        /// The profile's keyring user, `LOCAL_ID@ENDPOINT`.
+        user: String,
+    },
 }
 
 impl fmt::Debug for PskSource {
@@ -43,6 +50,7 @@ impl fmt::Debug for PskSource {
             Self::Inline(_) => f.write_str("Inline(<redacted>)"),
             Self::File(path) => f.debug_tuple("File").field(path).finish(),
             Self::Keyring { user } => f.debug_struct("Keyring").field("user", user).finish(),
+            Self::PerUser { user } => f.debug_struct("PerUser").field("user", user).finish(),
         }
     }
 }
@@ -120,17 +128,22 @@ pub(super) struct AuthFile {
     psk_file: Option<PathBuf>,
     #[serde(default)]
     psk_keyring: bool,
+    /// Each user gives the daemon their own PSK (client profiles).
+    #[serde(default)]
+    user_credentials: bool,
     #[serde(default)]
     allow_weak_psk: bool,
 }
 
 impl AuthFile {
-    /// The PSK's spec; `at` is the `[auth]` table, `keyring_user` its keyring entry.
+    /// The PSK's spec; `at` is the `[auth]` table, `keyring_user` its keyring entry;
+    /// `client`: `user_credentials` is allowed (a gateway's group PSK is its own).
     pub(super) fn check(
         &self,
         doc: &Doc<'_>,
         at: &Spanned<Self>,
         keyring_user: String,
+        client: bool,
     ) -> Result<PskSpec, ProfileError> {
         if let Some(method) = self.method.as_ref().filter(|m| m.get_ref() != "psk") {
             return Err(doc.error(
@@ -143,19 +156,35 @@ impl AuthFile {
                 ),
             ));
         }
+        if self.user_credentials && !client {
+            return Err(doc.error(
+                ProfileErrorKind::Unsupported,
+                "auth.user_credentials",
+                at,
+                "auth.user_credentials is for client profiles; a gateway's PSKs are its own".into(),
+            ));
+        }
         let sources = usize::from(self.psk.is_some())
             + usize::from(self.psk_file.is_some())
-            + usize::from(self.psk_keyring);
+            + usize::from(self.psk_keyring)
+            + usize::from(self.user_credentials);
         if sources != 1 {
+            let which = if client {
+                "psk, psk_file, psk_keyring, user_credentials"
+            } else {
+                "psk, psk_file, psk_keyring"
+            };
             return Err(doc.error(
                 ProfileErrorKind::Conflict,
                 "auth",
                 at,
-                "auth: give exactly one of psk, psk_file, psk_keyring".into(),
+                format!("auth: give exactly one of {which}"),
             ));
         }
         let source = if self.psk_keyring {
             PskSource::Keyring { user: keyring_user }
+        } else if self.user_credentials {
+            PskSource::PerUser { user: keyring_user }
         } else {
             one_source(doc, "auth", self.psk.as_ref(), self.psk_file.as_ref())?
         };

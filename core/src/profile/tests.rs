@@ -270,6 +270,21 @@ fn psk_sources_are_exclusive_and_never_quoted() {
             user: "alice@corp.test@vpn.corp.test".into()
         }
     );
+    let per_user = ClientProfile::parse(
+        &GOOD.replace(&format!("psk = \"{secret}\""), "user_credentials = true"),
+    )
+    .unwrap();
+    assert_eq!(
+        per_user.psk.source,
+        PskSource::PerUser {
+            user: "alice@corp.test@vpn.corp.test".into()
+        }
+    );
+    let e = client_error(&GOOD.replace(
+        &format!("psk = \"{secret}\""),
+        "user_credentials = true\npsk_keyring = true",
+    ));
+    assert!(e.message().contains("exactly one of"), "{e}");
     // Parse errors on the PSK's line quote neither the line nor the value.
     for bad in [
         "psk = 123456789012345678901",
@@ -421,6 +436,10 @@ fn gateway_mistakes_name_the_table() {
     ))
     .unwrap_err();
     assert!(e.message().contains("psk_keyring"), "{e}");
+    let e =
+        GatewayProfile::parse(&format!("{GATEWAY}[auth]\nuser_credentials = true\n")).unwrap_err();
+    assert_eq!(e.key(), Some("auth.user_credentials"), "{e}");
+    assert!(e.message().contains("client profiles"), "{e}");
     let e = GatewayProfile::parse(&format!(
         "{GATEWAY}[[clients]]\nid = \"a.test\"\npsk = \"short\"\n"
     ))
