@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::DriverError;
 use super::device::PacketDevice;
 use super::socket::{SocketHook, bind_udp};
-use super::status::{EspStatus, IkeStatus, State, Status};
+use super::status::{Algorithms, EspStatus, IkeStatus, State, Status};
 use crate::crypto::CryptoProvider;
 use crate::esp::ReplayProtection;
 use crate::ike::{InitiatorConfig, Suite};
@@ -93,6 +93,14 @@ fn to_status_suite(status: &mut Status, suite: &Suite) {
         encr: suite.encr.display_name().into(),
         prf: suite.prf.to_string(),
     };
+    let esp_encr = status.algorithms.as_ref().and_then(|a| a.esp_encr);
+    status.algorithms = Some(Algorithms {
+        ke: suite.ke,
+        addke: suite.addke.clone(),
+        ike_encr: suite.encr,
+        prf: suite.prf,
+        esp_encr,
+    });
 }
 
 fn to_status_counts(status: &mut Status, stats: &TunnelStats) {
@@ -275,6 +283,9 @@ fn connected_status(s: &mut Status, up: &TunnelUp) {
     s.esp = EspStatus {
         encr: up.esp.display_name().into(),
     };
+    if let Some(a) = s.algorithms.as_mut() {
+        a.esp_encr = Some(up.esp);
+    }
     s.virtual_ips = up
         .config
         .virtual_ips

@@ -34,7 +34,7 @@ pub use gateway::{GatewayOptions, run_gateway};
 pub use socket::{SocketHook, bind_udp};
 #[cfg(feature = "gateway")]
 pub use status::GatewayStatus;
-pub use status::{EspStatus, IkeStatus, State, Status};
+pub use status::{Algorithms, EspStatus, IkeStatus, State, Status};
 
 /// Why a tunnel task stopped.
 #[non_exhaustive]

@@ -43,6 +43,22 @@ pub struct EspStatus {
     pub encr: String,
 }
 
+/// The negotiated algorithms as the core's types: front ends map these (exhaustively) to
+/// their own, never parse [`IkeStatus`]'s names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Algorithms {
+    /// Key exchange of IKE_SA_INIT.
+    pub ke: crate::wire::KeyExchangeMethod,
+    /// Additional key exchanges (RFC 9370).
+    pub addke: Vec<crate::wire::KeyExchangeMethod>,
+    /// SK payload cipher.
+    pub ike_encr: crate::crypto::AeadAlgorithm,
+    /// PRF.
+    pub prf: crate::wire::PrfAlgorithm,
+    /// ESP cipher, once the Child SA is up.
+    pub esp_encr: Option<crate::crypto::AeadAlgorithm>,
+}
+
 /// A snapshot of one tunnel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Status {
@@ -56,6 +72,9 @@ pub struct Status {
     pub ike: IkeStatus,
     /// ESP algorithm.
     pub esp: EspStatus,
+    /// `ike` and `esp` as types (not in the JSON, which has their names).
+    #[serde(skip)]
+    pub algorithms: Option<Algorithms>,
     /// Virtual addresses with prefix, e.g. `10.99.0.10/32`.
     pub virtual_ips: Vec<String>,
     /// DNS servers pushed by the gateway.
