@@ -89,8 +89,10 @@ impl Client {
 
     /// Sends `request` and returns its reply; an error reply is [`ClientError::Daemon`].
     pub fn request(&mut self, request: &Request) -> Result<Reply, ClientError> {
-        let mut line =
-            serde_json::to_string(request).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        // It may carry a credential: wiped once sent.
+        let mut line = zeroize::Zeroizing::new(
+            serde_json::to_string(request).map_err(|e| ClientError::BadReply(e.to_string()))?,
+        );
         line.push('\n');
         self.write
             .write_all(line.as_bytes())

@@ -48,6 +48,49 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
     },
+    /// Hands the daemon the caller's own PSK for a profile with `user_credentials = true`;
+    /// kept across reboots, used when this user connects the profile. Refused for a profile
+    /// whose PSK is the administrator's.
+    SetCredential {
+        /// The profile's name.
+        profile: String,
+        /// The PSK.
+        secret: Secret,
+    },
+    /// Forgets the caller's own PSK for a profile.
+    DeleteCredential {
+        /// The profile's name.
+        profile: String,
+    },
+}
+
+/// A secret in a request: wiped when dropped, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `text`.
+    pub fn new(text: String) -> Self {
+        Self(text)
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl core::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 /// The answer to one request.
@@ -149,6 +192,119 @@ pub enum Mode {
     Classical,
 }
 
+/// A key exchange method (the names are those of draft-ietf-ipsecme-ikev2-mlkem and the
+/// IANA registry's usual short forms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyExchange {
+    /// Curve25519 (RFC 8031).
+    #[serde(rename = "X25519")]
+    X25519,
+    /// Curve448 (RFC 8031).
+    #[serde(rename = "X448")]
+    X448,
+    /// NIST P-256 (RFC 5903).
+    #[serde(rename = "P-256")]
+    P256,
+    /// NIST P-384 (RFC 5903).
+    #[serde(rename = "P-384")]
+    P384,
+    /// NIST P-521 (RFC 5903).
+    #[serde(rename = "P-521")]
+    P521,
+    /// ML-KEM-512 (FIPS 203).
+    #[serde(rename = "ML-KEM-512")]
+    MlKem512,
+    /// ML-KEM-768 (FIPS 203).
+    #[serde(rename = "ML-KEM-768")]
+    MlKem768,
+    /// ML-KEM-1024 (FIPS 203).
+    #[serde(rename = "ML-KEM-1024")]
+    MlKem1024,
+    /// One this client does not know (a newer daemon).
+    #[serde(other)]
+    Other,
+}
+
+impl KeyExchange {
+    /// Post-quantum (a KEM of FIPS 203).
+    pub fn is_post_quantum(self) -> bool {
+        matches!(self, Self::MlKem512 | Self::MlKem768 | Self::MlKem1024)
+    }
+
+    /// The name on the wire, e.g. `ML-KEM-768`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::X25519 => "X25519",
+            Self::X448 => "X448",
+            Self::P256 => "P-256",
+            Self::P384 => "P-384",
+            Self::P521 => "P-521",
+            Self::MlKem512 => "ML-KEM-512",
+            Self::MlKem768 => "ML-KEM-768",
+            Self::MlKem1024 => "ML-KEM-1024",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// An AEAD cipher of the IKE SA or the ESP SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cipher {
+    /// AES-GCM with a 128-bit key and 16-octet ICV (RFC 4106, RFC 5282).
+    #[serde(rename = "AES-GCM-128")]
+    Aes128Gcm,
+    /// AES-GCM with a 256-bit key and 16-octet ICV.
+    #[serde(rename = "AES-GCM-256")]
+    Aes256Gcm,
+    /// ChaCha20-Poly1305 (RFC 7634).
+    #[serde(rename = "ChaCha20-Poly1305")]
+    ChaCha20Poly1305,
+    /// One this client does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl Cipher {
+    /// The name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aes128Gcm => "AES-GCM-128",
+            Self::Aes256Gcm => "AES-GCM-256",
+            Self::ChaCha20Poly1305 => "ChaCha20-Poly1305",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// The IKE SA's pseudorandom function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Prf {
+    /// HMAC-SHA2-256 (RFC 4868).
+    #[serde(rename = "HMAC-SHA2-256")]
+    HmacSha256,
+    /// HMAC-SHA2-384.
+    #[serde(rename = "HMAC-SHA2-384")]
+    HmacSha384,
+    /// HMAC-SHA2-512.
+    #[serde(rename = "HMAC-SHA2-512")]
+    HmacSha512,
+    /// One this client does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl Prf {
+    /// The name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HmacSha256 => "HMAC-SHA2-256",
+            Self::HmacSha384 => "HMAC-SHA2-384",
+            Self::HmacSha512 => "HMAC-SHA2-512",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// One tunnel's status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TunnelStatus {
@@ -161,12 +317,29 @@ pub struct TunnelStatus {
     pub mode: Option<Mode>,
     /// Whether every key depends on ML-KEM.
     pub quantum_safe: bool,
-    /// IKE key exchanges, in order (`X25519`, `ML-KEM-768`).
-    pub key_exchanges: Vec<String>,
+    /// IKE key exchanges, in order (`X25519`, `ML-KEM-768`); empty before the first session.
+    pub key_exchanges: Vec<KeyExchange>,
     /// The IKE SA's cipher.
-    pub ike_cipher: String,
+    #[serde(default)]
+    pub ike_cipher: Option<Cipher>,
+    /// The IKE SA's PRF.
+    #[serde(default)]
+    pub prf: Option<Prf>,
     /// The ESP cipher.
-    pub esp_cipher: String,
+    #[serde(default)]
+    pub esp_cipher: Option<Cipher>,
+    /// Milliseconds from the first IKE_SA_INIT to the established Child SA.
+    #[serde(default)]
+    pub handshake_ms: Option<f64>,
+    /// Child SA rekeys since the tunnel came up (each with the IKE SA's key exchanges).
+    #[serde(default)]
+    pub child_sa_rekeys: u64,
+    /// IKE SA rekeys since the tunnel came up.
+    #[serde(default)]
+    pub ike_sa_rekeys: u64,
+    /// Child SAs the gateway deleted and a new one replaced on the same IKE SA.
+    #[serde(default)]
+    pub child_sa_recreates: u64,
     /// The gateway, `ip:port`.
     pub gateway: String,
     /// Virtual addresses with prefix.
@@ -193,6 +366,38 @@ pub struct TunnelStatus {
 pub enum Event {
     /// A tunnel's status changed (state, counters once a second while connected).
     Status(TunnelStatus),
+    /// A tunnel entered another state; sent before the [`Event::Status`] that shows it.
+    StateChanged {
+        /// The profile.
+        profile: String,
+        /// The new state.
+        state: State,
+        /// Why (reconnecting, error), in words.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// New keys: an SA was rekeyed or re-created; sent before the [`Event::Status`] that
+    /// counts it.
+    Rekeyed {
+        /// The profile.
+        profile: String,
+        /// Which SA.
+        sa: RekeyedSa,
+        /// How many of that kind since the tunnel came up.
+        count: u64,
+    },
+}
+
+/// Which SA got new keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RekeyedSa {
+    /// The IKE SA (RFC 7296 §2.18).
+    IkeSa,
+    /// The Child SA (RFC 7296 §2.8).
+    ChildSa,
+    /// The gateway deleted the Child SA and a new one replaced it (RFC 7296 §1.3.1).
+    ChildSaRecreated,
 }
 
 impl ErrorReply {
@@ -247,6 +452,19 @@ mod tests {
                 r#"{"cmd":"subscribe"}"#,
                 Request::Subscribe { profile: None },
             ),
+            (
+                r#"{"cmd":"set_credential","profile":"work","secret":"correct horse battery staple"}"#,
+                Request::SetCredential {
+                    profile: "work".into(),
+                    secret: Secret::new("correct horse battery staple".into()),
+                },
+            ),
+            (
+                r#"{"cmd":"delete_credential","profile":"work"}"#,
+                Request::DeleteCredential {
+                    profile: "work".into(),
+                },
+            ),
         ];
         for (line, request) in requests {
             assert_eq!(
@@ -300,6 +518,78 @@ mod tests {
             "{line}"
         );
         assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), event);
+        let events = [
+            (
+                r#"{"event":"state_changed","profile":"work","state":"reconnecting","reason":"the gateway stopped answering (dead peer)"}"#,
+                Event::StateChanged {
+                    profile: "work".into(),
+                    state: State::Reconnecting,
+                    reason: Some("the gateway stopped answering (dead peer)".into()),
+                },
+            ),
+            (
+                r#"{"event":"rekeyed","profile":"work","sa":"child_sa","count":3}"#,
+                Event::Rekeyed {
+                    profile: "work".into(),
+                    sa: RekeyedSa::ChildSa,
+                    count: 3,
+                },
+            ),
+        ];
+        for (line, event) in events {
+            assert_eq!(
+                serde_json::from_str::<Event>(line).unwrap(),
+                event,
+                "{line}"
+            );
+            assert_eq!(serde_json::to_string(&event).unwrap(), line);
+        }
+    }
+
+    /// Algorithms are enums with the names front ends show; one a newer daemon adds reads as
+    /// `Other` instead of failing the whole status.
+    #[test]
+    fn algorithms_are_typed_and_tolerate_new_ones() {
+        let status: TunnelStatus = serde_json::from_str(
+            r#"{"profile":"work","state":"connected","mode":"hybrid","quantum_safe":true,
+               "key_exchanges":["X25519","ML-KEM-768","FrodoKEM-976"],
+               "ike_cipher":"AES-GCM-256","prf":"HMAC-SHA2-384","esp_cipher":"ChaCha20-Poly1305",
+               "gateway":"192.0.2.1:4500","virtual_ips":[],"dns":[],"bytes_in":0,"bytes_out":0,
+               "uptime_s":0,"attempt":0,"reconnects":0,"reason":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            status.key_exchanges,
+            [
+                KeyExchange::X25519,
+                KeyExchange::MlKem768,
+                KeyExchange::Other
+            ]
+        );
+        assert!(status.key_exchanges[1].is_post_quantum());
+        assert!(!status.key_exchanges[0].is_post_quantum());
+        assert_eq!(status.ike_cipher, Some(Cipher::Aes256Gcm));
+        assert_eq!(status.prf, Some(Prf::HmacSha384));
+        assert_eq!(status.esp_cipher, Some(Cipher::ChaCha20Poly1305));
+        assert_eq!(status.handshake_ms, None);
+        for k in [KeyExchange::P384, KeyExchange::MlKem1024] {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.name())
+            );
+        }
+    }
+
+    /// A credential never shows in `Debug` (a log line of a request).
+    #[test]
+    fn secrets_are_redacted() {
+        let request = Request::SetCredential {
+            profile: "work".into(),
+            secret: Secret::new("correct horse battery staple".into()),
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("horse"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
