@@ -38,6 +38,42 @@ pub(crate) fn pq_only(socket: &Path, profile: String, on: bool) -> Result<(), St
     Ok(())
 }
 
+/// `pqvpn credential set NAME`: the PSK from stdin (hidden on a terminal), to the daemon over
+/// its socket (never in argv or the environment).
+pub(crate) async fn set_credential(socket: &Path, profile: String) -> Result<(), String> {
+    use std::io::IsTerminal as _;
+    let psk = if std::io::stdin().is_terminal() {
+        crate::secret::read_hidden_twice(&profile).await?
+    } else {
+        crate::secret::read_psk_line(&mut std::io::stdin().lock())?
+    };
+    let text = std::str::from_utf8(psk.expose())
+        .map_err(|_| "the PSK is not UTF-8 text".to_owned())?
+        .to_owned();
+    let secret = pqvpn_control::Secret::new(text);
+    request(
+        socket,
+        &Request::SetCredential {
+            profile: profile.clone(),
+            secret,
+        },
+    )?;
+    eprintln!("pqvpn: the daemon keeps your PSK for {profile}; `pqvpn connect {profile}` uses it");
+    Ok(())
+}
+
+/// `pqvpn credential delete NAME`.
+pub(crate) fn delete_credential(socket: &Path, profile: String) -> Result<(), String> {
+    request(
+        socket,
+        &Request::DeleteCredential {
+            profile: profile.clone(),
+        },
+    )?;
+    eprintln!("pqvpn: the daemon forgot your PSK for {profile}");
+    Ok(())
+}
+
 /// `pqvpn profiles [--json]`.
 pub(crate) fn profiles(socket: &Path, json: bool) -> Result<(), String> {
     let Reply::Profiles(profiles) = request(socket, &Request::Profiles)? else {
@@ -101,7 +137,10 @@ pub(crate) fn status(
     let client = Client::connect(socket).map_err(|e| e.to_string())?;
     let mut last = None;
     for event in client.subscribe(profile).map_err(|e| e.to_string())? {
-        let Event::Status(s) = event.map_err(|e| e.to_string())?;
+        // State changes and rekeys are also in the statuses that follow them.
+        let Event::Status(s) = event.map_err(|e| e.to_string())? else {
+            continue;
+        };
         // Counters change every second; print on state changes unless --json.
         let key = (s.profile.clone(), s.state, s.attempt);
         if json || last.as_ref() != Some(&key) {
@@ -130,19 +169,30 @@ fn describe(s: &TunnelStatus) -> String {
     } else {
         "NOT quantum-safe"
     };
+    let kes: Vec<&str> = s.key_exchanges.iter().map(|k| k.name()).collect();
+    let name = |c: Option<pqvpn_control::Cipher>| c.map_or("-", pqvpn_control::Cipher::name);
     let mut out = format!(
-        "profile:   {}\nstate:     {state}\nmode:      {} ({safe})\nike:       {}, {}\n\
-         esp:       {}\ngateway:   {}\naddresses: {}\ntraffic:   {} B in, {} B out, up {} s\n",
+        "profile:   {}\nstate:     {state}\nmode:      {} ({safe})\nike:       {}, {}, {}\n\
+         esp:       {}\ngateway:   {}\naddresses: {}\ntraffic:   {} B in, {} B out, up {} s\n\
+         rekeys:    {} Child SA, {} IKE SA, {} Child SA re-created\n",
         s.profile,
         mode.trim_matches('"'),
-        s.key_exchanges.join(" + "),
-        s.ike_cipher,
-        s.esp_cipher,
+        if kes.is_empty() {
+            "-".into()
+        } else {
+            kes.join(" + ")
+        },
+        name(s.ike_cipher),
+        s.prf.map_or("-", pqvpn_control::Prf::name),
+        name(s.esp_cipher),
         s.gateway,
         s.virtual_ips.join(", "),
         s.bytes_in,
         s.bytes_out,
-        s.uptime_s
+        s.uptime_s,
+        s.child_sa_rekeys,
+        s.ike_sa_rekeys,
+        s.child_sa_recreates
     );
     if let Some(reason) = &s.reason {
         out.push_str(&format!("reason:    {reason}\n"));

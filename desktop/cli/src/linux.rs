@@ -18,7 +18,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::control;
-use crate::profile::{GatewayProfile, Profile};
+use crate::profile::{GatewayProfile, Profile, StoredProfile};
+use crate::secret::Keyring;
 
 /// Where platform state files live, so a crashed run is undone at the next start.
 pub(crate) fn state_dir() -> PathBuf {
@@ -58,14 +59,24 @@ pub(crate) struct TunFactory {
 impl TunFactory {
     /// The factory of `profile`'s device, routes and DNS; nothing is created yet.
     pub(crate) fn new(profile: &Profile) -> Self {
+        Self::of(&profile.spec)
+    }
+
+    /// The same from the checked profile alone.
+    pub(crate) fn of(spec: &ClientProfile) -> Self {
         Self {
-            interface: profile.network.interface.clone(),
-            mtu: profile.network.mtu,
-            full_tunnel: profile.network.full_tunnel,
-            block_lan: profile.network.block_lan,
-            ike_port: profile.gateway.port(),
-            routes: profile.routes.clone(),
-            dns: profile.network.dns,
+            interface: spec.network.interface.clone(),
+            mtu: spec.network.mtu,
+            full_tunnel: spec.network.full_tunnel,
+            block_lan: spec.network.block_lan,
+            ike_port: spec.gateway.port,
+            routes: spec
+                .network
+                .routes
+                .iter()
+                .map(|p| (p.addr, p.len))
+                .collect(),
+            dns: spec.network.dns,
             tun: None,
             applied: None,
             installed: None,
@@ -172,25 +183,56 @@ pub(crate) fn require_root(what: &str) -> Result<(), String> {
     }
 }
 
-/// Each session's options for `pqvpn up`: the gateway's name resolved again (its address may
-/// have changed), the PSK read at start.
+/// Where a session's PSK comes from.
+pub(crate) enum SessionPsk {
+    /// Read once at start (`pqvpn up`).
+    Fixed(SecretBytes),
+    /// Read from the profile, its file or the store at each connect (the daemon).
+    Stored(Arc<StoredProfile>),
+    /// The credential of the user who connected last (`user_credentials = true`).
+    User(Arc<std::sync::Mutex<Option<SecretBytes>>>),
+}
+
+/// Each session's options: the gateway's name resolved again (its address may have changed),
+/// the PSK as [`SessionPsk`] says.
 pub(crate) struct UpConnector {
     pub(crate) spec: ClientProfile,
-    pub(crate) psk: SecretBytes,
+    pub(crate) psk: SessionPsk,
+}
+
+impl UpConnector {
+    async fn psk(&self) -> Result<SecretBytes, SessionEnd> {
+        match &self.psk {
+            SessionPsk::Fixed(psk) => Ok(psk.clone()),
+            // A missing or unreadable PSK is not fixed by retrying: `error` with the reason.
+            SessionPsk::Stored(profile) => {
+                let profile = profile.clone();
+                tokio::task::spawn_blocking(move || profile.psk(Keyring::os))
+                    .await
+                    .map_err(|e| SessionEnd::Refused(e.to_string()))?
+                    .map_err(SessionEnd::Refused)
+            }
+            SessionPsk::User(slot) => slot.lock().ok().and_then(|s| s.clone()).ok_or_else(|| {
+                SessionEnd::Refused(
+                    "no user credential for this profile; store yours with `pqvpn credential \
+                     set NAME`"
+                        .into(),
+                )
+            }),
+        }
+    }
 }
 
 impl Connector for UpConnector {
     async fn options(&mut self, mode: Mode) -> Result<ClientOptions, SessionEnd> {
+        let psk = self.psk().await?;
         let endpoint = self.spec.gateway.clone();
         let gateway =
             tokio::task::spawn_blocking(move || crate::profile::resolve_gateway(&endpoint))
                 .await
                 .map_err(|e| SessionEnd::Lost(e.to_string()))?
                 .map_err(SessionEnd::Lost)?;
-        let mut options = ClientOptions::new(
-            self.spec.initiator_config_in(mode, self.psk.clone()),
-            gateway,
-        );
+        let mut options = ClientOptions::new(self.spec.initiator_config_in(mode, psk), gateway);
         // The full tunnel's policy rules need the mark; in a split tunnel it changes nothing
         // (no rules match it) but keeps the socket's packets identifiable, as in a full tunnel.
         options.fwmark = Some(platform::FWMARK);
@@ -231,7 +273,7 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
         });
         let connector = UpConnector {
             spec: profile.spec.clone(),
-            psk: profile.psk.clone(),
+            psk: SessionPsk::Fixed(profile.psk.clone()),
         };
         run_supervisor(
             profile.spec.mode,

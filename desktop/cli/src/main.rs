@@ -12,6 +12,7 @@ mod linux;
 mod netns;
 mod profile;
 mod secret;
+mod vault;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,6 +110,12 @@ enum Command {
         #[command(subcommand)]
         action: SecretAction,
     },
+    /// Hand the daemon your own PSK for a profile with `user_credentials = true` (kept
+    /// across reboots; used when you connect it), or delete it.
+    Credential {
+        #[command(subcommand)]
+        action: CredentialAction,
+    },
     /// Bring up a hybrid tunnel on this machine and measure it.
     Demo {
         /// Only the unprivileged part: handshake and ESP between two endpoints on loopback UDP.
@@ -133,6 +140,20 @@ enum Command {
     TcpSource {
         addr: std::net::SocketAddr,
         bytes: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CredentialAction {
+    /// Read your PSK from stdin (hidden on a terminal) and give it to the daemon for NAME.
+    Set {
+        /// The daemon profile's name.
+        profile: String,
+    },
+    /// Make the daemon forget your PSK for NAME.
+    Delete {
+        /// The daemon profile's name.
+        profile: String,
     },
 }
 
@@ -240,6 +261,12 @@ fn main() -> ExitCode {
                 loopback,
                 megabytes,
             } => demo::run(loopback, megabytes).await,
+            Command::Credential {
+                action: CredentialAction::Set { profile },
+            } => client::set_credential(&client::socket(cli.socket), profile).await,
+            Command::Credential {
+                action: CredentialAction::Delete { profile },
+            } => client::delete_credential(&client::socket(cli.socket), profile),
             Command::Secret {
                 action: SecretAction::Set { profile },
             } => secret::set(&profile).await,

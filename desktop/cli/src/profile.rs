@@ -21,9 +21,7 @@ use std::path::Path;
 
 use pqvpn_core::crypto::SecretBytes;
 use pqvpn_core::ike::{InitiatorConfig, ResponderConfig};
-use pqvpn_core::profile::{
-    self as spec, ClientProfile, Endpoint, Host, NetworkSpec, PskSource, PskSpec,
-};
+use pqvpn_core::profile::{self as spec, ClientProfile, Endpoint, Host, PskSource, PskSpec};
 use zeroize::Zeroizing;
 
 use crate::secret::Keyring;
@@ -190,6 +188,13 @@ fn resolve_psk(
         }
         PskSource::File(path) => read_psk_file(key, path)?,
         PskSource::Keyring { user } => keyring()?.get_psk(user, origin.path)?,
+        PskSource::PerUser { .. } => {
+            return Err(format!(
+                "{key}.user_credentials = true: each user gives the daemon their own PSK for \
+                 this profile, so it runs only under `pqvpn daemon`: store yours with `pqvpn \
+                 credential set NAME`, then `pqvpn connect NAME`"
+            ));
+        }
     };
     spec.check(&psk).map_err(|e| e.to_string())?;
     Ok(psk)
@@ -231,14 +236,62 @@ pub(crate) fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String>
         .ok_or_else(|| format!("gateway = \"{endpoint}\": no address"))
 }
 
+/// A client profile as the daemon keeps it: its file and schema checked, nothing resolved.
+/// Its PSK is read (from the profile, its file or the store) and its gateway looked up at each
+/// connect, so a PSK stored, or a DNS server that comes up, after the daemon started is found.
+#[derive(Debug)]
+pub(crate) struct StoredProfile {
+    pub(crate) name: String,
+    /// The file, for messages.
+    pub(crate) path: String,
+    /// The file's permission bits (an inline PSK needs 0600).
+    mode: u32,
+    pub(crate) spec: ClientProfile,
+}
+
+impl StoredProfile {
+    /// Reads and checks the profile at `path`; an inline PSK in a file others may read is
+    /// refused now.
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let profile = read_profile(path)?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("pqvpn")
+            .to_owned();
+        let shown = path.display().to_string();
+        let spec = ClientProfile::parse(&profile.text).map_err(|e| format!("{shown}: {e}"))?;
+        let stored = Self {
+            name,
+            path: shown,
+            mode: profile.mode,
+            spec,
+        };
+        if matches!(stored.spec.psk.source, PskSource::Inline(_)) {
+            stored.psk(Keyring::os)?;
+        }
+        Ok(stored)
+    }
+
+    /// The profile's PSK, read now; `keyring` opens the store for `psk_keyring = true`.
+    pub(crate) fn psk(
+        &self,
+        keyring: impl FnOnce() -> Result<Keyring, String>,
+    ) -> Result<SecretBytes, String> {
+        let origin = Origin {
+            path: &self.path,
+            mode: self.mode,
+        };
+        resolve_psk(&self.spec.psk, origin, keyring).map_err(|e| format!("{}: {e}", self.path))
+    }
+}
+
 /// A client profile, checked and resolved. `Debug` never shows the PSK.
 #[derive(Debug)]
 pub(crate) struct Profile {
     pub(crate) name: String,
     pub(crate) gateway: SocketAddr,
     pub(crate) initiator: InitiatorConfig,
-    pub(crate) network: NetworkSpec,
-    pub(crate) routes: Vec<(IpAddr, u8)>,
     /// The checked profile, for building each reconnect's configuration.
     pub(crate) spec: ClientProfile,
     /// The PSK it names, read once.
@@ -285,13 +338,6 @@ impl Profile {
             name,
             gateway,
             initiator: spec.initiator_config(psk.clone()),
-            routes: spec
-                .network
-                .routes
-                .iter()
-                .map(|p| (p.addr, p.len))
-                .collect(),
-            network: spec.network.clone(),
             spec,
             psk,
         })

@@ -25,7 +25,7 @@ fn minimal_profile_defaults_to_hybrid_full_tunnel() {
     let p = Profile::parse("t", GOOD).unwrap();
     assert_eq!(p.gateway, "198.18.0.1:500".parse().unwrap());
     assert_eq!(p.initiator.policy.mode, Mode::Hybrid);
-    assert!(p.network.full_tunnel);
+    assert!(p.spec.network.full_tunnel);
     assert_eq!(p.initiator.remote_id, Some(IkeId::Fqdn("gw.test".into())));
 }
 
@@ -553,7 +553,7 @@ ipv4 = "10.99.0.10-10.99.0.20"
 #[test]
 fn tunnelcrack_network_options_default_off_and_reach_the_configs() {
     let p = Profile::parse("t", GOOD).unwrap();
-    assert!(!p.network.block_lan);
+    assert!(!p.spec.network.block_lan);
     assert!(!p.initiator.accept_pushed_routes);
     assert!(!p.initiator.allow_public_virtual_ip);
     let p = Profile::parse(
@@ -564,7 +564,7 @@ fn tunnelcrack_network_options_default_off_and_reach_the_configs() {
         ),
     )
     .unwrap();
-    assert!(p.network.block_lan);
+    assert!(p.spec.network.block_lan);
     assert!(p.initiator.accept_pushed_routes);
     assert!(p.initiator.allow_public_virtual_ip);
     let e = Profile::parse(

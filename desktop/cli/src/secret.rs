@@ -54,29 +54,48 @@ fn entry_user(local_id: &str, endpoint: &str) -> String {
     format!("{local_id}@{endpoint}")
 }
 
-/// A credential store holding pqvpn PSKs.
+/// A credential store holding pqvpn PSKs, and for reading only, an older one it replaced.
 #[derive(Clone)]
 pub(crate) struct Keyring {
     store: Arc<CredentialStore>,
+    /// Searched when `store` has no entry: root's kernel keyring, where `pqvpn secret set`
+    /// stored PSKs before the persistent store existed.
+    fallback: Option<Arc<CredentialStore>>,
 }
 
 impl Keyring {
-    /// The platform's store (see the module docs for the choice).
+    /// The platform's store (see the module docs for the choice). On Linux, root (the daemon,
+    /// `pqvpn up`, `sudo pqvpn secret set`) uses the persistent store of [`crate::vault`],
+    /// reading the kernel keyring as well; other users the kernel keyring.
     pub(crate) fn os() -> Result<Self, String> {
-        let store = os_store().map_err(|e| {
+        let opened = |e: Error| {
             format!(
                 "auth.psk_keyring: cannot open the OS keyring: {}",
                 one_line(&e)
             )
-        })?;
-        Ok(Self { store })
+        };
+        let store = os_store().map_err(opened)?;
+        #[cfg(target_os = "linux")]
+        if is_root() {
+            return Ok(Self {
+                store: Arc::new(crate::vault::Store::system()),
+                fallback: Some(store),
+            });
+        }
+        Ok(Self {
+            store,
+            fallback: None,
+        })
     }
 
     /// An in-memory store (`keyring_core::mock`) for tests.
     #[cfg(test)]
     pub(crate) fn mock() -> Self {
         let store = keyring_core::mock::Store::new().expect("mock store");
-        Self { store }
+        Self {
+            store,
+            fallback: None,
+        }
     }
 
     /// The store is the kernel keyring (its content is lost on reboot).
@@ -84,18 +103,35 @@ impl Keyring {
         self.store.vendor().contains("keyutils")
     }
 
+    /// The store is the persistent one of [`crate::vault`].
+    fn is_vault(&self) -> bool {
+        self.store.id().starts_with("pqvpn-vault:")
+    }
+
     /// A short name of the store for messages.
-    fn describe(&self) -> &'static str {
-        if cfg!(test) && self.store.vendor().starts_with("Mock") {
-            "the test keyring"
+    fn describe(&self) -> String {
+        if self.is_vault() {
+            let dir = self
+                .store
+                .id()
+                .trim_start_matches("pqvpn-vault:")
+                .to_owned();
+            let how = if crate::vault::Store::seals() {
+                "sealed with systemd-creds"
+            } else {
+                "plain root-only files: systemd-creds is not installed"
+            };
+            format!("pqvpn's store in {dir} ({how})")
+        } else if cfg!(test) && self.store.vendor().starts_with("Mock") {
+            "the test keyring".into()
         } else if cfg!(target_os = "linux") {
-            "the kernel persistent keyring of this user"
+            "the kernel persistent keyring of this user".into()
         } else if cfg!(target_os = "macos") {
-            "the macOS Keychain"
+            "the macOS Keychain".into()
         } else if cfg!(windows) {
-            "the Windows Credential Manager"
+            "the Windows Credential Manager".into()
         } else {
-            "the OS keyring"
+            "the OS keyring".into()
         }
     }
 
@@ -112,7 +148,14 @@ impl Keyring {
     /// The PSK stored for `user`; `profile` is the path to name in the "how to store it" hint.
     pub(crate) fn get_psk(&self, user: &str, profile: &str) -> Result<SecretBytes, String> {
         let entry = self.entry(user)?;
-        match entry.get_secret() {
+        let mut found = entry.get_secret();
+        if matches!(found, Err(Error::NoEntry))
+            && let Some(fallback) = &self.fallback
+            && let Ok(old) = Entry::new_in_store(fallback, SERVICE, user)
+        {
+            found = old.get_secret();
+        }
+        match found {
             Ok(bytes) if bytes.is_empty() => Err(format!(
                 "auth.psk_keyring: the PSK stored for {user} (service {SERVICE}) is empty; \
                  store one with `pqvpn secret set {profile}`"
@@ -138,6 +181,20 @@ impl Keyring {
         }
     }
 
+    /// The secret stored for `user`, if any (no fallback store, no hint in the error).
+    pub(crate) fn get_secret(&self, user: &str) -> Result<Option<SecretBytes>, String> {
+        match self.entry(user)?.get_secret() {
+            Ok(bytes) if bytes.is_empty() => Ok(None),
+            Ok(bytes) => Ok(Some(SecretBytes::new(bytes))),
+            Err(Error::NoEntry) => Ok(None),
+            Err(e) => Err(format!(
+                "cannot read the credential for {user} from {}: {}",
+                self.describe(),
+                one_line(&e)
+            )),
+        }
+    }
+
     /// Stores (or replaces) the PSK for `user`.
     pub(crate) fn set_psk(&self, user: &str, psk: &[u8]) -> Result<(), String> {
         if psk.is_empty() {
@@ -152,10 +209,16 @@ impl Keyring {
         })
     }
 
-    /// Removes the PSK for `user`.
+    /// Removes the PSK for `user` (from the older store too).
     pub(crate) fn delete_psk(&self, user: &str) -> Result<(), String> {
+        let old = self
+            .fallback
+            .as_ref()
+            .and_then(|f| Entry::new_in_store(f, SERVICE, user).ok())
+            .is_some_and(|e| e.delete_credential().is_ok());
         match self.entry(user)?.delete_credential() {
             Ok(()) => Ok(()),
+            Err(Error::NoEntry) if old => Ok(()),
             Err(Error::NoEntry) => Err(format!(
                 "auth.psk_keyring: no PSK for {user} (service {SERVICE}) in {}; nothing deleted",
                 self.describe()
@@ -388,6 +451,9 @@ pub(crate) async fn set(profile: &Path) -> Result<(), String> {
         "pqvpn: stored the PSK for {user} (service {SERVICE}) in {}",
         keyring.describe()
     );
+    if keyring.is_vault() {
+        eprintln!("pqvpn: it survives reboots; the daemon reads it at each connect");
+    }
     if keyring.is_kernel() {
         eprintln!(
             "pqvpn: the kernel keyring keeps it until reboot, or {} of non-use; use psk_file \
@@ -432,7 +498,7 @@ fn trim_newline(line: &str) -> &str {
 const LINE_CAPACITY: usize = 1024;
 
 /// Reads one PSK line; the line is wiped when dropped.
-fn read_psk_line(input: &mut impl BufRead) -> Result<SecretBytes, String> {
+pub(crate) fn read_psk_line(input: &mut impl BufRead) -> Result<SecretBytes, String> {
     let mut line = Zeroizing::new(String::with_capacity(LINE_CAPACITY));
     input
         .read_line(&mut line)
@@ -441,7 +507,7 @@ fn read_psk_line(input: &mut impl BufRead) -> Result<SecretBytes, String> {
 }
 
 /// Prompts on stderr and reads the PSK twice from the terminal with echo off.
-async fn read_hidden_twice(user: &str) -> Result<SecretBytes, String> {
+pub(crate) async fn read_hidden_twice(user: &str) -> Result<SecretBytes, String> {
     let first = read_hidden(&format!("PSK for {user}: ")).await?;
     let second = read_hidden("Repeat the PSK: ").await?;
     if first.expose() != second.expose() {
@@ -606,13 +672,54 @@ mod tests {
     /// The real Linux store: root's persistent kernel keyring. Skipped without root or when the
     /// kernel denies keyrings (e.g. a seccomp profile blocking `add_key`).
     #[cfg(target_os = "linux")]
+    /// Root's store: the persistent one first, the kernel keyring (where older versions
+    /// stored PSKs) still read; new PSKs go to the persistent store.
+    #[test]
+    fn the_persistent_store_comes_first_and_the_old_one_is_still_read() {
+        if !is_root() {
+            println!("skipped: the persistent store is root's (systemd-creds' host key)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("pqvpn-secret-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let old = Keyring::mock();
+        old.set_psk("old@gw", b"an-old-psk-not-a-secret-0123")
+            .unwrap();
+        let keyring = Keyring {
+            store: Arc::new(crate::vault::Store::new(&dir)),
+            fallback: Some(old.store.clone()),
+        };
+        assert_eq!(
+            keyring.get_psk("old@gw", "p").unwrap().expose(),
+            b"an-old-psk-not-a-secret-0123"
+        );
+        keyring
+            .set_psk("new@gw", b"a-new-psk-not-a-secret-01234")
+            .unwrap();
+        assert_eq!(
+            keyring.get_psk("new@gw", "p").unwrap().expose(),
+            b"a-new-psk-not-a-secret-01234"
+        );
+        assert!(old.get_psk("new@gw", "p").is_err(), "not in the old store");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // Deleting removes it from both.
+        keyring.delete_psk("old@gw").unwrap();
+        assert!(keyring.get_psk("old@gw", "p").is_err());
+        assert!(keyring.describe().contains(&dir.display().to_string()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn kernel_keyring_round_trip_as_root() {
         if !is_root() {
             println!("skipped: needs root (the kernel keyring of the user that runs pqvpn up)");
             return;
         }
-        let keyring = Keyring::os().unwrap();
+        // The kernel store itself (as root, `Keyring::os` puts the persistent one first).
+        let keyring = Keyring {
+            store: os_store().unwrap(),
+            fallback: None,
+        };
         let user = entry_user(
             &format!("test-{}", std::process::id()),
             "kernel-keyring.test",

@@ -319,3 +319,240 @@ fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
         net.log(daemon)
     );
 }
+
+/// `pqvpn --socket SOCKET args` as `uid`/`gid` (no other groups) with `input` on stdin.
+fn as_user_with_input(uid: u32, gid: u32, socket: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_pqvpn"),
+            "--socket",
+            socket.to_str().unwrap(),
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue 19: the daemon reads a profile's PSK at each connect from a store that survives a
+/// restart (and a reboot: sealed files, not the kernel keyring), so a PSK stored after it
+/// started is found; and a profile with `user_credentials = true` uses each user's own PSK,
+/// handed over the socket.
+#[test]
+fn stored_secrets_survive_a_restart_and_users_bring_their_own() {
+    if !root() {
+        return;
+    }
+    const CAROL: &str = "carol-own-psk-not-a-secret-0123456789";
+    let mut net = Net::new("dsc");
+    let secrets = net.dir.join("secrets");
+    net.env
+        .push(("PQVPN_SECRETS_DIR".into(), secrets.to_str().unwrap().into()));
+    net.gateway(&format!(
+        "[[clients]]\nid = \"client.test\"\npsk = \"{PSK}\"\n\
+         [[clients]]\nid = \"carol.test\"\npsk = \"{CAROL}\"\n"
+    ));
+    let profiles = net.dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let tag = net.tag.clone();
+    for (name, id, auth) in [
+        ("stored", "client.test", "psk_keyring = true"),
+        ("mine", "carol.test", "user_credentials = true"),
+    ] {
+        let text = format!(
+            "gateway = \"198.18.0.1\"\nlocal_id = \"{id}\"\nremote_id = \"gw.test\"\n\
+             [auth]\n{auth}\n[network]\ninterface = \"pq{tag}\"\n"
+        );
+        std::fs::rename(
+            net.write(&format!("{name}.toml"), &text),
+            profiles.join(format!("{name}.toml")),
+        )
+        .unwrap();
+    }
+    let socket: PathBuf = net.dir.join("run/control.sock");
+    let state = net.dir.join("state");
+    let group = group_name();
+    let start = |net: &mut Net| {
+        let cl = net.cl.clone();
+        let daemon = net.spawn(
+            &cl,
+            &[
+                "-v",
+                "--socket",
+                socket.to_str().unwrap(),
+                "daemon",
+                "--profiles",
+                profiles.to_str().unwrap(),
+                "--state",
+                state.to_str().unwrap(),
+                "--group",
+                &group,
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "no socket: {}", net.log(daemon));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    };
+    let stop = |net: &mut Net, daemon: usize| {
+        Command::new("kill")
+            .arg(net.pid(daemon).to_string())
+            .status()
+            .unwrap();
+        assert!(net.wait_exit(daemon, Duration::from_secs(20)).success());
+    };
+    let connect = |name: &str| as_nobody(GROUP_GID, &socket, &["connect", name]);
+
+    // No PSK stored yet: the profile is listed all the same; connecting says what to do.
+    let daemon = start(&mut net);
+    let out = as_nobody(GROUP_GID, &socket, &["profiles", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(connect("stored").status.success());
+    let failed = wait_for(&net, daemon, &socket, "stored", "error", |s| {
+        s["state"] == "error"
+    });
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("pqvpn secret set"), "{failed}");
+
+    // Root stores it: sealed on disk, found at the next connect without a restart.
+    let out = Command::new(env!("CARGO_BIN_EXE_pqvpn"))
+        .args([
+            "secret",
+            "set",
+            profiles.join("stored.toml").to_str().unwrap(),
+        ])
+        .env("PQVPN_SECRETS_DIR", &secrets)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{PSK}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("survives reboots"),
+        "{}",
+        stderr(&out)
+    );
+    let files: Vec<_> = std::fs::read_dir(&secrets).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let sealed = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(
+        !sealed.windows(PSK.len()).any(|w| w == PSK.as_bytes()),
+        "the PSK is on disk in clear"
+    );
+    assert!(connect("stored").status.success());
+    wait_for(&net, daemon, &socket, "stored", "connected", |s| {
+        s["state"] == "connected"
+    });
+    assert!(net.ping(), "no ping with the stored PSK");
+
+    // A new daemon process (as after a reboot) finds it again.
+    stop(&mut net, daemon);
+    let daemon = start(&mut net);
+    assert!(connect("stored").status.success());
+    wait_for(
+        &net,
+        daemon,
+        &socket,
+        "stored",
+        "connected after a restart",
+        |s| s["state"] == "connected",
+    );
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["disconnect", "stored"])
+            .status
+            .success()
+    );
+    wait_for(&net, daemon, &socket, "stored", "disconnected", |s| {
+        s["state"] == "disconnected"
+    });
+
+    // `user_credentials = true`: without one of your own, connecting is refused, saying so.
+    let out = connect("mine");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("have stored none"),
+        "{}",
+        stderr(&out)
+    );
+    // Outsiders cannot hand one over; the administrator's PSK is not a user's to set; a
+    // weak one is refused.
+    let set = |uid, gid, name: &str, psk: &str| {
+        as_user_with_input(
+            uid,
+            gid,
+            &socket,
+            &["credential", "set", name],
+            &format!("{psk}\n"),
+        )
+    };
+    let out = set(65534, 1, "mine", CAROL);
+    assert!(
+        stderr(&out).contains("only root and members of group"),
+        "{}",
+        stderr(&out)
+    );
+    let out = set(65534, GROUP_GID, "stored", CAROL);
+    assert!(
+        stderr(&out).contains("administrator's PSK"),
+        "{}",
+        stderr(&out)
+    );
+    let out = set(65534, GROUP_GID, "mine", "short");
+    assert!(stderr(&out).contains("shorter than"), "{}", stderr(&out));
+    // Carol's own: the gateway knows carol.test by it.
+    let out = set(65534, GROUP_GID, "mine", CAROL);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(connect("mine").status.success());
+    let up = wait_for(&net, daemon, &socket, "mine", "connected", |s| {
+        s["state"] == "connected"
+    });
+    assert_eq!(up["quantum_safe"], true, "{up}");
+    assert!(net.ping(), "no ping with the user's own PSK");
+    // Another user (root) has none of their own for it.
+    let out = Command::new(env!("CARGO_BIN_EXE_pqvpn"))
+        .args(["--socket", socket.to_str().unwrap(), "connect", "mine"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("have stored none"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&secrets).unwrap().count(), 2);
+    let out = as_user_with_input(
+        65534,
+        GROUP_GID,
+        &socket,
+        &["credential", "delete", "mine"],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&secrets).unwrap().count(), 1);
+    stop(&mut net, daemon);
+}

@@ -14,16 +14,22 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use pqvpn_control::{Mode as WireMode, ProfileInfo, State as WireState, TunnelStatus};
-use pqvpn_core::crypto::RustCrypto;
+use pqvpn_control::{
+    Cipher, KeyExchange, Mode as WireMode, Prf, ProfileInfo, State as WireState, TunnelStatus,
+};
+use pqvpn_core::crypto::AeadAlgorithm;
+use pqvpn_core::crypto::{RustCrypto, SecretBytes};
 use pqvpn_core::driver::supervisor::{Command, Lifetime, run_supervisor};
 use pqvpn_core::driver::{State, Status};
 use pqvpn_core::ike::Mode;
 use pqvpn_core::platform;
+use pqvpn_core::profile::PskSource;
+use pqvpn_core::wire::{KeyExchangeMethod, PrfAlgorithm};
 use tokio::sync::{mpsc, watch};
 
-use crate::linux::{TunFactory, UpConnector, on_signals, require_root, state_dir};
-use crate::profile::Profile;
+use crate::linux::{SessionPsk, TunFactory, UpConnector, on_signals, require_root, state_dir};
+use crate::profile::StoredProfile;
+use crate::secret::Keyring;
 use settings::Settings;
 
 /// Where the daemon looks by default.
@@ -48,12 +54,33 @@ pub(crate) struct Tunnel {
     pub(crate) floor: Mode,
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) status: watch::Receiver<Status>,
+    /// For `user_credentials = true`: whose credential its sessions use.
+    pub(crate) per_user: Option<PerUser>,
+}
+
+/// The credentials of a `user_credentials = true` profile.
+pub(crate) struct PerUser {
+    /// The profile's keyring user, `LOCAL_ID@ENDPOINT`.
+    pub(crate) user: String,
+    /// `auth.allow_weak_psk`.
+    pub(crate) allow_weak: bool,
+    /// The credential of the user who connected last.
+    pub(crate) slot: Arc<Mutex<Option<SecretBytes>>>,
+}
+
+impl PerUser {
+    /// The store entry of `uid`'s credential.
+    pub(crate) fn entry(&self, uid: u32) -> String {
+        format!("uid-{uid}/{}", self.user)
+    }
 }
 
 /// Every tunnel, and the settings users change.
 pub(crate) struct Registry {
     pub(crate) tunnels: BTreeMap<String, Tunnel>,
     pub(crate) settings: Mutex<Settings>,
+    /// Users' own credentials (`user_credentials = true`).
+    pub(crate) secrets: Keyring,
     pub(crate) state_dir: PathBuf,
     pub(crate) group: String,
 }
@@ -105,22 +132,62 @@ pub(crate) fn wire_state(state: State) -> WireState {
     }
 }
 
+fn wire_ke(m: KeyExchangeMethod) -> KeyExchange {
+    match m {
+        KeyExchangeMethod::Curve25519 => KeyExchange::X25519,
+        KeyExchangeMethod::Curve448 => KeyExchange::X448,
+        KeyExchangeMethod::Ecp256 => KeyExchange::P256,
+        KeyExchangeMethod::Ecp384 => KeyExchange::P384,
+        KeyExchangeMethod::Ecp521 => KeyExchange::P521,
+        KeyExchangeMethod::MlKem512 => KeyExchange::MlKem512,
+        KeyExchangeMethod::MlKem768 => KeyExchange::MlKem768,
+        KeyExchangeMethod::MlKem1024 => KeyExchange::MlKem1024,
+        _ => KeyExchange::Other,
+    }
+}
+
+fn wire_cipher(a: AeadAlgorithm) -> Cipher {
+    match a {
+        AeadAlgorithm::Aes128Gcm16 => Cipher::Aes128Gcm,
+        AeadAlgorithm::Aes256Gcm16 => Cipher::Aes256Gcm,
+        AeadAlgorithm::ChaCha20Poly1305 => Cipher::ChaCha20Poly1305,
+        _ => Cipher::Other,
+    }
+}
+
+fn wire_prf(p: PrfAlgorithm) -> Prf {
+    match p {
+        PrfAlgorithm::HmacSha2_256 => Prf::HmacSha256,
+        PrfAlgorithm::HmacSha2_384 => Prf::HmacSha384,
+        PrfAlgorithm::HmacSha2_512 => Prf::HmacSha512,
+        _ => Prf::Other,
+    }
+}
+
 /// The protocol's view of a tunnel's status.
 pub(crate) fn wire_status(name: &str, s: &Status) -> TunnelStatus {
     let s = s.refreshed();
-    let mut key_exchanges = Vec::new();
-    if !s.ike.ke.is_empty() {
-        key_exchanges.push(s.ike.ke.clone());
-    }
-    key_exchanges.extend(s.ike.addke.iter().cloned());
+    let a = s.algorithms.as_ref();
     TunnelStatus {
         profile: name.to_owned(),
         state: wire_state(s.state),
         mode: s.mode.parse::<Mode>().ok().map(wire_mode),
         quantum_safe: s.quantum_safe,
-        key_exchanges,
-        ike_cipher: s.ike.encr.clone(),
-        esp_cipher: s.esp.encr.clone(),
+        key_exchanges: a
+            .map(|a| {
+                std::iter::once(a.ke)
+                    .chain(a.addke.iter().copied())
+                    .map(wire_ke)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ike_cipher: a.map(|a| wire_cipher(a.ike_encr)),
+        prf: a.map(|a| wire_prf(a.prf)),
+        esp_cipher: a.and_then(|a| a.esp_encr).map(wire_cipher),
+        handshake_ms: s.handshake_ms,
+        child_sa_rekeys: s.child_sa_rekeys,
+        ike_sa_rekeys: s.ike_sa_rekeys,
+        child_sa_recreates: s.child_sa_recreates,
         gateway: s.gateway.clone(),
         virtual_ips: s.virtual_ips.clone(),
         dns: s.dns.iter().map(ToString::to_string).collect(),
@@ -134,7 +201,7 @@ pub(crate) fn wire_status(name: &str, s: &Status) -> TunnelStatus {
 }
 
 /// The profiles in `dir` (`*.toml`, by name); a broken one is reported and skipped.
-fn load_profiles(dir: &Path) -> Result<Vec<Profile>, String> {
+fn load_profiles(dir: &Path) -> Result<Vec<StoredProfile>, String> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| format!("Failed to read the profiles in {}: {e}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
@@ -145,7 +212,7 @@ fn load_profiles(dir: &Path) -> Result<Vec<Profile>, String> {
     paths.sort();
     let mut profiles = Vec::new();
     for path in paths {
-        match Profile::load(&path) {
+        match StoredProfile::load(&path) {
             Ok(profile) => profiles.push(profile),
             Err(e) => eprintln!("pqvpn: skipped a broken profile: {e}"),
         }
@@ -153,17 +220,30 @@ fn load_profiles(dir: &Path) -> Result<Vec<Profile>, String> {
     Ok(profiles)
 }
 
-fn start(profile: Profile) -> (Tunnel, tokio::task::JoinHandle<Result<(), String>>) {
+fn start(profile: StoredProfile) -> (Tunnel, tokio::task::JoinHandle<Result<(), String>>) {
+    let profile = Arc::new(profile);
     let (commands, commands_rx) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(Status {
         state: State::Disconnected,
         ..Status::default()
     });
     let floor = profile.spec.mode;
-    let factory = TunFactory::new(&profile);
+    let factory = TunFactory::of(&profile.spec);
+    let (psk, per_user) = match &profile.spec.psk.source {
+        PskSource::PerUser { user } => {
+            let slot = Arc::new(Mutex::new(None));
+            let per_user = PerUser {
+                user: user.clone(),
+                allow_weak: profile.spec.psk.allow_weak,
+                slot: slot.clone(),
+            };
+            (SessionPsk::User(slot), Some(per_user))
+        }
+        _ => (SessionPsk::Stored(profile.clone()), None),
+    };
     let connector = UpConnector {
         spec: profile.spec.clone(),
-        psk: profile.psk.clone(),
+        psk,
     };
     let task = tokio::spawn(async move {
         run_supervisor(
@@ -183,6 +263,7 @@ fn start(profile: Profile) -> (Tunnel, tokio::task::JoinHandle<Result<(), String
         floor,
         commands,
         status,
+        per_user,
     };
     (tunnel, task)
 }
@@ -212,6 +293,7 @@ pub(crate) async fn run(options: DaemonOptions) -> Result<(), String> {
     let registry = Arc::new(Registry {
         tunnels,
         settings: Mutex::new(Settings::load(&options.state)),
+        secrets: Keyring::os()?,
         state_dir: options.state.clone(),
         group: options.group.clone(),
     });

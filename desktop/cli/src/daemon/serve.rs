@@ -9,10 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pqvpn_control::{ErrorCode, ErrorReply, Event, MAX_REQUEST_LINE, Reply, Request, VERSION};
+use pqvpn_control::{
+    ErrorCode, ErrorReply, Event, MAX_REQUEST_LINE, RekeyedSa, Reply, Request, TunnelStatus,
+    VERSION,
+};
+use pqvpn_core::crypto::SecretBytes;
 use pqvpn_core::driver::State;
 use pqvpn_core::driver::supervisor::Command;
 use pqvpn_core::ike::Mode;
+use pqvpn_core::profile::check_psk_strength;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -149,7 +154,8 @@ async fn connection(stream: UnixStream, registry: Arc<Registry>) -> std::io::Res
             }
         };
         let line = match line {
-            Line::Request(line) => line,
+            // It may carry a credential: wiped once parsed.
+            Line::Request(line) => zeroize::Zeroizing::new(line),
             Line::Closed => return Ok(()),
             Line::TooLong => {
                 let reply = error(
@@ -191,7 +197,7 @@ async fn connection(stream: UnixStream, registry: Arc<Registry>) -> std::io::Res
         if let Request::Subscribe { profile } = request {
             return subscribe(read, write, &registry, profile.as_deref()).await;
         }
-        let reply = handle(&registry, request).await;
+        let reply = handle(&registry, &caller, request).await;
         send(&mut write, &reply).await?;
     }
 }
@@ -270,7 +276,70 @@ async fn set_pq_only(registry: &Registry, tunnel: &Tunnel, on: bool) -> Result<(
     Ok(())
 }
 
-async fn handle(registry: &Registry, request: Request) -> Reply {
+/// `uid`'s own credential for `tunnel`, when its profile takes users' credentials: put where
+/// its sessions find it. Refused when that user stored none.
+async fn take_credential(registry: &Registry, tunnel: &Tunnel, uid: u32) -> Result<(), ErrorReply> {
+    let Some(per_user) = &tunnel.per_user else {
+        return Ok(());
+    };
+    let secrets = registry.secrets.clone();
+    let entry = per_user.entry(uid);
+    let found = tokio::task::spawn_blocking(move || secrets.get_secret(&entry))
+        .await
+        .map_err(|e| error(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| error(ErrorCode::Internal, e))?;
+    let Some(psk) = found else {
+        return Err(error(
+            ErrorCode::Refused,
+            format!(
+                "profile {} takes each user's own PSK (user_credentials = true) and you (uid \
+                 {uid}) have stored none: run `pqvpn credential set {}`",
+                tunnel.name, tunnel.name
+            ),
+        ));
+    };
+    *per_user
+        .slot
+        .lock()
+        .map_err(|_| error(ErrorCode::Internal, "credential lock poisoned"))? = Some(psk);
+    Ok(())
+}
+
+/// Stores (`Some`) or deletes the caller's own credential for `tunnel`.
+async fn set_credential(
+    registry: &Registry,
+    tunnel: &Tunnel,
+    uid: u32,
+    secret: Option<pqvpn_control::Secret>,
+) -> Result<(), ErrorReply> {
+    let Some(per_user) = &tunnel.per_user else {
+        return Err(error(
+            ErrorCode::Refused,
+            format!(
+                "profile {} uses the administrator's PSK, not users' own (no user_credentials \
+                 = true); only root changes it, with `pqvpn secret set`",
+                tunnel.name
+            ),
+        ));
+    };
+    let secrets = registry.secrets.clone();
+    let entry = per_user.entry(uid);
+    let result = match secret {
+        Some(secret) => {
+            let psk = SecretBytes::from_slice(secret.expose().as_bytes());
+            drop(secret);
+            check_psk_strength("credential", &psk, per_user.allow_weak)
+                .map_err(|e| error(ErrorCode::Refused, e.to_string()))?;
+            tokio::task::spawn_blocking(move || secrets.set_psk(&entry, psk.expose())).await
+        }
+        None => tokio::task::spawn_blocking(move || secrets.delete_psk(&entry)).await,
+    };
+    result
+        .map_err(|e| error(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| error(ErrorCode::Refused, e))
+}
+
+async fn handle(registry: &Registry, caller: &Caller, request: Request) -> Reply {
     let result = match request {
         Request::Hello { version } if version == VERSION => Ok(Reply::Hello {
             version: VERSION,
@@ -292,6 +361,7 @@ async fn handle(registry: &Registry, request: Request) -> Reply {
         Request::Connect { profile, pq_only } => match find(registry, Some(&profile), false) {
             Ok(tunnel) => {
                 async {
+                    take_credential(registry, tunnel, caller.uid).await?;
                     if let Some(on) = pq_only {
                         set_pq_only(registry, tunnel, on).await?;
                     }
@@ -324,6 +394,18 @@ async fn handle(registry: &Registry, request: Request) -> Reply {
                 .map(|()| Reply::Done),
             Err(e) => Err(e),
         },
+        Request::SetCredential { profile, secret } => match find(registry, Some(&profile), false) {
+            Ok(tunnel) => set_credential(registry, tunnel, caller.uid, Some(secret))
+                .await
+                .map(|()| Reply::Done),
+            Err(e) => Err(e),
+        },
+        Request::DeleteCredential { profile } => match find(registry, Some(&profile), false) {
+            Ok(tunnel) => set_credential(registry, tunnel, caller.uid, None)
+                .await
+                .map(|()| Reply::Done),
+            Err(e) => Err(e),
+        },
         Request::Subscribe { .. } => Err(error(ErrorCode::Internal, "subscribe is handled above")),
     };
     result.unwrap_or_else(Reply::Error)
@@ -350,14 +432,20 @@ async fn subscribe(
         let mut status = tunnel.status.clone();
         let name = tunnel.name.clone();
         let tx = tx.clone();
-        let initial = Event::Status(wire_status(&name, &status.borrow_and_update()));
-        let _ = tx.send(initial).await;
+        let mut last = wire_status(&name, &status.borrow_and_update());
+        let _ = tx.send(Event::Status(last.clone())).await;
         forwarders.push(tokio::spawn(async move {
             while status.changed().await.is_ok() {
-                let event = Event::Status(wire_status(&name, &status.borrow_and_update()));
-                if tx.send(event).await.is_err() {
+                let now = wire_status(&name, &status.borrow_and_update());
+                for event in changes(&last, &now) {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                if tx.send(Event::Status(now.clone())).await.is_err() {
                     break;
                 }
+                last = now;
             }
         }));
     }
@@ -384,4 +472,90 @@ async fn subscribe(
         forwarder.abort();
     }
     result
+}
+
+/// The typed events between two statuses of one tunnel: a state change, new keys.
+fn changes(last: &TunnelStatus, now: &TunnelStatus) -> Vec<Event> {
+    let mut events = Vec::new();
+    if now.state != last.state {
+        events.push(Event::StateChanged {
+            profile: now.profile.clone(),
+            state: now.state,
+            reason: now.reason.clone(),
+        });
+    }
+    // Counters start again with each new tunnel: only an increase is a rekey.
+    for (sa, before, after) in [
+        (RekeyedSa::IkeSa, last.ike_sa_rekeys, now.ike_sa_rekeys),
+        (
+            RekeyedSa::ChildSa,
+            last.child_sa_rekeys,
+            now.child_sa_rekeys,
+        ),
+        (
+            RekeyedSa::ChildSaRecreated,
+            last.child_sa_recreates,
+            now.child_sa_recreates,
+        ),
+    ] {
+        if after > before {
+            events.push(Event::Rekeyed {
+                profile: now.profile.clone(),
+                sa,
+                count: after,
+            });
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use pqvpn_control::State as WireState;
+
+    use super::*;
+
+    #[test]
+    fn state_changes_and_rekeys_become_events() {
+        let connected = TunnelStatus {
+            profile: "work".into(),
+            state: WireState::Connected,
+            ..TunnelStatus::default()
+        };
+        // Counters only: no event (the status itself follows).
+        let mut counted = connected.clone();
+        counted.bytes_in = 100;
+        assert!(changes(&connected, &counted).is_empty());
+        let mut rekeyed = counted.clone();
+        rekeyed.child_sa_rekeys = 1;
+        rekeyed.ike_sa_rekeys = 1;
+        assert_eq!(
+            changes(&counted, &rekeyed),
+            [
+                Event::Rekeyed {
+                    profile: "work".into(),
+                    sa: RekeyedSa::IkeSa,
+                    count: 1
+                },
+                Event::Rekeyed {
+                    profile: "work".into(),
+                    sa: RekeyedSa::ChildSa,
+                    count: 1
+                },
+            ]
+        );
+        let mut lost = rekeyed.clone();
+        lost.state = WireState::Reconnecting;
+        lost.reason = Some("the gateway stopped answering (dead peer)".into());
+        // A new tunnel counts from 0 again: that is no rekey.
+        lost.child_sa_rekeys = 0;
+        assert_eq!(
+            changes(&rekeyed, &lost),
+            [Event::StateChanged {
+                profile: "work".into(),
+                state: WireState::Reconnecting,
+                reason: Some("the gateway stopped answering (dead peer)".into()),
+            }]
+        );
+    }
 }

@@ -41,6 +41,8 @@ pub(crate) struct Net {
     /// Profiles and the children's logs.
     pub(crate) dir: PathBuf,
     pub(crate) children: Vec<Child>,
+    /// Environment of every pqvpn this starts, e.g. `PQVPN_SECRETS_DIR`.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Net {
@@ -72,6 +74,7 @@ impl Net {
             extra: Vec::new(),
             dir,
             children: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -106,6 +109,7 @@ impl Net {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_pqvpn")])
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -161,6 +165,7 @@ impl Net {
     pub(crate) fn pqvpn(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_pqvpn"))
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap()
     }
