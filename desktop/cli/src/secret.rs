@@ -16,7 +16,11 @@
 //! its own docs ask applications that choose their stores to link those crates directly, which
 //! is what this crate does (no Secret Service or database code is pulled in):
 //!
-//! * **Linux: the kernel key retention service** (keyutils; a small keyring-core store in
+//! * **Linux, root: pqvpn's persistent store** ([`crate::vault`]: files sealed with
+//!   `systemd-creds` in `/var/lib/pqvpn/secrets`), which survives reboots, so the daemon
+//!   finds its profiles' PSKs at boot. The kernel keyring below is still read when the store
+//!   has no entry: older versions stored PSKs there.
+//! * **Linux, other users: the kernel key retention service** (keyutils; a small keyring-core store in
 //!   [`kernel`] rather than `linux-keyutils-keyring-store`, see there why). `pqvpn up`
 //!   runs as root (sudo, systemd): a desktop user's Secret Service (gnome-keyring, KWallet)
 //!   lives on that user's D-Bus session bus, which root's process normally cannot reach (sudo
