@@ -457,30 +457,31 @@ impl ClientTunnel {
     /// Make-before-break: send on the new SA at once, keep receiving on the old one until the
     /// IKE SA deletes it.
     fn rekeyed(&mut self, now: Instant, new: &ChildSaEstablished) {
-        let Phase::Up(dp) = &mut self.phase else {
-            return;
-        };
-        let config = self.esp.sa_config(new);
-        match client_sas(&*self.provider, &config, new) {
-            Ok((out_sa, in_sa)) => {
-                dp.demux.insert(in_sa);
-                dp.outbound.rekeyed(out_sa);
-                dp.ts_r.clone_from(&new.ts_r);
-                dp.rekey_requested = false;
-                self.stats.child_sa_rekeys += 1;
-                self.events.push_back(TunnelEvent::ChildSaRekeyed {
-                    spi_in: new.spi_i,
-                    spi_out: new.spi_r,
-                });
-            }
-            Err(e) => self.close_with(now, DownReason::Esp(e)),
+        if self.install(now, new) {
+            self.stats.child_sa_rekeys += 1;
+            self.events.push_back(TunnelEvent::ChildSaRekeyed {
+                spi_in: new.spi_i,
+                spi_out: new.spi_r,
+            });
         }
     }
 
     /// A new Child SA replaced the lost one: packets flow again, the IKE SA unchanged.
     fn recreated(&mut self, now: Instant, new: &ChildSaEstablished) {
+        if self.install(now, new) {
+            self.stats.child_sa_recreates += 1;
+            self.events.push_back(TunnelEvent::ChildSaRecreated {
+                spi_in: new.spi_i,
+                spi_out: new.spi_r,
+            });
+        }
+    }
+
+    /// Puts the ESP SAs of `new` in place and sends on it; whether it was (a keying failure
+    /// ends the tunnel).
+    fn install(&mut self, now: Instant, new: &ChildSaEstablished) -> bool {
         let Phase::Up(dp) = &mut self.phase else {
-            return;
+            return false;
         };
         let config = self.esp.sa_config(new);
         match client_sas(&*self.provider, &config, new) {
@@ -490,13 +491,12 @@ impl ClientTunnel {
                 dp.ts_r.clone_from(&new.ts_r);
                 dp.rekey_requested = false;
                 dp.lost = None;
-                self.stats.child_sa_recreates += 1;
-                self.events.push_back(TunnelEvent::ChildSaRecreated {
-                    spi_in: new.spi_i,
-                    spi_out: new.spi_r,
-                });
+                true
             }
-            Err(e) => self.close_with(now, DownReason::Esp(e)),
+            Err(e) => {
+                self.close_with(now, DownReason::Esp(e));
+                false
+            }
         }
     }
 

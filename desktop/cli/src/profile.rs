@@ -236,6 +236,16 @@ pub(crate) fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String>
         .ok_or_else(|| format!("gateway = \"{endpoint}\": no address"))
 }
 
+/// A profile's name (its file stem) and its path for messages.
+fn names(path: &Path) -> (String, String) {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("pqvpn")
+        .to_owned();
+    (name, path.display().to_string())
+}
+
 /// A client profile as the daemon keeps it: its file and schema checked, nothing resolved.
 /// Its PSK is read (from the profile, its file or the store) and its gateway looked up at each
 /// connect, so a PSK stored, or a DNS server that comes up, after the daemon started is found.
@@ -254,12 +264,7 @@ impl StoredProfile {
     /// refused now.
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let profile = read_profile(path)?;
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("pqvpn")
-            .to_owned();
-        let shown = path.display().to_string();
+        let (name, shown) = names(path);
         let spec = ClientProfile::parse(&profile.text).map_err(|e| format!("{shown}: {e}"))?;
         let stored = Self {
             name,
@@ -301,12 +306,7 @@ pub(crate) struct Profile {
 impl Profile {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let profile = read_profile(path)?;
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("pqvpn")
-            .to_owned();
-        let shown = path.display().to_string();
+        let (name, shown) = names(path);
         let origin = Origin {
             path: &shown,
             mode: profile.mode,

@@ -102,6 +102,38 @@ fn raw(stream: &mut BufReader<UnixStream>, line: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// `pqvpn -v daemon` in the client namespace with these directories, trusting the test group;
+/// returns once its socket answers.
+fn start_daemon(net: &mut Net, socket: &Path, profiles: &Path, state: &Path) -> usize {
+    let cl = net.cl.clone();
+    let group = group_name();
+    let daemon = net.spawn(
+        &cl,
+        &[
+            "-v",
+            "--socket",
+            socket.to_str().unwrap(),
+            "daemon",
+            "--profiles",
+            profiles.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--group",
+            &group,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket; log:\n{}",
+            net.log(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
 #[test]
 fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
     if !root() {
@@ -133,32 +165,7 @@ fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
     }
     let socket: PathBuf = net.dir.join("run/control.sock");
     let state = net.dir.join("state");
-    let cl = net.cl.clone();
-    let group = group_name();
-    let daemon = net.spawn(
-        &cl,
-        &[
-            "-v",
-            "--socket",
-            socket.to_str().unwrap(),
-            "daemon",
-            "--profiles",
-            profiles.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-            "--group",
-            &group,
-        ],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(&socket).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "no socket; log:\n{}",
-            net.log(daemon)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = start_daemon(&mut net, &socket, &profiles, &state);
     let log = net.log(daemon);
     assert!(
         log.contains("skipped a broken profile") && log.contains("broken.toml"),
@@ -387,31 +394,7 @@ fn stored_secrets_survive_a_restart_and_users_bring_their_own() {
     }
     let socket: PathBuf = net.dir.join("run/control.sock");
     let state = net.dir.join("state");
-    let group = group_name();
-    let start = |net: &mut Net| {
-        let cl = net.cl.clone();
-        let daemon = net.spawn(
-            &cl,
-            &[
-                "-v",
-                "--socket",
-                socket.to_str().unwrap(),
-                "daemon",
-                "--profiles",
-                profiles.to_str().unwrap(),
-                "--state",
-                state.to_str().unwrap(),
-                "--group",
-                &group,
-            ],
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "no socket: {}", net.log(daemon));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon
-    };
+    let start = |net: &mut Net| start_daemon(net, &socket, &profiles, &state);
     let stop = |net: &mut Net, daemon: usize| {
         Command::new("kill")
             .arg(net.pid(daemon).to_string())
