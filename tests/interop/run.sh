@@ -396,7 +396,7 @@ client_to_sw() {    # NAME MODE IKE ESP EXPECT_KE_REGEX
     local vip dns ke
     vip=$(jq_ '",".join(d["virtual_ips"])' <<<"$st")
     dns=$(jq_ '",".join(d["dns"])' <<<"$st")
-    ke=$(jq_ '" + ".join([d["ike"]["ke"]] + d["ike"]["addke"])' <<<"$st")
+    ke=$(jq_ '" + ".join(d["key_exchanges"])' <<<"$st")
     [[ $vip == 198.19.99.* ]] || reason+="pqvpn virtual_ips '$vip' not from the pool; "
     [ "$dns" = "$POOL_DNS" ] || reason+="pqvpn dns '$dns' != $POOL_DNS; "
     # strongSwan's side.
@@ -668,7 +668,7 @@ scenario_gw_restart() {
         sleep 0.2
     done
     if [ "$st" = reconnecting ]; then
-        log "$name: $(jq_ 'd["last_error"]' <<<"$js")"
+        log "$name: $(jq_ 'd["reason"]' <<<"$js")"
         grep -q "dead peer" <<<"$js" || reason+="the reason does not name the dead peer: $js; "
         [ "$(routes_snapshot)" = "$before" ] || reason+="routes changed while reconnecting; "
         [ -f "$(client_state_file)" ] || reason+="state file gone while reconnecting; "
@@ -722,7 +722,7 @@ child_ok() {
     local name=$1 js sas
     js=$(status_json "$name"); echo "$js" >"$SCEN_DIR/status.json"
     [ "$(jq_ 'd["state"], d["reconnects"]' <<<"$js")" = "('connected', 0)" ] \
-        || reason+="pqvpn: $(jq_ 'd["state"], d["reconnects"], d["last_error"]' <<<"$js"); "
+        || reason+="pqvpn: $(jq_ 'd["state"], d["reconnects"], d["reason"]' <<<"$js"); "
     [ "$(ping_loss 5)" -le 1 ] || reason+="pings through the new CHILD_SA failed; "
     [ "$(ike_sa_line)" = "$IKE0" ] || reason+="strongSwan's IKE SA changed: '$IKE0' -> '$(ike_sa_line)'; "
     sas=$(sw_ctl gw --list-sas 2>&1); echo "$sas" >"$SCEN_DIR/list-sas.txt"

@@ -153,8 +153,8 @@ pub(crate) fn status(
     Ok(())
 }
 
-/// The human-readable status of a daemon tunnel.
-fn describe(s: &TunnelStatus) -> String {
+/// The human-readable status of a tunnel.
+pub(crate) fn describe(s: &TunnelStatus) -> String {
     let state = serde_json::to_string(&s.state).unwrap_or_default();
     let mut state = state.trim_matches('"').to_owned();
     if s.state == pqvpn_control::State::Reconnecting {
@@ -173,7 +173,8 @@ fn describe(s: &TunnelStatus) -> String {
     let name = |c: Option<pqvpn_control::Cipher>| c.map_or("-", pqvpn_control::Cipher::name);
     let mut out = format!(
         "profile:   {}\nstate:     {state}\nmode:      {} ({safe})\nike:       {}, {}, {}\n\
-         esp:       {}\ngateway:   {}\naddresses: {}\ntraffic:   {} B in, {} B out, up {} s\n\
+         esp:       {}\ngateway:   {}\naddresses: {}\ndns:       {}\n\
+         traffic:   {} B in, {} B out, up {} s\n\
          rekeys:    {} Child SA, {} IKE SA, {} Child SA re-created\n",
         s.profile,
         mode.trim_matches('"'),
@@ -187,6 +188,7 @@ fn describe(s: &TunnelStatus) -> String {
         name(s.esp_cipher),
         s.gateway,
         s.virtual_ips.join(", "),
+        s.dns.join(", "),
         s.bytes_in,
         s.bytes_out,
         s.uptime_s,
@@ -194,8 +196,18 @@ fn describe(s: &TunnelStatus) -> String {
         s.ike_sa_rekeys,
         s.child_sa_recreates
     );
+    if let Some(ms) = s.handshake_ms {
+        out.push_str(&format!("handshake: {ms:.1} ms\n"));
+    }
+    if s.reconnects > 0 {
+        out.push_str(&format!("reconnects: {}\n", s.reconnects));
+    }
     if let Some(reason) = &s.reason {
-        out.push_str(&format!("reason:    {reason}\n"));
+        let label = match s.state {
+            pqvpn_control::State::Error => "error:    ",
+            _ => "reason:   ",
+        };
+        out.push_str(&format!("{label} {reason}\n"));
     }
     out
 }

@@ -253,19 +253,34 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     on_signals(shutdown_tx.clone())?;
-    let server = control::serve(
-        Path::new(control::RUN_DIR),
-        &profile.name,
-        status_rx.clone(),
-        shutdown_tx,
-    )?;
+    // The control socket takes the daemon's commands; `disconnect` (`pqvpn down`) and the
+    // signals end the run.
+    let (commands, mut commands_rx) = mpsc::channel(8);
+    let socket = control::socket_path(Path::new(control::RUN_DIR), &profile.name);
+    let server = crate::daemon::serve_one(
+        &socket,
+        crate::daemon::Tunnel {
+            name: profile.name.clone(),
+            gateway: profile.spec.gateway.to_string(),
+            floor: profile.spec.mode,
+            commands: commands.clone(),
+            status: status_rx.clone(),
+            per_user: None,
+        },
+    )
+    .map_err(|e| {
+        if e.starts_with("something already answers") {
+            format!("a tunnel named {} is already running ({e})", profile.name)
+        } else {
+            e
+        }
+    })?;
     let mut factory = TunFactory::new(&profile);
     let reporter = tokio::spawn(report(status_rx.clone()));
     let provider = Arc::new(RustCrypto::new());
     let result = if reconnect {
-        let (commands, commands_rx) = mpsc::channel(8);
         let _ = commands.send(Command::Connect { mode: None }).await;
-        // SIGINT, SIGTERM and `pqvpn down` disconnect; the supervisor then returns.
+        // SIGINT and SIGTERM disconnect; the supervisor then returns.
         tokio::spawn(async move {
             if shutdown_rx.wait_for(|stop| *stop).await.is_ok() {
                 let _ = commands.send(Command::Disconnect).await;
@@ -286,6 +301,15 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
         )
         .await
     } else {
+        drop(commands);
+        // One session: a disconnect ends it; a connect (a PQ-only switch) cannot restart it.
+        tokio::spawn(async move {
+            while let Some(command) = commands_rx.recv().await {
+                if matches!(command, Command::Disconnect) {
+                    let _ = shutdown_tx.send(true);
+                }
+            }
+        });
         let mut options = ClientOptions::new(profile.initiator.clone(), profile.gateway);
         options.fwmark = Some(platform::FWMARK);
         run_client(options, provider, &mut factory, &status_tx, shutdown_rx)
@@ -294,10 +318,7 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
     };
     reporter.abort();
     server.abort();
-    let _ = std::fs::remove_file(control::socket_path(
-        Path::new(control::RUN_DIR),
-        &profile.name,
-    ));
+    let _ = std::fs::remove_file(&socket);
     result
 }
 

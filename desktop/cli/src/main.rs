@@ -228,7 +228,7 @@ fn main() -> ExitCode {
                 watch,
             } => {
                 if !watch && cli.socket.is_none() && control::has_tunnel(profile.as_deref()) {
-                    control::status(profile.as_deref(), json).await
+                    control::status(profile.as_deref(), json)
                 } else {
                     client::status(&client::socket(cli.socket), profile, json, watch)
                 }
@@ -256,7 +256,7 @@ fn main() -> ExitCode {
             Command::PqOnly { profile, switch } => {
                 client::pq_only(&client::socket(cli.socket), profile, switch == "on")
             }
-            Command::Down { profile } => control::down(profile.as_deref()).await,
+            Command::Down { profile } => control::down(profile.as_deref()),
             Command::Demo {
                 loopback,
                 megabytes,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pqvpn_control::{Cipher, State as WireState, TunnelStatus};
 use pqvpn_core::crypto::{CryptoProvider, RustCrypto};
-use pqvpn_core::driver::{State, Status};
 use zeroize::Zeroizing;
 
 use crate::control;
@@ -203,9 +203,9 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
 
     // Wait for the tunnel.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let status: Status = loop {
+    let status: TunnelStatus = loop {
         if let Ok(s) = control_status(&name).await
-            && s.state == State::Connected
+            && s.state == WireState::Connected
         {
             break s;
         }
@@ -224,12 +224,17 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
     } else {
         "NOT quantum-safe"
     };
+    let kes: Vec<&str> = status.key_exchanges.iter().map(|k| k.name()).collect();
+    let mode = status
+        .mode
+        .map(|m| serde_json::to_string(&m).unwrap_or_default())
+        .unwrap_or_default();
     println!(
         "  negotiated:  {}, {} ({}, {safe}); ESP {}",
-        control::key_exchanges(&status),
-        status.ike.encr,
-        status.mode,
-        status.esp.encr
+        kes.join(" + "),
+        status.ike_cipher.map_or("-", Cipher::name),
+        mode.trim_matches('"'),
+        status.esp_cipher.map_or("-", Cipher::name)
     );
     println!(
         "  handshake:   {:.2} ms, client address {}",
@@ -335,15 +340,16 @@ async fn run(scene: &mut Scene, exe: &Path, megabytes: u64) -> Result<(), String
     Ok(())
 }
 
-async fn control_status(name: &str) -> Result<Status, String> {
-    let path = control::socket_path(Path::new(control::RUN_DIR), name);
-    let reply = control::raw_request(&path, "{\"cmd\":\"status\"}").await?;
-    serde_json::from_str(&reply).map_err(|e| e.to_string())
+async fn control_status(name: &str) -> Result<TunnelStatus, String> {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || control::tunnel_status(Some(&name)))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 async fn control_down(name: &str) {
-    let path = control::socket_path(Path::new(control::RUN_DIR), name);
-    let _ = control::raw_request(&path, "{\"cmd\":\"down\"}").await;
+    let name = name.to_owned();
+    let _ = tokio::task::spawn_blocking(move || control::down(Some(&name))).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 

@@ -80,14 +80,16 @@ fn up_status_down_in_each_mode_restores_the_network_exactly() {
         let status = net.connected(&name, client);
         assert_eq!(status["mode"], mode);
         assert_eq!(status["quantum_safe"], safe);
-        assert_eq!(status["ike"]["ke"], ke);
-        assert_eq!(status["ike"]["addke"], serde_json::json!(addke));
-        assert_eq!(status["ike"]["encr"], "AES-GCM-256");
-        assert_eq!(status["ike"]["prf"], "PRF_HMAC_SHA2_384");
-        assert_eq!(status["esp"]["encr"], "AES-GCM-256");
+        let mut kes = vec![ke];
+        kes.extend(addke);
+        assert_eq!(status["key_exchanges"], serde_json::json!(kes));
+        assert_eq!(status["ike_cipher"], "AES-GCM-256");
+        assert_eq!(status["prf"], "HMAC-SHA2-384");
+        assert_eq!(status["esp_cipher"], "AES-GCM-256");
+        assert!(status["handshake_ms"].as_f64().is_some_and(|ms| ms > 0.0));
         assert_eq!(status["virtual_ips"], serde_json::json!(["10.99.0.10/32"]));
         assert_eq!(status["dns"], serde_json::json!(["10.99.0.1"]));
-        assert!(status["last_error"].is_null());
+        assert!(status["reason"].is_null());
         assert!(
             net.ping(),
             "ping through the {mode} tunnel; log:\n{}",
@@ -273,7 +275,7 @@ fn up_keeps_retrying_an_unreachable_gateway_until_down() {
     assert_eq!(status["state"], "reconnecting", "{status}");
     assert_eq!(status["mode"], "hybrid", "{status}");
     assert!(
-        status["last_error"]
+        status["reason"]
             .as_str()
             .is_some_and(|e| e.contains("did not answer")),
         "{status}"

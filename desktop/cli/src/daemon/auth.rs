@@ -15,22 +15,29 @@ pub(crate) struct Caller {
 }
 
 impl Caller {
-    /// The caller with credentials `uid`/`gid`, judged against group `group`.
-    pub(crate) fn new(uid: u32, gid: u32, group: &str) -> Self {
+    /// The caller with credentials `uid`/`gid`, judged against group `group` (root alone
+    /// without one).
+    pub(crate) fn new(uid: u32, gid: u32, group: Option<&str>) -> Self {
         Self {
             uid,
             gid,
-            authorized: uid == 0 || in_group(uid, gid, group),
+            authorized: uid == 0 || group.is_some_and(|g| in_group(uid, gid, g)),
         }
     }
 
     /// The refusal for a caller that is not authorized.
-    pub(crate) fn refusal(&self, group: &str) -> String {
-        format!(
-            "not authorized: only root and members of group {group} may control pqvpn tunnels \
-             (you are uid {}); ask an administrator to run `usermod -aG {group} USER`",
-            self.uid
-        )
+    pub(crate) fn refusal(&self, group: Option<&str>) -> String {
+        match group {
+            Some(group) => format!(
+                "not authorized: only root and members of group {group} may control pqvpn \
+                 tunnels (you are uid {}); ask an administrator to run `usermod -aG {group} USER`",
+                self.uid
+            ),
+            None => format!(
+                "not authorized: only root may control this tunnel (you are uid {})",
+                self.uid
+            ),
+        }
     }
 }
 
@@ -59,19 +66,30 @@ mod tests {
             return;
         };
         let name = nogroup.name;
-        assert!(Caller::new(0, 0, &name).authorized, "root");
+        assert!(Caller::new(0, 0, Some(&name)).authorized, "root");
         assert!(
-            Caller::new(0, 0, "no-such-group-here").authorized,
+            Caller::new(0, 0, Some("no-such-group-here")).authorized,
             "root, whatever the group"
         );
-        assert!(Caller::new(65534, 65534, &name).authorized, "primary group");
-        assert!(!Caller::new(65534, 1, "no-such-group-here").authorized);
+        assert!(
+            Caller::new(65534, 65534, Some(&name)).authorized,
+            "primary group"
+        );
+        assert!(!Caller::new(65534, 1, Some("no-such-group-here")).authorized);
         // uid 1 (daemon) is not in nogroup, by primary group or list.
-        assert!(!Caller::new(1, 1, &name).authorized);
-        let refusal = Caller::new(1, 1, &name).refusal("pqvpn");
+        assert!(!Caller::new(1, 1, Some(&name)).authorized);
+        let refusal = Caller::new(1, 1, Some(&name)).refusal(Some("pqvpn"));
         assert!(
             refusal.contains("group pqvpn") && refusal.contains("uid 1"),
             "{refusal}"
+        );
+        // Without a group (`pqvpn up`'s socket): root alone.
+        assert!(Caller::new(0, 0, None).authorized);
+        assert!(!Caller::new(65534, 65534, None).authorized);
+        assert!(
+            Caller::new(65534, 65534, None)
+                .refusal(None)
+                .contains("only root")
         );
     }
 }

@@ -81,8 +81,10 @@ pub(crate) struct Registry {
     pub(crate) settings: Mutex<Settings>,
     /// Users' own credentials (`user_credentials = true`).
     pub(crate) secrets: Keyring,
-    pub(crate) state_dir: PathBuf,
-    pub(crate) group: String,
+    /// Where the settings are kept; `None`: in memory only (`pqvpn up`).
+    pub(crate) state_dir: Option<PathBuf>,
+    /// The control group; `None`: root only (`pqvpn up`'s socket).
+    pub(crate) group: Option<String>,
 }
 
 impl Registry {
@@ -268,6 +270,24 @@ fn start(profile: StoredProfile) -> (Tunnel, tokio::task::JoinHandle<Result<(), 
     (tunnel, task)
 }
 
+/// Serves the control protocol for the one tunnel of `pqvpn up` at `socket` (root only, mode
+/// 0600; PQ-only switches kept in memory), the same protocol as the daemon's, so `pqvpn status`
+/// and `pqvpn down`, scripts and the tray read one schema.
+pub(crate) fn serve_one(
+    socket: &Path,
+    tunnel: Tunnel,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = serve::bind(socket, None)?;
+    let registry = Arc::new(Registry {
+        tunnels: BTreeMap::from([(tunnel.name.clone(), tunnel)]),
+        settings: Mutex::new(Settings::default()),
+        secrets: Keyring::os()?,
+        state_dir: None,
+        group: None,
+    });
+    Ok(tokio::spawn(serve::accept(listener, registry)))
+}
+
 /// `pqvpn daemon`.
 pub(crate) async fn run(options: DaemonOptions) -> Result<(), String> {
     require_root("pqvpn daemon")?;
@@ -294,12 +314,12 @@ pub(crate) async fn run(options: DaemonOptions) -> Result<(), String> {
         tunnels,
         settings: Mutex::new(Settings::load(&options.state)),
         secrets: Keyring::os()?,
-        state_dir: options.state.clone(),
-        group: options.group.clone(),
+        state_dir: Some(options.state.clone()),
+        group: Some(options.group.clone()),
     });
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     on_signals(shutdown_tx)?;
-    let listener = serve::bind(&options.socket, &options.group)?;
+    let listener = serve::bind(&options.socket, Some(&options.group))?;
     let server = tokio::spawn(serve::accept(listener, registry.clone()));
     let _ = shutdown_rx.wait_for(|stop| *stop).await;
     server.abort();

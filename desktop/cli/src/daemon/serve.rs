@@ -31,9 +31,9 @@ const IDLE: Duration = Duration::from_secs(60);
 /// How long a reply or event may take to be taken; a client that does not read is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Binds the socket at `path`: mode 0660, group `group` (root only, 0600, when the group does
-/// not exist), its directory created mode 0755.
-pub(crate) fn bind(path: &Path, group: &str) -> Result<UnixListener, String> {
+/// Binds the socket at `path`: mode 0660, group `group` (root only, 0600, without a group or
+/// when it does not exist). Its directory is made mode 0755: what is inside guards itself.
+pub(crate) fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
@@ -41,32 +41,38 @@ pub(crate) fn bind(path: &Path, group: &str) -> Result<UnixListener, String> {
             .mode(0o755)
             .create(dir)
             .map_err(|e| format!("Failed to create {}: {e}", dir.display()))?;
+        // An older `pqvpn up` made it 0700, which would lock the group out.
+        if group.is_some() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("Failed to open up {}: {e}", dir.display()))?;
+        }
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "a pqvpn daemon already answers at {}",
-                path.display()
-            ));
+            return Err(format!("something already answers at {}", path.display()));
         }
         let _ = std::fs::remove_file(path);
     }
     let listener =
         UnixListener::bind(path).map_err(|e| format!("Failed to bind {}: {e}", path.display()))?;
-    let gid = nix::unistd::Group::from_name(group)
-        .ok()
-        .flatten()
-        .map(|g| g.gid);
-    let mode = if let Some(gid) = gid {
+    let gid = group.and_then(|group| {
+        nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .map(|g| (group, g.gid))
+    });
+    let mode = if let Some((group, gid)) = gid {
         std::os::unix::fs::chown(path, None, Some(gid.as_raw()))
             .map_err(|e| format!("Failed to give {} to group {group}: {e}", path.display()))?;
         0o660
     } else {
-        eprintln!(
-            "pqvpn: warning: no group {group}, so only root can use {}; create it with \
-             `groupadd --system {group}`",
-            path.display()
-        );
+        if let Some(group) = group {
+            eprintln!(
+                "pqvpn: warning: no group {group}, so only root can use {}; create it with \
+                 `groupadd --system {group}`",
+                path.display()
+            );
+        }
         0o600
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -139,7 +145,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> ErrorReply {
 
 async fn connection(stream: UnixStream, registry: Arc<Registry>) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
-    let caller = Caller::new(cred.uid(), cred.gid(), &registry.group);
+    let caller = Caller::new(cred.uid(), cred.gid(), registry.group.as_deref());
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     loop {
@@ -188,7 +194,7 @@ async fn connection(stream: UnixStream, registry: Arc<Registry>) -> std::io::Res
                 &mut write,
                 &Reply::Error(error(
                     ErrorCode::NotAuthorized,
-                    caller.refusal(&registry.group),
+                    caller.refusal(registry.group.as_deref()),
                 )),
             )
             .await?;
@@ -260,9 +266,11 @@ async fn set_pq_only(registry: &Registry, tunnel: &Tunnel, on: bool) -> Result<(
         } else {
             settings.pq_only.remove(&tunnel.name);
         }
-        settings
-            .save(&registry.state_dir)
-            .map_err(|e| error(ErrorCode::Internal, e))?;
+        if let Some(dir) = &registry.state_dir {
+            settings
+                .save(dir)
+                .map_err(|e| error(ErrorCode::Internal, e))?;
+        }
         before != on
     };
     let active = !matches!(
