@@ -173,7 +173,7 @@ write_charon() {
     # Scenarios set GW_IKE_REKEY, GW_CHILD_REKEY, GW_CHILD_LIFE, GW_DPD_DELAY (strongSwan
     # durations) locally.
     local V_GW_IKE_REKEY=${GW_IKE_REKEY:-0s} V_GW_CHILD_REKEY=${GW_CHILD_REKEY:-0s} \
-          V_GW_CHILD_LIFE=${GW_CHILD_LIFE:-0s} \
+          V_GW_CHILD_LIFE_LINE=${GW_CHILD_LIFE:+life_time = $GW_CHILD_LIFE} \
           V_GW_DPD_DELAY=${GW_DPD_DELAY:-0s} \
           V_CL_IKE_REKEY=${CL_IKE_REKEY:-0s} V_CL_CHILD_REKEY=${CL_CHILD_REKEY:-0s}
     local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
