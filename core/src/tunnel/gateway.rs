@@ -63,9 +63,6 @@ pub enum EspUpdate {
         outbound: EspSpi,
         /// Our inbound SPI.
         inbound: EspSpi,
-        /// A new Child SA is on its way in its place (the responder re-creates one after a
-        /// hard lifetime): keep the client while it comes.
-        successor: bool,
     },
     /// The IKE SA failed or was closed: its client and all its SAs are gone.
     Gone {
@@ -244,7 +241,6 @@ impl GatewayTunnel {
                 spi_r,
                 outbound: child.spi_i,
                 inbound: child.spi_r,
-                successor: responder.creating_child_sa(spi_r),
             },
             Event::Failed(_) | Event::Closed => EspUpdate::Gone { spi_r },
             _ => return Ok(None),
@@ -323,7 +319,6 @@ impl GatewayTunnel {
                 spi_r,
                 outbound,
                 inbound,
-                successor,
             } => {
                 let client = self.clients.get_mut(&spi_r)?;
                 // Only this client's own SAs: another IKE SA cannot delete them.
@@ -332,11 +327,9 @@ impl GatewayTunnel {
                     self.by_spi.remove(&inbound);
                     client.inbound_spis.retain(|s| *s != inbound);
                 }
-                if client.outbound.deleted(outbound).is_err() && !successor {
-                    // No SA is left to send to this client on: an IKE SA without a tunnel only
-                    // holds the address lease.
-                    self.request(GatewayRequest::Close { spi_r });
-                }
+                // The last one gone leaves nothing to send on until a new Child SA comes (we
+                // or the client re-create it); the IKE SA deletes itself if none does (20 s).
+                let _ = client.outbound.deleted(outbound);
             }
             EspUpdate::Gone { spi_r } => {
                 return self

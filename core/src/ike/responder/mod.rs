@@ -322,15 +322,6 @@ impl Responder {
             .unwrap_or(Err(Error::ApiMisuse("no established IKE SA with this id")))
     }
 
-    /// Whether IKE SA `id` is re-creating its lost Child SA (after a hard lifetime, or the
-    /// client's CREATE_CHILD_SA is under way): its client is kept meanwhile.
-    pub fn creating_child_sa(&self, id: u64) -> bool {
-        self.sas.get(&id).is_some_and(|sa| match &sa.state {
-            State::Established(e) => e.creating_child_sa(),
-            _ => false,
-        })
-    }
-
     /// Rekeys IKE SA `id` now; the gateway becomes the new SA's original initiator.
     pub fn rekey_ike_sa(&mut self, now: Instant, id: u64) {
         self.with_established(id, |e| e.rekey_ike_sa(now));

@@ -210,13 +210,17 @@ impl Session {
             expire_at: now + lifetime.hard,
             state: ChildState::Active,
         });
+        self.orphaned_since = None;
     }
 
-    pub(super) fn remove_child(&mut self, id: ChildSaId) -> bool {
+    pub(super) fn remove_child(&mut self, now: Instant, id: ChildSaId) -> bool {
         if self.children.remove(id).is_none() {
             return false;
         }
         self.events.push_back(Event::ChildSaDeleted(id));
+        if !self.children.any_live() {
+            self.orphaned_since.get_or_insert(now);
+        }
         true
     }
 }

@@ -48,12 +48,14 @@ impl Session {
     }
 
     /// Our re-creation failed: an IKE SA without a Child SA carries nothing, so it is deleted
-    /// (RFC 7296 §1.4.1) unless one came from the peer meanwhile.
+    /// (RFC 7296 §1.4.1), unless one came from the peer meanwhile (then nothing is reported).
     pub(super) fn child_create_failed(&mut self, now: Instant, error: Error) {
-        self.events.push_back(Event::ChildSaFailed(error));
-        if !self.children.any_live() {
-            self.close(now);
+        // The peer's (made meanwhile) serves: ours is not missed.
+        if self.children.any_live() {
+            return;
         }
+        self.events.push_back(Event::ChildSaFailed(error));
+        self.close(now);
     }
 
     /// Our CREATE_CHILD_SA for a new Child SA with the lost one's cipher and selectors.
@@ -94,7 +96,13 @@ impl Session {
         let Some(last) = self.children.last() else {
             return Err(Error::NoAdditionalSas);
         };
-        if matches!(sa.active, Some((_, Exchange::RekeyIkeSa(_)))) {
+        // Not while the IKE SA is rekeyed (RFC 7296 §2.25.2), nor while our own re-creation
+        // runs: both would make one, and each side would keep the other's. TEMPORARY_FAILURE
+        // makes the peer retry later, when ours is up and its own is refused
+        // (NO_ADDITIONAL_SAS).
+        if matches!(&sa.active, Some((_, Exchange::RekeyIkeSa(_))))
+            || matches!(&sa.active, Some((_, Exchange::RekeyChildSa(x))) if x.old.is_none())
+        {
             return Err(Error::ExchangeInProgress);
         }
         let (ts_i, ts_r) = payload_ts(payloads);

@@ -254,7 +254,7 @@ impl Session {
             Exchange::Dpd => Ok(()),
             Exchange::DeleteChildSa(pairs) => {
                 for pair in pairs {
-                    self.remove_child(pair);
+                    self.remove_child(now, pair);
                 }
                 Ok(())
             }

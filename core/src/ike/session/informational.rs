@@ -21,7 +21,7 @@ impl Session {
     /// with the Delete of our halves; Delete of the IKE SA ends it (RFC 7296 §1.4.1).
     pub(super) fn on_informational(
         &mut self,
-        _now: Instant,
+        now: Instant,
         sa: &mut IkeSa,
         payloads: &[Payload],
     ) -> Result<(Vec<Payload>, After), Error> {
@@ -46,7 +46,7 @@ impl Session {
                         if !matches!(c.state, ChildState::Deleting) {
                             ours.push(self.view.ours_theirs(pair).0);
                         }
-                        self.remove_child(pair);
+                        self.remove_child(now, pair);
                     }
                 }
                 _ => {}

@@ -85,6 +85,11 @@ const RETIRED_IKE_SA_LINGER: Duration = Duration::from_secs(60);
 /// "MUST NOT immediately retry"); up to the same again is added at random.
 const RETRY_DELAY: Duration = Duration::from_secs(2);
 
+/// How long an IKE SA without a Child SA waits for a new one (ours or the peer's, with
+/// retransmissions) before it is deleted. The client's tunnel gives up sooner (15 s) and
+/// reconnects; this bounds the gateway's side, where the client may be re-creating one.
+const ORPHANED_LIMIT: Duration = Duration::from_secs(20);
+
 /// INVALID_KE_PAYLOAD answers followed per exchange before giving up.
 const MAX_INVALID_KE_RETRIES: u8 = 2;
 
@@ -230,6 +235,9 @@ pub(crate) struct Session {
     queue: VecDeque<Intent>,
     retries: Vec<(Instant, Intent)>,
     peer_rekey: Option<PeerRekey>,
+    /// Since when no Child SA is live (the last was deleted): a new one may come for
+    /// [`ORPHANED_LIMIT`], then the IKE SA, which carries nothing, is deleted.
+    orphaned_since: Option<Instant>,
     last_inbound: Instant,
     last_probe: Instant,
     status: Status,
@@ -283,6 +291,7 @@ impl Session {
             queue: VecDeque::new(),
             retries: Vec::new(),
             peer_rekey: None,
+            orphaned_since: None,
             last_inbound: now,
             last_probe: now,
             status: Status::Up,

@@ -346,7 +346,7 @@ impl Session {
             // The peer no longer has it (RFC 7296 §2.25).
             NotifyType::ChildSaNotFound if x.old.is_some() => {
                 if let Some(old) = x.old {
-                    self.remove_child(old);
+                    self.remove_child(now, old);
                 }
                 Ok(())
             }

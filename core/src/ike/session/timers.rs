@@ -14,7 +14,7 @@ use crate::ike::config::Lifetime;
 use crate::ike::sa::ChildSaId;
 
 use super::followup::PeerRekeyKind;
-use super::{Exchange, Intent, RETIRED_IKE_SA_LINGER, Session, Status};
+use super::{Exchange, Intent, ORPHANED_LIMIT, RETIRED_IKE_SA_LINGER, Session, Status};
 
 /// The earliest of the instants pushed, without allocating (`poll_timeout` runs often).
 #[derive(Default)]
@@ -86,6 +86,7 @@ impl Session {
         if let Some(interval) = self.settings.dpd_interval {
             next.push(self.last_inbound.max(self.last_probe) + interval);
         }
+        next.extend(self.orphaned_since.map(|t| t + ORPHANED_LIMIT));
         next.0
     }
 
@@ -167,7 +168,7 @@ impl Session {
         if !expired.is_empty() {
             // Hard lifetime: the SA is unusable; tell the driver now, the peer with a Delete.
             for &pair in &expired {
-                self.remove_child(pair);
+                self.remove_child(now, pair);
             }
             self.queue.retain(|i| match i {
                 Intent::RekeyChildSa(p) => !expired.contains(p),
@@ -182,6 +183,15 @@ impl Session {
             if lost_live && !self.children.any_live() {
                 self.enqueue(Intent::CreateChildSa);
             }
+        }
+        if self
+            .orphaned_since
+            .is_some_and(|t| now >= t + ORPHANED_LIMIT)
+        {
+            // No Child SA came back: the IKE SA carries nothing (RFC 7296 §1.4.1).
+            self.orphaned_since = None;
+            self.close(now);
+            return;
         }
         let (retry_now, later): (Vec<_>, Vec<_>) =
             self.retries.drain(..).partition(|(t, _)| *t <= now);
