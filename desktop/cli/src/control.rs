@@ -14,9 +14,11 @@ pub(crate) fn socket_path(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join(format!("{name}.sock"))
 }
 
-/// Whether `pqvpn up` runs tunnel `name` (or exactly one tunnel, unnamed).
+/// Whether `pqvpn up` runs tunnel `name` (or exactly one tunnel, unnamed) and its socket lets
+/// us in (it is root's: anyone else asks the daemon).
 pub(crate) fn has_tunnel(name: Option<&str>) -> bool {
-    find(Path::new(RUN_DIR), name).is_ok_and(|path| path.exists())
+    find(Path::new(RUN_DIR), name)
+        .is_ok_and(|path| std::os::unix::net::UnixStream::connect(path).is_ok())
 }
 
 /// Finds the socket of `name`, or of the only running tunnel.

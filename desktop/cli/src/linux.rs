@@ -189,8 +189,8 @@ pub(crate) enum SessionPsk {
     Fixed(SecretBytes),
     /// Read from the profile, its file or the store at each connect (the daemon).
     Stored(Arc<StoredProfile>),
-    /// The credential of the user who connected last (`user_credentials = true`).
-    User(Arc<std::sync::Mutex<Option<SecretBytes>>>),
+    /// The credential of the user who connected it (`user_credentials = true`).
+    User(Arc<std::sync::Mutex<Option<(u32, SecretBytes)>>>),
 }
 
 /// Each session's options: the gateway's name resolved again (its address may have changed),
@@ -212,13 +212,17 @@ impl UpConnector {
                     .map_err(|e| SessionEnd::Refused(e.to_string()))?
                     .map_err(SessionEnd::Refused)
             }
-            SessionPsk::User(slot) => slot.lock().ok().and_then(|s| s.clone()).ok_or_else(|| {
-                SessionEnd::Refused(
-                    "no user credential for this profile; store yours with `pqvpn credential \
+            SessionPsk::User(slot) => slot
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|(_, psk)| psk.clone()))
+                .ok_or_else(|| {
+                    SessionEnd::Refused(
+                        "no user credential for this profile; store yours with `pqvpn credential \
                      set NAME`"
-                        .into(),
-                )
-            }),
+                            .into(),
+                    )
+                }),
         }
     }
 }
@@ -253,6 +257,13 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     on_signals(shutdown_tx.clone())?;
+    if profile.name == "control" {
+        return Err(
+            "a profile named control would take the daemon's socket (/run/pqvpn/control.sock); \
+             rename the file"
+                .into(),
+        );
+    }
     // The control socket takes the daemon's commands; `disconnect` (`pqvpn down`) and the
     // signals end the run.
     let (commands, mut commands_rx) = mpsc::channel(8);
@@ -266,6 +277,7 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
             commands: commands.clone(),
             status: status_rx.clone(),
             per_user: None,
+            restartable: reconnect,
         },
     )
     .map_err(|e| {

@@ -51,6 +51,10 @@ use zeroize::Zeroizing;
 /// The keyring service of every pqvpn entry.
 pub(crate) const SERVICE: &str = "pqvpn";
 
+/// The service of users' own credentials (`user_credentials = true`): apart from the
+/// administrator's entries, whatever a profile's `local_id` says.
+pub(crate) const USER_SERVICE: &str = "pqvpn-user";
+
 /// The keyring user of a profile: `LOCAL_ID@ENDPOINT` (see the module docs), as
 /// `ClientProfile::keyring_user` makes it.
 #[cfg(test)]
@@ -140,7 +144,11 @@ impl Keyring {
     }
 
     fn entry(&self, user: &str) -> Result<Entry, String> {
-        Entry::new_in_store(&self.store, SERVICE, user).map_err(|e| {
+        self.entry_in(SERVICE, user)
+    }
+
+    fn entry_in(&self, service: &str, user: &str) -> Result<Entry, String> {
+        Entry::new_in_store(&self.store, service, user).map_err(|e| {
             format!(
                 "auth.psk_keyring: cannot open {} for {user}: {}",
                 self.describe(),
@@ -185,9 +193,9 @@ impl Keyring {
         }
     }
 
-    /// The secret stored for `user`, if any (no fallback store, no hint in the error).
-    pub(crate) fn get_secret(&self, user: &str) -> Result<Option<SecretBytes>, String> {
-        match self.entry(user)?.get_secret() {
+    /// A user's own credential stored as `user` ([`USER_SERVICE`]), if any.
+    pub(crate) fn get_user_secret(&self, user: &str) -> Result<Option<SecretBytes>, String> {
+        match self.entry_in(USER_SERVICE, user)?.get_secret() {
             Ok(bytes) if bytes.is_empty() => Ok(None),
             Ok(bytes) => Ok(Some(SecretBytes::new(bytes))),
             Err(Error::NoEntry) => Ok(None),
@@ -196,6 +204,22 @@ impl Keyring {
                 self.describe(),
                 one_line(&e)
             )),
+        }
+    }
+
+    /// Stores (or replaces) a user's own credential as `user` ([`USER_SERVICE`]).
+    pub(crate) fn set_user_psk(&self, user: &str, psk: &[u8]) -> Result<(), String> {
+        self.entry_in(USER_SERVICE, user)?
+            .set_secret(psk)
+            .map_err(|e| format!("cannot store the credential: {}", one_line(&e)))
+    }
+
+    /// Deletes a user's own credential stored as `user`.
+    pub(crate) fn delete_user_psk(&self, user: &str) -> Result<(), String> {
+        match self.entry_in(USER_SERVICE, user)?.delete_credential() {
+            Ok(()) => Ok(()),
+            Err(Error::NoEntry) => Err("you have stored no credential for it".into()),
+            Err(e) => Err(format!("cannot delete the credential: {}", one_line(&e))),
         }
     }
 

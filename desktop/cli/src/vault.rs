@@ -29,8 +29,13 @@ use zeroize::Zeroizing;
 /// Where the daemon's secrets live.
 pub(crate) const SECRETS_DIR: &str = "/var/lib/pqvpn/secrets";
 
-/// `systemd-creds`, where Debian installs it.
-const SYSTEMD_CREDS: &str = "/usr/bin/systemd-creds";
+/// Where `systemd-creds` is looked for: Debian's place first, then the other usual ones.
+const SYSTEMD_CREDS: [&str; 4] = [
+    "/usr/bin/systemd-creds",
+    "/bin/systemd-creds",
+    "/usr/local/bin/systemd-creds",
+    "/run/current-system/sw/bin/systemd-creds",
+];
 
 /// The first line of an entry kept without `systemd-creds`.
 const PLAIN_HEADER: &[u8] = b"pqvpn-plain-v1\n";
@@ -57,7 +62,7 @@ impl Store {
 
     /// Whether entries are sealed with `systemd-creds`.
     pub(crate) fn seals() -> bool {
-        Path::new(SYSTEMD_CREDS).exists()
+        systemd_creds().is_some()
     }
 }
 
@@ -123,6 +128,12 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// The `systemd-creds` binary, if there is one (a fixed list of root-owned places, never
+/// `PATH`: the daemon is root).
+fn systemd_creds() -> Option<&'static str> {
+    SYSTEMD_CREDS.into_iter().find(|p| Path::new(p).is_file())
+}
+
 fn io(e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::NoEntry,
@@ -142,7 +153,9 @@ impl Cred {
 
     /// Runs `systemd-creds ARGS` with `input` on stdin; its stdout, wiped on drop.
     fn systemd_creds(args: &[&str], input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        let mut child = Command::new(SYSTEMD_CREDS)
+        let tool =
+            systemd_creds().ok_or_else(|| failure("systemd-creds is not installed".into()))?;
+        let mut child = Command::new(tool)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -191,18 +204,31 @@ impl CredentialApi for Cred {
             plain.extend_from_slice(secret);
             plain
         };
-        // Written whole under a temporary name, then renamed: never a half-written entry.
-        let tmp = self.dir.join(format!(".{}.tmp", self.name));
-        let _ = std::fs::remove_file(&tmp);
+        // Written whole under a name of its own (two writers never share one), then renamed:
+        // never a half-written entry, and the last writer wins whole.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.{n}.tmp", self.name, std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
-        file.write_all(&sealed).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, self.path()).map_err(io)
+        let written = file
+            .write_all(&sealed)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, self.path()));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        // The rename itself survives a crash once the directory is on disk.
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 
     fn get_secret(&self) -> Result<Vec<u8>> {

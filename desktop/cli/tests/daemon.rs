@@ -517,11 +517,28 @@ fn stored_secrets_survive_a_restart_and_users_bring_their_own() {
     });
     assert_eq!(up["quantum_safe"], true, "{up}");
     assert!(net.ping(), "no ping with the user's own PSK");
-    // Another user (root) has none of their own for it.
-    let out = Command::new(env!("CARGO_BIN_EXE_pqvpn"))
-        .args(["--socket", socket.to_str().unwrap(), "connect", "mine"])
-        .output()
-        .unwrap();
+    // Another user (root) cannot take over Carol's session, and has no credential of their own.
+    let root_connect = || {
+        Command::new(env!("CARGO_BIN_EXE_pqvpn"))
+            .args(["--socket", socket.to_str().unwrap(), "connect", "mine"])
+            .output()
+            .unwrap()
+    };
+    let out = root_connect();
+    assert!(
+        stderr(&out).contains("connected with the credential of uid 65534"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["disconnect", "mine"])
+            .status
+            .success()
+    );
+    wait_for(&net, daemon, &socket, "mine", "disconnected", |s| {
+        s["state"] == "disconnected"
+    });
+    let out = root_connect();
     assert!(
         stderr(&out).contains("have stored none"),
         "{}",

@@ -56,6 +56,8 @@ pub(crate) struct Tunnel {
     pub(crate) status: watch::Receiver<Status>,
     /// For `user_credentials = true`: whose credential its sessions use.
     pub(crate) per_user: Option<PerUser>,
+    /// Whether a new session can start (false for `pqvpn up --no-reconnect`: one session).
+    pub(crate) restartable: bool,
 }
 
 /// The credentials of a `user_credentials = true` profile.
@@ -64,14 +66,34 @@ pub(crate) struct PerUser {
     pub(crate) user: String,
     /// `auth.allow_weak_psk`.
     pub(crate) allow_weak: bool,
-    /// The credential of the user who connected last.
-    pub(crate) slot: Arc<Mutex<Option<SecretBytes>>>,
+    /// The credential its sessions use, and whose it is: the user who connected it.
+    pub(crate) slot: Arc<Mutex<Option<(u32, SecretBytes)>>>,
 }
 
 impl PerUser {
-    /// The store entry of `uid`'s credential.
+    /// The store entry of `uid`'s credential (service [`crate::secret::USER_SERVICE`], apart
+    /// from the administrator's entries).
     pub(crate) fn entry(&self, uid: u32) -> String {
         format!("uid-{uid}/{}", self.user)
+    }
+
+    /// Whose credential the tunnel uses now.
+    pub(crate) fn owner(&self) -> Option<u32> {
+        self.slot
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(uid, _)| *uid))
+    }
+
+    /// Forgets the credential in use if it is `uid`'s (or anyone's, for `None`).
+    pub(crate) fn forget(&self, uid: Option<u32>) {
+        if let Ok(mut slot) = self.slot.lock()
+            && slot
+                .as_ref()
+                .is_some_and(|(owner, _)| uid.is_none_or(|u| u == *owner))
+        {
+            *slot = None;
+        }
     }
 }
 
@@ -266,6 +288,7 @@ fn start(profile: StoredProfile) -> (Tunnel, tokio::task::JoinHandle<Result<(), 
         commands,
         status,
         per_user,
+        restartable: true,
     };
     (tunnel, task)
 }

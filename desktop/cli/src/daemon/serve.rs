@@ -112,7 +112,9 @@ enum Line {
 /// Reads one line of at most [`MAX_REQUEST_LINE`] octets.
 async fn read_line(read: &mut BufReader<impl AsyncRead + Unpin>) -> std::io::Result<Line> {
     let limit = u64::try_from(MAX_REQUEST_LINE).unwrap_or(u64::MAX);
-    let mut line = Vec::with_capacity(256);
+    // A line may carry a credential: one buffer that never grows (no copy left behind), wiped
+    // when dropped.
+    let mut line = zeroize::Zeroizing::new(Vec::with_capacity(MAX_REQUEST_LINE));
     (&mut *read)
         .take(limit)
         .read_until(b'\n', &mut line)
@@ -245,6 +247,16 @@ fn find<'a>(
 /// Applies a PQ-only switch: refused where it would loosen the profile; persisted; a running
 /// tunnel reconnects in the new mode at once.
 async fn set_pq_only(registry: &Registry, tunnel: &Tunnel, on: bool) -> Result<(), ErrorReply> {
+    if !tunnel.restartable {
+        return Err(error(
+            ErrorCode::Refused,
+            format!(
+                "{} runs one session (pqvpn up --no-reconnect), which cannot change its mode; \
+                 start it again with mode = \"pq-only\" in the profile",
+                tunnel.name
+            ),
+        ));
+    }
     if !on && tunnel.floor == Mode::PqOnly {
         return Err(error(
             ErrorCode::Refused,
@@ -290,9 +302,24 @@ async fn take_credential(registry: &Registry, tunnel: &Tunnel, uid: u32) -> Resu
     let Some(per_user) = &tunnel.per_user else {
         return Ok(());
     };
+    // One user's session at a time: another's would go on with the first one's PSK.
+    let active = !matches!(
+        tunnel.status.borrow().state,
+        State::Disconnected | State::Error
+    );
+    if let Some(owner) = per_user.owner().filter(|&o| o != uid && active) {
+        return Err(error(
+            ErrorCode::Refused,
+            format!(
+                "profile {} is connected with the credential of uid {owner}; it must disconnect \
+                 first",
+                tunnel.name
+            ),
+        ));
+    }
     let secrets = registry.secrets.clone();
     let entry = per_user.entry(uid);
-    let found = tokio::task::spawn_blocking(move || secrets.get_secret(&entry))
+    let found = tokio::task::spawn_blocking(move || secrets.get_user_secret(&entry))
         .await
         .map_err(|e| error(ErrorCode::Internal, e.to_string()))?
         .map_err(|e| error(ErrorCode::Internal, e))?;
@@ -309,7 +336,7 @@ async fn take_credential(registry: &Registry, tunnel: &Tunnel, uid: u32) -> Resu
     *per_user
         .slot
         .lock()
-        .map_err(|_| error(ErrorCode::Internal, "credential lock poisoned"))? = Some(psk);
+        .map_err(|_| error(ErrorCode::Internal, "credential lock poisoned"))? = Some((uid, psk));
     Ok(())
 }
 
@@ -338,13 +365,23 @@ async fn set_credential(
             drop(secret);
             check_psk_strength("credential", &psk, per_user.allow_weak)
                 .map_err(|e| error(ErrorCode::Refused, e.to_string()))?;
-            tokio::task::spawn_blocking(move || secrets.set_psk(&entry, psk.expose())).await
+            tokio::task::spawn_blocking(move || secrets.set_user_psk(&entry, psk.expose())).await
         }
-        None => tokio::task::spawn_blocking(move || secrets.delete_psk(&entry)).await,
+        None => tokio::task::spawn_blocking(move || secrets.delete_user_psk(&entry)).await,
     };
     result
         .map_err(|e| error(ErrorCode::Internal, e.to_string()))?
-        .map_err(|e| error(ErrorCode::Refused, e))
+        .map_err(|e| error(ErrorCode::Refused, e))?;
+    // A rotated or deleted credential is not used again: the next connect reads it anew.
+    per_user.forget(Some(uid));
+    if !crate::vault::Store::seals() {
+        tracing::warn!(
+            profile = tunnel.name,
+            uid,
+            "systemd-creds is not installed: the credential is kept unsealed (root only)"
+        );
+    }
+    Ok(())
 }
 
 async fn handle(registry: &Registry, caller: &Caller, request: Request) -> Reply {
@@ -388,12 +425,18 @@ async fn handle(registry: &Registry, caller: &Caller, request: Request) -> Reply
             Err(e) => Err(e),
         },
         Request::Disconnect { profile } => match find(registry, profile.as_deref(), true) {
-            Ok(tunnel) => tunnel
-                .commands
-                .send(Command::Disconnect)
-                .await
-                .map(|()| Reply::Done)
-                .map_err(|_| error(ErrorCode::Internal, "the tunnel's supervisor is gone")),
+            Ok(tunnel) => {
+                // The user's credential is not kept in memory past their session.
+                if let Some(per_user) = &tunnel.per_user {
+                    per_user.forget(None);
+                }
+                tunnel
+                    .commands
+                    .send(Command::Disconnect)
+                    .await
+                    .map(|()| Reply::Done)
+                    .map_err(|_| error(ErrorCode::Internal, "the tunnel's supervisor is gone"))
+            }
             Err(e) => Err(e),
         },
         Request::SetPqOnly { profile, on } => match find(registry, Some(&profile), false) {
