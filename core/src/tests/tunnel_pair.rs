@@ -720,22 +720,39 @@ fn close_deletes_the_sa_at_the_gateway() {
     assert!(pair.responder.established_ids().is_empty());
 }
 
-/// A pair whose gateway lets Child SAs reach their 10-minute hard lifetime without a rekey
-/// (the client's would rekey after an hour), and `faults` on the gateway's IKE SA.
-fn expiring_children(seed: u64, faults: impl FnOnce(&mut crate::ike::Faults)) -> TunnelPair {
+/// A Child SA lifetime that ends before any rekey: hard after 10 minutes, rekey after two hours.
+const NO_REKEY: Lifetime = Lifetime {
+    rekey: Duration::from_secs(7200),
+    jitter: Duration::ZERO,
+    hard: Duration::from_secs(600),
+};
+
+/// A connected hybrid pair whose client's and/or gateway's Child SAs reach their hard
+/// lifetime without a rekey ([`NO_REKEY`]); the others' rekey after an hour.
+fn hard_lifetimes(seed: u64, client_hard: bool, gateway_hard: bool) -> TunnelPair {
+    let lifetime = |hard| {
+        if hard {
+            NO_REKEY
+        } else {
+            Lifetime::new(Duration::from_secs(3600))
+        }
+    };
     let mut c = client_config(Mode::Hybrid);
     c.force_udp_encapsulation = true;
-    c.child_lifetime = Lifetime::new(Duration::from_secs(3600));
+    c.child_lifetime = lifetime(client_hard);
     c.ike_lifetime = Lifetime::new(Duration::from_secs(6 * 3600));
     let mut g = gateway_config(vec![CryptoPolicy::for_mode(Mode::Hybrid)]);
-    g.child_lifetime = Lifetime {
-        rekey: Duration::from_secs(7200),
-        jitter: Duration::ZERO,
-        hard: Duration::from_secs(600),
-    };
+    g.child_lifetime = lifetime(gateway_hard);
     g.ike_lifetime = Lifetime::new(Duration::from_secs(12 * 3600));
     let mut pair = TunnelPair::new(seed, c, EspOptions::default(), g);
     pair.connect();
+    pair
+}
+
+/// A pair whose gateway lets Child SAs reach their hard lifetime, with `faults` on the
+/// gateway's IKE SA.
+fn expiring_children(seed: u64, faults: impl FnOnce(&mut crate::ike::Faults)) -> TunnelPair {
+    let mut pair = hard_lifetimes(seed, false, true);
     let id = pair.responder.established_ids()[0];
     faults(&mut pair.responder.established_mut(id).unwrap().faults);
     pair
@@ -886,19 +903,7 @@ fn a_lost_child_sa_that_never_returns_ends_the_tunnel() {
 /// and takes the new one. The tunnel never goes down.
 #[test]
 fn the_clients_own_hard_lifetime_recreates_the_child_sa() {
-    let mut c = client_config(Mode::Hybrid);
-    c.force_udp_encapsulation = true;
-    c.child_lifetime = Lifetime {
-        rekey: Duration::from_secs(7200),
-        jitter: Duration::ZERO,
-        hard: Duration::from_secs(600),
-    };
-    c.ike_lifetime = Lifetime::new(Duration::from_secs(6 * 3600));
-    let mut g = gateway_config(vec![CryptoPolicy::for_mode(Mode::Hybrid)]);
-    g.child_lifetime = Lifetime::new(Duration::from_secs(3600));
-    g.ike_lifetime = Lifetime::new(Duration::from_secs(12 * 3600));
-    let mut pair = TunnelPair::new(24, c, EspOptions::default(), g);
-    pair.connect();
+    let mut pair = hard_lifetimes(24, true, false);
     let spi_i = pair.client.ike().spi_i();
     let end = pair.now + Duration::from_secs(25 * 60);
     let sent = pair.traffic_until(end, Duration::from_secs(1));
@@ -918,20 +923,7 @@ fn the_clients_own_hard_lifetime_recreates_the_child_sa() {
 /// exactly one Child SA, known to both, and the tunnel up.
 #[test]
 fn simultaneous_recreations_leave_one_child_sa() {
-    let hard = Lifetime {
-        rekey: Duration::from_secs(7200),
-        jitter: Duration::ZERO,
-        hard: Duration::from_secs(600),
-    };
-    let mut c = client_config(Mode::Hybrid);
-    c.force_udp_encapsulation = true;
-    c.child_lifetime = hard;
-    c.ike_lifetime = Lifetime::new(Duration::from_secs(6 * 3600));
-    let mut g = gateway_config(vec![CryptoPolicy::for_mode(Mode::Hybrid)]);
-    g.child_lifetime = hard;
-    g.ike_lifetime = Lifetime::new(Duration::from_secs(12 * 3600));
-    let mut pair = TunnelPair::new(25, c, EspOptions::default(), g);
-    pair.connect();
+    let mut pair = hard_lifetimes(25, true, true);
     pair.run_until(pair.now + Duration::from_secs(630));
     assert_eq!(pair.down_reason(), None, "{:?}", pair.client_events);
     // One gap, one new SA: no second SA made and then deleted again as redundant.
