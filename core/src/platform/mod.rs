@@ -71,6 +71,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+pub mod firewall;
 mod state;
 mod sys;
 
@@ -78,6 +79,8 @@ mod sys;
 mod dns;
 #[cfg(target_os = "linux")]
 mod netlink;
+#[cfg(target_os = "linux")]
+mod nftables;
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -187,6 +190,18 @@ pub enum Error {
         /// The parser error.
         #[source]
         source: serde_json::Error,
+    },
+    /// The kernel refused to install or remove the kill switch's firewall table.
+    #[error("Failed to {0} the kill switch's firewall table (nftables)")]
+    Firewall(&'static str, #[source] io::Error),
+    /// Another running pqvpn process holds the kill switch of this network namespace.
+    #[error(
+        "the kill switch of this network namespace is held by another pqvpn process (pid {pid}); \
+         connect through it (the daemon) or stop it first"
+    )]
+    FirewallHeld {
+        /// That process.
+        pid: u32,
     },
     /// Some changes could not be undone; the first failure is the source.
     #[error("Failed to undo {failed} of {total} network changes")]

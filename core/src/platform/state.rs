@@ -254,13 +254,7 @@ impl StateFile {
     /// Whether the process that wrote the file still runs (another tunnel of this program, whose
     /// changes must not be undone): its pid exists and runs the same executable name as us.
     pub(super) fn owner_alive(&self) -> bool {
-        let pid = self.document.owner_pid;
-        if pid == 0 || pid == std::process::id() {
-            return false;
-        }
-        let theirs = fs::read_to_string(format!("/proc/{pid}/comm"));
-        let ours = fs::read_to_string("/proc/self/comm");
-        matches!((theirs, ours), (Ok(t), Ok(o)) if t == o)
+        process_alive(self.document.owner_pid)
     }
 
     /// Returns the TUN name the file belongs to.
@@ -358,8 +352,18 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Resu
     Ok(())
 }
 
+/// Whether `pid` is another live process running this program (same executable name).
+pub(super) fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid == std::process::id() {
+        return false;
+    }
+    let theirs = fs::read_to_string(format!("/proc/{pid}/comm"));
+    let ours = fs::read_to_string("/proc/self/comm");
+    matches!((theirs, ours), (Ok(t), Ok(o)) if t == o)
+}
+
 /// The inode of the calling thread's network namespace, 0 if unknown.
-fn current_netns() -> u64 {
+pub(super) fn current_netns() -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
 }
@@ -400,7 +404,7 @@ fn sync_parent(path: &Path) {
     }
 }
 
-fn create_dir(state_dir: &Path) -> Result<(), Error> {
+pub(super) fn create_dir(state_dir: &Path) -> Result<(), Error> {
     fs::create_dir_all(state_dir)
         .map_err(|source| state_error("create the state directory", state_dir, source))?;
     #[cfg(unix)]
