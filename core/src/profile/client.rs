@@ -50,6 +50,8 @@ struct NetworkFile {
     mtu: Option<Spanned<i64>>,
     interface: Option<String>,
     block_lan: Option<Spanned<bool>>,
+    kill_switch: Option<Spanned<String>>,
+    allow_lan: Option<Spanned<bool>>,
     #[serde(default)]
     accept_pushed_routes: bool,
     #[serde(default)]
@@ -81,6 +83,45 @@ pub struct NetworkSpec {
     pub accept_pushed_routes: bool,
     /// Accept a public (globally routable) virtual address from the gateway.
     pub allow_public_virtual_ip: bool,
+    /// When the firewall blocks everything outside the tunnel.
+    pub kill_switch: KillSwitch,
+    /// With the kill switch: let the private and link-local ranges through.
+    pub allow_lan: bool,
+}
+
+impl NetworkSpec {
+    /// Whether the kill switch is on for this profile.
+    pub fn kill_switch_on(&self) -> bool {
+        match self.kill_switch {
+            KillSwitch::Always => true,
+            KillSwitch::Auto => self.full_tunnel,
+            KillSwitch::Off => false,
+        }
+    }
+}
+
+/// `network.kill_switch`: when nothing may leave outside the tunnel (connecting,
+/// reconnecting, failed after being up, and connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KillSwitch {
+    /// On for a full tunnel, off for a split tunnel (the default).
+    #[default]
+    Auto,
+    /// On for split tunnels too.
+    Always,
+    /// Off: traffic may leave in clear while the tunnel is down.
+    Off,
+}
+
+impl KillSwitch {
+    /// The profile's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+            Self::Off => "off",
+        }
+    }
 }
 
 /// A client profile, checked. Nothing in it is resolved yet: the PSK is a [`PskSpec`] and the
@@ -276,6 +317,30 @@ fn check_network(doc: &Doc<'_>, file: NetworkFile) -> Result<NetworkSpec, Profil
             "network.block_lan = true needs full_tunnel = true".into(),
         ));
     }
+    let kill_switch = match &file.kill_switch {
+        None => KillSwitch::Auto,
+        Some(value) => match value.get_ref().as_str() {
+            "auto" => KillSwitch::Auto,
+            "always" => KillSwitch::Always,
+            "off" => KillSwitch::Off,
+            other => {
+                return Err(doc.invalid(
+                    "network.kill_switch",
+                    value,
+                    format!("network.kill_switch = \"{other}\": expected auto, always or off"),
+                ));
+            }
+        },
+    };
+    let allow_lan = file.allow_lan.as_ref().is_some_and(|b| *b.get_ref());
+    if let Some(at) = file.allow_lan.as_ref().filter(|_| allow_lan && block_lan) {
+        return Err(doc.error(
+            ProfileErrorKind::Conflict,
+            "network.allow_lan",
+            at,
+            "network.allow_lan = true contradicts block_lan = true".into(),
+        ));
+    }
     Ok(NetworkSpec {
         full_tunnel,
         routes,
@@ -285,5 +350,7 @@ fn check_network(doc: &Doc<'_>, file: NetworkFile) -> Result<NetworkSpec, Profil
         block_lan,
         accept_pushed_routes: file.accept_pushed_routes,
         allow_public_virtual_ip: file.allow_public_virtual_ip,
+        kill_switch,
+        allow_lan,
     })
 }

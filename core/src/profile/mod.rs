@@ -21,7 +21,7 @@ mod value;
 
 use core::ops::Range;
 
-pub use client::{ClientProfile, NetworkSpec};
+pub use client::{ClientProfile, KillSwitch, NetworkSpec};
 pub use error::{ProfileError, ProfileErrorKind};
 #[cfg(feature = "gateway")]
 pub use gateway::{ClientPsk, GatewayProfile};

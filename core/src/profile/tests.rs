@@ -39,6 +39,8 @@ fn a_minimal_profile_is_hybrid_full_tunnel_and_resolves_nothing() {
         PskSource::Inline(SecretBytes::from_slice(b"a-test-psk-not-a-secret"))
     );
     assert!(p.network.full_tunnel && p.network.dns && !p.network.block_lan);
+    assert_eq!(p.network.kill_switch, KillSwitch::Auto);
+    assert!(p.network.kill_switch_on() && !p.network.allow_lan);
     assert_eq!(p.network.mtu, 1400);
     assert_eq!(p.ike, IkeSpec::default());
     assert!(p.force_udp_encapsulation);
@@ -96,6 +98,22 @@ fn every_setting_reaches_the_initiator_config() {
 }
 
 #[test]
+fn kill_switch_follows_the_tunnel_kind_unless_set() {
+    let spec = |network: &str| {
+        ClientProfile::parse(&format!("{GOOD}[network]\n{network}\n"))
+            .unwrap()
+            .network
+    };
+    assert!(!spec("full_tunnel = false\nroutes = [\"10.0.0.0/8\"]").kill_switch_on());
+    let always = spec("full_tunnel = false\nroutes = [\"10.0.0.0/8\"]\nkill_switch = \"always\"");
+    assert!(always.kill_switch_on());
+    assert_eq!(always.kill_switch.as_str(), "always");
+    let off = spec("kill_switch = \"off\"");
+    assert!(off.full_tunnel && !off.kill_switch_on());
+    assert!(spec("allow_lan = true").allow_lan);
+}
+
+#[test]
 fn mistakes_name_their_kind_key_and_line() {
     let cases: &[(&str, &str, ProfileErrorKind, Option<&str>, u32)] = &[
         (
@@ -131,6 +149,20 @@ fn mistakes_name_their_kind_key_and_line() {
             "full_tunnel",
             ProfileErrorKind::Conflict,
             Some("network.block_lan"),
+            8,
+        ),
+        (
+            "[network]\nkill_switch = \"sometimes\"",
+            "auto, always or off",
+            ProfileErrorKind::Invalid,
+            Some("network.kill_switch"),
+            7,
+        ),
+        (
+            "[network]\nblock_lan = true\nallow_lan = true",
+            "contradicts",
+            ProfileErrorKind::Conflict,
+            Some("network.allow_lan"),
             8,
         ),
         (
