@@ -78,6 +78,27 @@ pub trait DeviceFactory: Send {
     /// stay while it reconnects. It should then return the device it has when `up` asks for
     /// the same addresses, and reconfigure otherwise.
     fn teardown(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Called by the [supervisor](super::supervisor) before each session starts (connecting
+    /// and reconnecting), with the gateway that session uses: from now until
+    /// [`unblock`](Self::unblock) the platform's kill switch, if it has one, lets nothing
+    /// but the tunnel and its IKE/ESP to `gateway` leave. An error keeps the session from
+    /// starting (fail closed). Returns whether traffic outside the tunnel is now blocked
+    /// (false: the profile has no kill switch). Does nothing by default.
+    fn block(
+        &mut self,
+        gateway: SocketAddr,
+    ) -> impl Future<Output = Result<bool, DriverError>> + Send {
+        let _ = gateway;
+        async { Ok(false) }
+    }
+
+    /// Lifts what [`block`](Self::block) installed: the user disconnected, or a first connect
+    /// failed for good. Not called while reconnecting, nor on a failure after the tunnel was
+    /// up (the block stays until the user acts). Does nothing by default.
+    fn unblock(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 fn to_status_suite(status: &mut Status, suite: &Suite) {

@@ -108,6 +108,10 @@ pub struct Status {
     /// Times the tunnel came back after being lost, since the user connected.
     #[serde(default)]
     pub reconnects: u64,
+    /// The kill switch is up: nothing leaves outside the tunnel but its own IKE/ESP (also
+    /// while connecting and reconnecting).
+    #[serde(default)]
+    pub kill_switch: bool,
 }
 
 impl Status {

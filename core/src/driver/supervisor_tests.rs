@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, mpsc, watch};
@@ -47,12 +47,23 @@ impl PacketDevice for SharedDevice {
 struct Counts {
     creates: Arc<AtomicUsize>,
     teardowns: Arc<AtomicUsize>,
+    blocks: Arc<AtomicUsize>,
+    /// Whether the kill switch is up (blocked and not lifted since).
+    blocked: Arc<AtomicBool>,
+}
+
+impl Counts {
+    fn blocking(&self) -> bool {
+        self.blocked.load(Ordering::SeqCst)
+    }
 }
 
 struct SharedFactory {
     tx: mpsc::Sender<Vec<u8>>,
     rx: Arc<Mutex<mpsc::Receiver<Vec<u8>>>>,
     counts: Counts,
+    /// The kill switch cannot be installed.
+    refuse_block: bool,
 }
 
 impl DeviceFactory for SharedFactory {
@@ -68,6 +79,19 @@ impl DeviceFactory for SharedFactory {
 
     async fn teardown(&mut self) {
         self.counts.teardowns.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn block(&mut self, _gateway: SocketAddr) -> Result<bool, DriverError> {
+        if self.refuse_block {
+            return Err(DriverError::Device("nf_tables is not available".into()));
+        }
+        self.counts.blocks.fetch_add(1, Ordering::SeqCst);
+        self.counts.blocked.store(true, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    async fn unblock(&mut self) {
+        self.counts.blocked.store(false, Ordering::SeqCst);
     }
 }
 
@@ -85,6 +109,7 @@ fn shared_factory() -> (
         tx: to_app,
         rx: Arc::new(Mutex::new(from_app)),
         counts: counts.clone(),
+        refuse_block: false,
     };
     (factory, to_driver, from_driver, counts)
 }
@@ -215,6 +240,10 @@ async fn the_tunnel_comes_back_after_the_gateway_dies_and_returns() {
         0,
         "the routes stay"
     );
+    assert!(
+        counts.blocking(),
+        "the kill switch stays up while reconnecting"
+    );
 
     let (gateway, stop, _count) = spawn_gateway(ip, gateway_config(Mode::Hybrid)).await;
     let back_at = Instant::now();
@@ -236,6 +265,12 @@ async fn the_tunnel_comes_back_after_the_gateway_dies_and_returns() {
         counts.teardowns.load(Ordering::SeqCst),
         1,
         "disconnect lifts the routes"
+    );
+    assert!(!counts.blocking(), "and the kill switch");
+    assert!(!status.borrow().kill_switch);
+    assert!(
+        counts.blocks.load(Ordering::SeqCst) >= 2,
+        "one block per session"
     );
     drop(commands);
     supervisor.await.unwrap().unwrap();
@@ -282,6 +317,11 @@ async fn an_authentication_failure_stops_without_retrying() {
     assert!(reason.contains("AUTHENTICATION_FAILED"), "{reason}");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry");
     assert_eq!(counts.creates.load(Ordering::SeqCst), 0);
+    assert_eq!(counts.blocks.load(Ordering::SeqCst), 1);
+    assert!(
+        !counts.blocking(),
+        "a first connect that failed for good lifts the block"
+    );
     let last = status.borrow().clone();
     assert_eq!(last.state, State::Error);
     assert_eq!(last.last_error.as_deref(), Some(reason.as_str()));
@@ -359,4 +399,32 @@ async fn the_tunnel_comes_back_after_the_gateway_deletes_it() {
         stop.send(true).unwrap();
         task.await.unwrap().unwrap();
     }
+}
+
+/// Fail closed: when the kill switch cannot be installed no session starts (no device, no
+/// tunnel) and the reason says why.
+#[tokio::test]
+async fn no_session_starts_without_its_kill_switch() {
+    let ip = Ipv4Addr::new(127, 0, 0, 12);
+    let (gateway, stop, _status) = spawn_gateway(ip, gateway_config(Mode::Hybrid)).await;
+    let (mut factory, _app_tx, _app_rx, counts) = shared_factory();
+    factory.refuse_block = true;
+    let connector = TestConnector {
+        gateway: SocketAddr::new(IpAddr::V4(ip), NAT_T_PORT),
+        config: quick_client(),
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    let (supervisor, mut status, commands) = spawn_supervisor(connector, factory, 12);
+    commands
+        .send(Command::Connect { mode: None })
+        .await
+        .unwrap();
+    let failed = wait_state(&mut status, State::Error, Duration::from_secs(5)).await;
+    let reason = failed.last_error.unwrap_or_default();
+    assert!(reason.contains("kill switch"), "{reason}");
+    assert_eq!(counts.creates.load(Ordering::SeqCst), 0);
+    drop(commands);
+    supervisor.await.unwrap().unwrap();
+    stop.send(true).unwrap();
+    gateway.await.unwrap().unwrap();
 }

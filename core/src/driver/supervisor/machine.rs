@@ -160,6 +160,19 @@ pub enum TunnelState {
     Error(Failed),
 }
 
+impl TunnelState {
+    /// Whether traffic outside the tunnel is to be blocked (by the kill switch, where the
+    /// profile has one): from the connect until the user disconnects, except after a first
+    /// connect that failed for good (nothing was ever up to protect).
+    pub fn blocks_traffic(&self) -> bool {
+        match self {
+            Self::Disconnected(_) => false,
+            Self::Connecting(_) | Self::Connected(_) | Self::Reconnecting(_) => true,
+            Self::Error(failed) => failed.blocking,
+        }
+    }
+}
+
 /// Context of one transition: the time, a random value for jitter, the profile's mode floor,
 /// the session counter and the queued actions.
 #[derive(Debug)]

@@ -321,3 +321,43 @@ fn suspend_stops_the_session_and_wake_reconnects_at_once() {
     );
     assert_eq!(h.feed(Input::Wake), [], "awake already");
 }
+
+/// Issue 15: the kill switch holds from the connect to the user's disconnect, through
+/// reconnects and a refusal after the tunnel was up; a first connect refused for good lifts
+/// it (nothing was ever up to protect).
+#[test]
+fn traffic_is_blocked_from_connect_to_disconnect() {
+    let mut h = Harness::new(Mode::Hybrid);
+    assert!(!h.sup.state().blocks_traffic());
+    h.feed(Input::Connect { mode: None });
+    assert!(h.sup.state().blocks_traffic(), "connecting");
+    h.feed(Input::SessionEnded(SessionId(1), lost("timeout")));
+    assert!(
+        h.sup.state().blocks_traffic(),
+        "reconnecting before the first up"
+    );
+    h.feed(Input::Disconnect);
+    assert!(!h.sup.state().blocks_traffic());
+    h.feed(Input::Connect { mode: None });
+    h.feed(Input::SessionEnded(
+        SessionId(2),
+        SessionEnd::Refused("AUTHENTICATION_FAILED".into()),
+    ));
+    assert!(matches!(h.sup.state(), TunnelState::Error(_)));
+    assert!(!h.sup.state().blocks_traffic(), "a first connect refused");
+
+    let mut h = Harness::connected(Mode::Hybrid);
+    assert!(h.sup.state().blocks_traffic(), "connected");
+    h.feed(Input::SessionEnded(SessionId(1), lost("dead peer")));
+    assert!(h.sup.state().blocks_traffic(), "reconnecting");
+    h.advance(Duration::from_secs(2));
+    h.feed(Input::Timeout);
+    h.feed(Input::SessionEnded(
+        SessionId(2),
+        SessionEnd::Refused("AUTHENTICATION_FAILED".into()),
+    ));
+    assert!(matches!(h.sup.state(), TunnelState::Error(_)));
+    assert!(h.sup.state().blocks_traffic(), "failed after being up");
+    h.feed(Input::Disconnect);
+    assert!(!h.sup.state().blocks_traffic(), "disconnected");
+}

@@ -155,7 +155,9 @@ pub fn session_end(result: &Result<(), DriverError>) -> SessionEnd {
 /// attempt and reason while reconnecting) over the current session's details.
 ///
 /// Returns `Ok` once disconnected and `Err(reason)` on an error no retry fixes, as `lifetime`
-/// says. The device and routes are torn down before it returns.
+/// says. The device and routes are torn down, and the factory's kill switch lifted, before it
+/// returns. The kill switch goes up before each session starts and stays while the state
+/// [blocks traffic](TunnelState::blocks_traffic).
 pub async fn run_supervisor<F, C>(
     floor: Mode,
     lifetime: Lifetime,
@@ -174,6 +176,9 @@ where
     let mut session: Option<Running<F>> = None;
     let mut closing = false;
     let mut started = false;
+    // Whether `DeviceFactory::block` was called (and not undone), and whether it blocks.
+    let mut blocked = false;
+    let mut kill_switch = false;
     let random = |provider: &Arc<dyn CryptoProvider>| {
         let mut octets = [0u8; 4];
         // No randomness: no jitter; the backoff itself still holds.
@@ -188,10 +193,24 @@ where
                     if let Some(old) = session.take() {
                         factory = old.stop().await;
                     }
-                    let Some(f) = factory.take() else {
+                    let Some(mut f) = factory.take() else {
                         return Err("internal error: the tunnel device was lost".into());
                     };
-                    match connector.options(mode).await {
+                    let started = match connector.options(mode).await {
+                        Ok(options) => match f.block(options.gateway).await {
+                            Ok(blocks) => {
+                                blocked = true;
+                                kill_switch = blocks;
+                                Ok(options)
+                            }
+                            // Fail closed: no session without the kill switch it asks for.
+                            Err(e) => Err(SessionEnd::Refused(format!(
+                                "the kill switch could not be installed: {e}"
+                            ))),
+                        },
+                        Err(end) => Err(end),
+                    };
+                    match started {
                         Ok(options) => {
                             session = Some(Running::spawn(id, options, provider.clone(), f));
                         }
@@ -217,11 +236,20 @@ where
                 }
             }
         }
+        if blocked
+            && !machine.state().blocks_traffic()
+            && let Some(f) = factory.as_mut()
+        {
+            f.unblock().await;
+            blocked = false;
+            kill_switch = false;
+        }
         publish(
             status,
             machine.state(),
             session.as_ref(),
             machine.reconnects(),
+            kill_switch,
         );
         match machine.state() {
             TunnelState::Disconnected(_)
@@ -233,6 +261,10 @@ where
                 let reason = failed.reason.clone();
                 if let Some(f) = factory.as_mut() {
                     f.teardown().await;
+                    // The foreground run ends here: nothing would lift a block it left.
+                    if blocked {
+                        f.unblock().await;
+                    }
                 }
                 return Err(reason);
             }
@@ -314,16 +346,19 @@ fn publish<F>(
     state: &TunnelState,
     session: Option<&Running<F>>,
     reconnects: u64,
+    kill_switch: bool,
 ) {
     let mut next = session
         .map(|s| s.status.borrow().clone())
         .unwrap_or_default();
     next.reconnects = reconnects;
+    next.kill_switch = kill_switch;
     match state {
         TunnelState::Disconnected(_) => {
             next = Status {
                 state: State::Disconnected,
                 reconnects,
+                kill_switch,
                 ..Status::default()
             };
         }
