@@ -358,6 +358,10 @@ pub struct TunnelStatus {
     pub reconnects: u64,
     /// Why it is reconnecting, or failed.
     pub reason: Option<String>,
+    /// The kill switch is up: nothing leaves outside the tunnel but its IKE/ESP (also while
+    /// connecting, reconnecting, and failed after being up).
+    #[serde(default)]
+    pub kill_switch: bool,
 }
 
 /// What a subscription streams.
