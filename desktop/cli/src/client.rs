@@ -202,6 +202,9 @@ pub(crate) fn describe(s: &TunnelStatus) -> String {
     if s.reconnects > 0 {
         out.push_str(&format!("reconnects: {}\n", s.reconnects));
     }
+    if s.kill_switch {
+        out.push_str("kill switch: on (nothing leaves outside the tunnel)\n");
+    }
     if let Some(reason) = &s.reason {
         let label = match s.state {
             pqvpn_control::State::Error => "error:    ",

@@ -12,6 +12,7 @@ use pqvpn_core::driver::{
     Status, TunnelUp, run_client, run_gateway,
 };
 use pqvpn_core::ike::{ConfigReceived, Mode, NAT_T_PORT};
+use pqvpn_core::platform::firewall::{Firewall, Policy};
 use pqvpn_core::platform::{self, Applied, DnsBackend, NetworkConfig, Tun, TunConfig};
 use pqvpn_core::profile::ClientProfile;
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,8 +40,35 @@ impl PacketDevice for TunDevice {
     }
 }
 
+/// The kill switch of this network namespace, shared by the tunnels of one process (the
+/// daemon's profiles, or `pqvpn up`'s one): opened at first use, adopting what a crashed run
+/// left.
+#[derive(Clone, Default)]
+pub(crate) struct SharedFirewall(Arc<std::sync::Mutex<Option<Firewall>>>);
+
+impl SharedFirewall {
+    /// Runs `f` on the firewall, opening it first if needed.
+    pub(crate) fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Firewall) -> Result<R, platform::Error>,
+    ) -> Result<R, String> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| "internal error: the firewall lock is poisoned".to_owned())?;
+        let firewall = match guard.as_mut() {
+            Some(firewall) => firewall,
+            None => guard.insert(
+                Firewall::open(&state_dir()).map_err(|e| platform::DisplayChain(&e).to_string())?,
+            ),
+        };
+        f(firewall).map_err(|e| platform::DisplayChain(&e).to_string())
+    }
+}
+
 /// Creates the TUN device with the virtual addresses and installs routes and DNS; restores
-/// everything on teardown.
+/// everything on teardown. Holds the profile's kill switch from the connect to the
+/// disconnect ([`DeviceFactory::block`]).
 pub(crate) struct TunFactory {
     interface: Option<String>,
     mtu: u16,
@@ -54,16 +82,24 @@ pub(crate) struct TunFactory {
     applied: Option<Applied>,
     /// What the device and routes were made for: a reconnect that gets the same keeps them.
     installed: Option<(std::net::SocketAddr, ConfigReceived)>,
+    /// The profile's name: its policy's key in the firewall.
+    key: String,
+    /// `network.kill_switch` resolved for this profile.
+    kill_switch: bool,
+    allow_lan: bool,
+    firewall: SharedFirewall,
+    /// The policy installed now (`block` to `unblock`).
+    policy: Option<Policy>,
 }
 
 impl TunFactory {
-    /// The factory of `profile`'s device, routes and DNS; nothing is created yet.
-    pub(crate) fn new(profile: &Profile) -> Self {
-        Self::of(&profile.spec)
+    /// The factory of `profile`'s device, routes, DNS and kill switch; nothing is created yet.
+    pub(crate) fn new(profile: &Profile, firewall: SharedFirewall) -> Self {
+        Self::of(&profile.name, &profile.spec, firewall)
     }
 
     /// The same from the checked profile alone.
-    pub(crate) fn of(spec: &ClientProfile) -> Self {
+    pub(crate) fn of(name: &str, spec: &ClientProfile, firewall: SharedFirewall) -> Self {
         Self {
             interface: spec.network.interface.clone(),
             mtu: spec.network.mtu,
@@ -80,6 +116,34 @@ impl TunFactory {
             tun: None,
             applied: None,
             installed: None,
+            key: name.to_owned(),
+            kill_switch: spec.network.kill_switch_on(),
+            allow_lan: spec.network.allow_lan,
+            firewall,
+            policy: None,
+        }
+    }
+
+    /// Installs `policy` as this profile's. A policy that needs no rule of its own (no kill
+    /// switch, no pushed DNS) cannot fail the tunnel: it only lets the tunnel through another
+    /// profile's kill switch.
+    /// Returns whether the policy blocks traffic outside the tunnel.
+    fn install(&mut self, policy: Policy) -> Result<bool, DriverError> {
+        let needs_rules = policy.needs_rules();
+        let blocks = policy.block;
+        match self
+            .firewall
+            .with(|firewall| firewall.set(&self.key, policy.clone()))
+        {
+            Ok(()) => {
+                self.policy = Some(policy);
+                Ok(blocks)
+            }
+            Err(e) if !needs_rules => {
+                tracing::debug!(error = %e, "no firewall policy for a tunnel without kill switch");
+                Ok(false)
+            }
+            Err(e) => Err(DriverError::Device(e)),
         }
     }
 }
@@ -109,6 +173,17 @@ impl DeviceFactory for TunFactory {
         // otherwise); routes covering the gateway are refused by `platform::apply`.
         let mut routes = self.routes.clone();
         routes.extend(up.config.subnets.iter().copied());
+        // A split tunnel reaches the pushed DNS servers through the tunnel too: their queries
+        // must not leave in clear (and the kill switch's DNS lock drops them outside it).
+        if !self.full_tunnel && self.dns {
+            routes.extend(
+                up.config
+                    .dns
+                    .iter()
+                    .filter(|&&dns| dns != up.gateway.ip())
+                    .map(|&dns| (dns, if dns.is_ipv4() { 32 } else { 128 })),
+            );
+        }
         let config = NetworkConfig {
             tun_name: tun.name().to_owned(),
             tun_index: tun.index(),
@@ -135,7 +210,42 @@ impl DeviceFactory for TunFactory {
         self.applied = Some(applied);
         self.tun = Some(tun.clone());
         self.installed = Some(wanted);
+        // The tunnel interface and its DNS join the policy `block` installed.
+        let mut policy = self
+            .policy
+            .clone()
+            .unwrap_or_else(|| self.policy_for(up.gateway));
+        policy.tun_name = Some(tun.name().to_owned());
+        policy.dns = if self.dns {
+            up.config.dns.clone()
+        } else {
+            Vec::new()
+        };
+        self.install(policy)?;
         Ok(TunDevice(tun))
+    }
+
+    async fn block(&mut self, gateway: std::net::SocketAddr) -> Result<bool, DriverError> {
+        let mut policy = self.policy_for(gateway);
+        // While reconnecting the tunnel interface and DNS lock stay as they were.
+        if let Some(current) = &self.policy {
+            policy.tun_name.clone_from(&current.tun_name);
+            policy.dns.clone_from(&current.dns);
+            for known in &current.gateways {
+                if !policy.gateways.contains(known) {
+                    policy.gateways.push(*known);
+                }
+            }
+        }
+        self.install(policy)
+    }
+
+    async fn unblock(&mut self) {
+        if self.policy.take().is_some()
+            && let Err(e) = self.firewall.with(|firewall| firewall.remove(&self.key))
+        {
+            tracing::error!("Failed to lift the kill switch: {e}");
+        }
     }
 
     async fn teardown(&mut self) {
@@ -150,6 +260,52 @@ impl DeviceFactory for TunFactory {
         self.tun = None;
         self.installed = None;
     }
+}
+
+impl TunFactory {
+    /// The policy of a session to `gateway`: its IKE and NAT-T ports, the profile's switches.
+    fn policy_for(&self, gateway: std::net::SocketAddr) -> Policy {
+        let mut ports = vec![self.ike_port, NAT_T_PORT];
+        ports.dedup();
+        Policy {
+            tun_name: None,
+            gateways: vec![gateway.ip().to_canonical()],
+            ports,
+            block: self.kill_switch,
+            allow_lan: self.allow_lan,
+            dns: Vec::new(),
+        }
+    }
+}
+
+/// `pqvpn recover [--unblock]`: undoes the routes and DNS of runs that crashed, and reports
+/// (or with `unblock` lifts) the kill switch one left.
+pub(crate) fn recover(unblock: bool) -> Result<(), String> {
+    require_root("pqvpn recover")?;
+    let dir = state_dir();
+    for undone in platform::recover(&dir).map_err(|e| platform::DisplayChain(&e).to_string())? {
+        eprintln!("pqvpn: undid the routes and DNS a crashed run left on {undone}");
+    }
+    let stale =
+        platform::firewall::stale(&dir).map_err(|e| platform::DisplayChain(&e).to_string())?;
+    let names = stale.keys().cloned().collect::<Vec<_>>().join(", ");
+    if unblock {
+        let lifted = platform::firewall::unblock(&dir)
+            .map_err(|e| platform::DisplayChain(&e).to_string())?;
+        if lifted {
+            eprintln!(
+                "pqvpn: lifted the kill switch left by {names}; traffic flows in clear again"
+            );
+        } else {
+            eprintln!("pqvpn: no kill switch was left up");
+        }
+    } else if stale.values().any(|p| p.block) {
+        eprintln!(
+            "pqvpn: the kill switch of {names} still blocks all traffic outside the tunnel \
+             (fail closed); connect again, or lift it with `pqvpn recover --unblock`"
+        );
+    }
+    Ok(())
 }
 
 /// Turns SIGINT and SIGTERM into `shutdown`.
@@ -198,6 +354,9 @@ pub(crate) enum SessionPsk {
 pub(crate) struct UpConnector {
     pub(crate) spec: ClientProfile,
     pub(crate) psk: SessionPsk,
+    /// The address the gateway's name had last: used when it cannot be resolved (under the
+    /// kill switch DNS only works through the tunnel, which is down while reconnecting).
+    pub(crate) last_gateway: Option<std::net::SocketAddr>,
 }
 
 impl UpConnector {
@@ -231,11 +390,19 @@ impl Connector for UpConnector {
     async fn options(&mut self, mode: Mode) -> Result<ClientOptions, SessionEnd> {
         let psk = self.psk().await?;
         let endpoint = self.spec.gateway.clone();
-        let gateway =
+        let resolved =
             tokio::task::spawn_blocking(move || crate::profile::resolve_gateway(&endpoint))
                 .await
-                .map_err(|e| SessionEnd::Lost(e.to_string()))?
-                .map_err(SessionEnd::Lost)?;
+                .map_err(|e| SessionEnd::Lost(e.to_string()))?;
+        let gateway = match (resolved, self.last_gateway) {
+            (Ok(gateway), _) => gateway,
+            (Err(e), Some(last)) => {
+                tracing::info!(error = %e, %last, "using the gateway's last known address");
+                last
+            }
+            (Err(e), None) => return Err(SessionEnd::Lost(e)),
+        };
+        self.last_gateway = Some(gateway);
         let mut options = ClientOptions::new(self.spec.initiator_config_in(mode, psk), gateway);
         // The full tunnel's policy rules need the mark; in a split tunnel it changes nothing
         // (no rules match it) but keeps the socket's packets identifiable, as in a full tunnel.
@@ -287,7 +454,26 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
             e
         }
     })?;
-    let mut factory = TunFactory::new(&profile);
+    // A kill switch a crashed run of this profile left stays up until this run's replaces it;
+    // its gateway address lets the first connect work without DNS. Other stale policies go.
+    let firewall = SharedFirewall::default();
+    let stale = firewall
+        .with(|firewall| {
+            let ours = firewall.policy(&profile.name).cloned();
+            firewall.retain(|key| key == profile.name)?;
+            Ok(ours)
+        })
+        .unwrap_or_else(|e| {
+            tracing::info!("kill switch: {e}");
+            None
+        });
+    if stale.as_ref().is_some_and(|p| p.block) {
+        eprintln!("pqvpn: the kill switch of an earlier run is still up; it stays until connected");
+    }
+    let last_gateway = stale
+        .and_then(|p| p.gateways.first().copied())
+        .map(|ip| std::net::SocketAddr::new(ip, profile.spec.gateway.port));
+    let mut factory = TunFactory::new(&profile, firewall);
     let reporter = tokio::spawn(report(status_rx.clone()));
     let provider = Arc::new(RustCrypto::new());
     let result = if reconnect {
@@ -301,6 +487,7 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
         let connector = UpConnector {
             spec: profile.spec.clone(),
             psk: SessionPsk::Fixed(profile.psk.clone()),
+            last_gateway,
         };
         run_supervisor(
             profile.spec.mode,
@@ -324,9 +511,17 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
         });
         let mut options = ClientOptions::new(profile.initiator.clone(), profile.gateway);
         options.fwmark = Some(platform::FWMARK);
-        run_client(options, provider, &mut factory, &status_tx, shutdown_rx)
+        // The kill switch holds for the one session and is lifted when it ends: nothing
+        // would reconnect it.
+        factory
+            .block(profile.gateway)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("the kill switch could not be installed: {e}"))?;
+        let result = run_client(options, provider, &mut factory, &status_tx, shutdown_rx)
+            .await
+            .map_err(|e| e.to_string());
+        factory.unblock().await;
+        result
     };
     reporter.abort();
     server.abort();

@@ -100,6 +100,13 @@ enum Command {
         /// Profile name (file stem); the only running tunnel by default.
         profile: Option<String>,
     },
+    /// Undo what a run that crashed left: its routes and DNS at once; its kill switch, which
+    /// keeps blocking traffic outside the tunnel (fail closed), only with --unblock.
+    Recover {
+        /// Also lift a kill switch left up (all traffic then leaves in clear again).
+        #[arg(long)]
+        unblock: bool,
+    },
     /// Run the project's own gateway (responder) with GATEWAY.toml.
     Gateway {
         /// The gateway profile.
@@ -222,6 +229,7 @@ fn main() -> ExitCode {
                 no_reconnect,
             } => linux::up(&profile, !no_reconnect).await,
             Command::Gateway { config } => linux::gateway(&config).await,
+            Command::Recover { unblock } => linux::recover(unblock),
             Command::Status {
                 profile,
                 json,

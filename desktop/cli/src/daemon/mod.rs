@@ -27,7 +27,9 @@ use pqvpn_core::profile::PskSource;
 use pqvpn_core::wire::{KeyExchangeMethod, PrfAlgorithm};
 use tokio::sync::{mpsc, watch};
 
-use crate::linux::{SessionPsk, TunFactory, UpConnector, on_signals, require_root, state_dir};
+use crate::linux::{
+    SessionPsk, SharedFirewall, TunFactory, UpConnector, on_signals, require_root, state_dir,
+};
 use crate::profile::StoredProfile;
 use crate::secret::Keyring;
 use settings::Settings;
@@ -221,6 +223,7 @@ pub(crate) fn wire_status(name: &str, s: &Status) -> TunnelStatus {
         attempt: s.attempt,
         reconnects: s.reconnects,
         reason: s.last_error.clone(),
+        kill_switch: s.kill_switch,
     }
 }
 
@@ -244,7 +247,11 @@ fn load_profiles(dir: &Path) -> Result<Vec<StoredProfile>, String> {
     Ok(profiles)
 }
 
-fn start(profile: StoredProfile) -> (Tunnel, tokio::task::JoinHandle<Result<(), String>>) {
+fn start(
+    profile: StoredProfile,
+    firewall: SharedFirewall,
+    last_gateway: Option<std::net::SocketAddr>,
+) -> (Tunnel, tokio::task::JoinHandle<Result<(), String>>) {
     let profile = Arc::new(profile);
     let (commands, commands_rx) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(Status {
@@ -252,7 +259,7 @@ fn start(profile: StoredProfile) -> (Tunnel, tokio::task::JoinHandle<Result<(), 
         ..Status::default()
     });
     let floor = profile.spec.mode;
-    let factory = TunFactory::of(&profile.spec);
+    let factory = TunFactory::of(&profile.name, &profile.spec, firewall);
     let (psk, per_user) = match &profile.spec.psk.source {
         PskSource::PerUser { user } => {
             let slot = Arc::new(Mutex::new(None));
@@ -268,6 +275,7 @@ fn start(profile: StoredProfile) -> (Tunnel, tokio::task::JoinHandle<Result<(), 
     let connector = UpConnector {
         spec: profile.spec.clone(),
         psk,
+        last_gateway,
     };
     let task = tokio::spawn(async move {
         run_supervisor(
@@ -320,13 +328,31 @@ pub(crate) async fn run(options: DaemonOptions) -> Result<(), String> {
         eprintln!("pqvpn: undid leftovers of a crashed run: {undone}");
     }
     let profiles = load_profiles(&options.profiles)?;
+    // The kill switch a crash left (fail closed) names the tunnels that were up: they are
+    // connected again under it; the rest of it is lifted.
+    let firewall = SharedFirewall::default();
+    let stale = firewall
+        .with(|firewall| {
+            Ok(firewall
+                .keys()
+                .filter_map(|key| Some((key.to_owned(), firewall.policy(key)?.clone())))
+                .collect::<BTreeMap<_, _>>())
+        })
+        .map_err(|e| format!("the kill switch: {e}"))?;
     let mut tunnels = BTreeMap::new();
     let mut tasks = Vec::new();
     for profile in profiles {
-        let (tunnel, task) = start(profile);
+        let last_gateway = stale.get(&profile.name).and_then(|policy| {
+            let ip = policy.gateways.first()?;
+            Some(std::net::SocketAddr::new(*ip, profile.spec.gateway.port))
+        });
+        let (tunnel, task) = start(profile, firewall.clone(), last_gateway);
         tasks.push((tunnel.name.clone(), task));
         tunnels.insert(tunnel.name.clone(), tunnel);
     }
+    firewall
+        .with(|firewall| firewall.retain(|key| tunnels.contains_key(key)))
+        .map_err(|e| format!("the kill switch: {e}"))?;
     eprintln!(
         "pqvpn: daemon with {} profile(s) from {}, control socket {}",
         tunnels.len(),
@@ -340,6 +366,13 @@ pub(crate) async fn run(options: DaemonOptions) -> Result<(), String> {
         state_dir: Some(options.state.clone()),
         group: Some(options.group.clone()),
     });
+    for (name, tunnel) in &registry.tunnels {
+        if stale.contains_key(name) {
+            eprintln!("pqvpn: {name} was up when the daemon stopped; connecting it again");
+            let mode = Some(registry.mode_of(tunnel));
+            let _ = tunnel.commands.send(Command::Connect { mode }).await;
+        }
+    }
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
     on_signals(shutdown_tx)?;
     let listener = serve::bind(&options.socket, Some(&options.group))?;
