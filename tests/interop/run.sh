@@ -6,7 +6,7 @@
 #                tests/interop/run.sh setup              (only build the chroot)
 # Scenarios: hybrid pqonly classical sw_rekey pq_rekey dpd sw_initiator fragmentation
 #            gw_rekey gw_drives_rekey p384_chacha child_delete child_recreate no_pfs
-#            gw_no_pfs gw_restart
+#            gw_no_pfs gw_restart kill_switch
 # Each prints "PASS name" or "FAIL name: reason"; the exit status is the number
 # of failures (0: all passed).
 #
@@ -69,7 +69,7 @@ CLASSIC_ESP=aes256gcm16-x25519,aes256gcm16
 STATE=$SW_ROOT/opt/$PQI_PREFIX   # host view; the chroot sees /opt/$PQI_PREFIX
 CSTATE=/opt/$PQI_PREFIX
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins)
-ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd gw_restart sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete child_recreate no_pfs gw_no_pfs)
+ALL_SCENARIOS=(hybrid pqonly classical sw_rekey pq_rekey dpd gw_restart kill_switch sw_initiator fragmentation gw_rekey gw_drives_rekey p384_chacha child_delete child_recreate no_pfs gw_no_pfs)
 
 log() { printf '[interop] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 100; }
@@ -189,9 +189,11 @@ write_charon() {
 }
 
 # write_pqvpn TEMPLATE OUT [MODE]
-# The scenario's PQ_IKE_EXTRA (lines for the profile's [ike] table) is added.
+# The scenario's PQ_IKE_EXTRA (lines for the profile's [ike] table) is added, and
+# PQ_NETWORK replaces the [network] keys (default: a split tunnel to $GW_TS, no DNS).
 write_pqvpn() {
     local V_MODE=${3:-hybrid} V_IKE_EXTRA=${PQ_IKE_EXTRA:-}
+    local V_NETWORK=${PQ_NETWORK:-$'full_tunnel = false\nroutes = ["'$GW_TS$'"]\ndns = false'}
     local V_GW_ADDR V_CL_ADDR V_GW_TS V_POOL V_POOL_DNS V_GW_ID V_CL_ID V_PSK \
           V_PQGW_ADDR V_PQGW_NET V_PQGW_POOL V_PQGW_DNS
     common_vars
@@ -696,6 +698,166 @@ scenario_gw_restart() {
     else
         reason+="pqvpn not connected 30 s after strongSwan restarted (state: $st); "
     fi
+    [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
+    teardown
+}
+
+# ---- the kill switch (issue 15): leak tests on the client's underlay
+LEAK4=203.0.113.1 LEAK4_DNS=203.0.113.53 LEAK6=2001:db8:99::1 LEAK6_DNS=2001:db8:99::53
+CL_ADDR6=2001:db8:18::2 GW_ADDR6=2001:db8:18::1
+
+# A way out for the client that does not go through strongSwan's tunnel: default
+# routes (v4 and v6) via the gateway's namespace, which routes nothing further. Any
+# packet for an outside address that leaves veth-cl is a leak.
+leak_uplink() {
+    ip -n "$NS_GW" addr add "$GW_ADDR6/64" dev veth-gw nodad
+    ip -n "$NS_CL" addr add "$CL_ADDR6/64" dev veth-cl nodad
+    ip -n "$NS_CL" route add default via "$GW_ADDR"
+    ip -n "$NS_CL" -6 route add default via "$GW_ADDR6"
+}
+
+# leak_traffic SECONDS: what a user's machine sends to outside addresses the whole
+# time, IPv4 and IPv6: pings, UDP, DNS over UDP and TCP, TCP connects (runs in
+# the background; sets TRAFFIC_PIDS).
+leak_traffic() {
+    TRAFFIC_PIDS=()
+    ip netns exec "$NS_CL" ping -q -i 0.2 -w "$1" "$LEAK4" >/dev/null 2>&1 & TRAFFIC_PIDS+=($!)
+    ip netns exec "$NS_CL" ping -6 -q -i 0.2 -w "$1" "$LEAK6" >/dev/null 2>&1 & TRAFFIC_PIDS+=($!)
+    ip netns exec "$NS_CL" python3 -c '
+import socket, sys, time
+end = time.time() + float(sys.argv[1])
+# A DNS query for example.com A IN.
+query = bytes.fromhex("123401000001000000000000" "076578616d706c6503636f6d00" "00010001")
+targets = [(socket.AF_INET, sys.argv[2], sys.argv[3]), (socket.AF_INET6, sys.argv[4], sys.argv[5])]
+while time.time() < end:
+    for family, host, dns in targets:
+        for kind, addr in (("udp", (host, 9)), ("udp", (dns, 53)), ("tcp", (dns, 53)), ("tcp", (host, 443))):
+            try:
+                s = socket.socket(family, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+                s.settimeout(0.05)
+                if kind == "udp":
+                    s.sendto(query, addr)
+                else:
+                    s.connect(addr)
+            except OSError:
+                pass
+            finally:
+                s.close()
+    time.sleep(0.2)
+' "$1" "$LEAK4" "$LEAK4_DNS" "$LEAK6" "$LEAK6_DNS" >/dev/null 2>&1 & TRAFFIC_PIDS+=($!)
+}
+
+stop_traffic() { local p; for p in "${TRAFFIC_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; TRAFFIC_PIDS=(); }
+
+# capture_start FILE / capture_stop: tcpdump on the client's underlay (veth-cl).
+capture_start() {
+    ip netns exec "$NS_CL" tcpdump -i veth-cl -n -U -w "$1" >"$1.log" 2>&1 &
+    CAPTURE_PID=$!
+    local i; for i in $(seq 50); do grep -q "listening on" "$1.log" 2>/dev/null && break; sleep 0.1; done
+}
+capture_stop() { sleep 0.3; kill -INT "$CAPTURE_PID" 2>/dev/null; wait "$CAPTURE_PID" 2>/dev/null; }
+
+# classify PCAP: counts of the packets the client sent, by kind, as "kind=n ..."; the
+# ones that are neither IKE/ESP to the gateway, ARP nor neighbour or router discovery
+# (the leaks) go to PCAP.leaks.
+classify() {
+    local f=$1 mac count ike arp ndp total
+    mac=$(ip -n "$NS_CL" -j link show veth-cl | jq_ 'd[0]["address"]')
+    count() { tcpdump -r "$f" -n "ether src $mac and ($1)" 2>/dev/null | wc -l; }
+    total=$(count "ip or ip6 or arp")
+    ike=$(count "udp and dst host $GW_ADDR and (dst port 500 or dst port 4500)")
+    arp=$(count "arp")
+    ndp=$(count "icmp6 and ip6[40] >= 133 and ip6[40] <= 136")
+    tcpdump -r "$f" -n "ether src $mac and not (udp and dst host $GW_ADDR and (dst port 500 or dst port 4500)) and not arp and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 136)" \
+        >"$f.leaks" 2>/dev/null
+    LEAKS=$(wc -l <"$f.leaks")
+    local v4 v6 dns
+    v4=$(grep -c " IP " "$f.leaks"); v6=$(grep -c " IP6 " "$f.leaks"); dns=$(grep -cE "\.53: |\.53 >" "$f.leaks")
+    echo "sent=$total ike_esp=$ike arp=$arp ndp=$ndp other=$LEAKS (ipv4 $v4, ipv6 $v6, dns $dns)"
+}
+
+nft_ruleset() { ip netns exec "$NS_CL" nft list ruleset 2>&1; }
+rules_snapshot() { ip -n "$NS_CL" -4 rule; ip -n "$NS_CL" -6 rule; routes_snapshot; }
+
+# A full tunnel (kill switch "auto": on) while the client sends to outside addresses
+# the whole time (IPv4, IPv6, DNS): strongSwan is killed for 10 s and restarted, pqvpn
+# reconnects; then pqvpn itself is SIGKILLed (the TUN and its routes vanish with it,
+# the kill switch stays: fail closed). The capture on veth-cl must hold nothing but
+# IKE/ESP to the gateway (and ARP/NDP). A new run adopts the crashed run's kill switch
+# and lifts it on `down`; after another SIGKILL, `pqvpn recover` reports the block and
+# `recover --unblock` lifts it. The ruleset, rules and routes are then what they were
+# before. Last, a control capture without pqvpn shows the same traffic does leak
+# (so the method can see a leak).
+scenario_kill_switch() {
+    local name=kill_switch reason="" i js prof t0 t1 before_nft before_rules out
+    local GW_DPD_DELAY=0s PQ_IKE_EXTRA=$'dpd_delay = "2s"\nretransmit_tries = 3'
+    local PQ_NETWORK=$'full_tunnel = true\ndns = false\nkill_switch = "auto"'
+    begin "$name" || return
+    command -v tcpdump >/dev/null && command -v nft >/dev/null \
+        || { fail "$name" "tcpdump and nft are needed"; teardown; return; }
+    leak_uplink
+    write_charon gw "$HYBRID_IKE" "$HYBRID_ESP"
+    start_charon gw "$NS_GW" || { fail "$name" "charon did not start"; teardown; return; }
+    prof=$SCEN_DIR/$name.toml
+    write_pqvpn client.toml.in "$prof" hybrid
+    before_nft=$(nft_ruleset); before_rules=$(rules_snapshot)
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn.log" -vv up "$prof"
+    wait_connected "$name" "$PQ_PID" 20 || { fail "$name" "pqvpn did not connect"; teardown; return; }
+    nft_ruleset >"$SCEN_DIR/ruleset-connected.txt"
+    grep -q "table inet pqvpn" "$SCEN_DIR/ruleset-connected.txt" || reason+="no kill switch table while connected; "
+
+    # (a) The gateway dies for 10 s and returns; (b) pqvpn is SIGKILLed.
+    capture_start "$SCEN_DIR/leak.pcap"
+    leak_traffic 40
+    sleep 2
+    kill -KILL "${CHARON_PID[gw]}"; wait "${CHARON_PID[gw]}" 2>/dev/null; unset "CHARON_PID[gw]"
+    mv "$STATE/gw/charon.log" "$SCEN_DIR/charon-gw-a.log" 2>/dev/null
+    sleep 10
+    nft_ruleset >"$SCEN_DIR/ruleset-reconnecting.txt"
+    [ "$(status_json "$name" | jq_ 'd["state"]')" = reconnecting ] || reason+="not reconnecting 10 s after strongSwan died; "
+    t0=$(date +%s.%N)
+    start_charon gw "$NS_GW" || { fail "$name" "charon did not restart"; teardown; return; }
+    wait_connected "$name" "$PQ_PID" 30 || reason+="pqvpn did not reconnect; "
+    t1=$(date +%s.%N)
+    log "$name: connected again $(python3 -c "print(f'{$t1 - $t0:.1f}')") s after strongSwan restarted"
+    sleep 2
+    kill -KILL "$PQ_PID"; wait "$PQ_PID" 2>/dev/null
+    sleep 3
+    ip -n "$NS_CL" link show pqi0 >/dev/null 2>&1 && reason+="TUN pqi0 outlived the SIGKILL; "
+    nft_ruleset >"$SCEN_DIR/ruleset-crashed.txt"
+    grep -q "table inet pqvpn" "$SCEN_DIR/ruleset-crashed.txt" || reason+="the kill switch did not survive the SIGKILL; "
+    stop_traffic; capture_stop
+    out=$(classify "$SCEN_DIR/leak.pcap"); LEAKS=$(wc -l <"$SCEN_DIR/leak.pcap.leaks")
+    log "$name: capture through the gateway's restart and pqvpn's SIGKILL: $out"
+    [ "$LEAKS" = 0 ] || reason+="$LEAKS packets leaked ($out; see leak.pcap.leaks); "
+    [[ $out == *"ike_esp=0 "* ]] && reason+="the capture saw no IKE/ESP at all; "
+
+    # (c) A new run adopts the crashed run's kill switch; `down` lifts it exactly.
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn-c.log" -vv up "$prof"
+    wait_connected "$name" "$PQ_PID" 20 || reason+="(c) pqvpn did not connect under the old kill switch; "
+    grep -q "kill switch of an earlier run is still up" "$SCEN_DIR/pqvpn-c.log" || reason+="(c) the new run did not notice the old kill switch; "
+    ip netns exec "$NS_CL" "$PQVPN" down "$name" >/dev/null 2>&1 || reason+="(c) pqvpn down failed; "
+    for i in $(seq 30); do [ -d "/proc/$PQ_PID" ] || break; sleep 0.2; done
+    [ "$(nft_ruleset)" = "$before_nft" ] || reason+="(c) ruleset after down differs: $(diff <(echo "$before_nft") <(nft_ruleset) | head -5 | tr '\n' ' '); "
+    [ "$(rules_snapshot)" = "$before_rules" ] || reason+="(c) rules/routes after down differ; "
+
+    # (d) Crash again: `recover` keeps the block and says so; `--unblock` lifts it.
+    pq_bg "$NS_CL" "$SCEN_DIR/pqvpn-d.log" -vv up "$prof"
+    wait_connected "$name" "$PQ_PID" 20 || reason+="(d) pqvpn did not connect; "
+    kill -KILL "$PQ_PID"; wait "$PQ_PID" 2>/dev/null
+    ip netns exec "$NS_CL" "$PQVPN" recover >"$SCEN_DIR/recover.txt" 2>&1 || reason+="(d) pqvpn recover failed; "
+    grep -q "still blocks all traffic" "$SCEN_DIR/recover.txt" || reason+="(d) recover did not report the block: $(cat "$SCEN_DIR/recover.txt"); "
+    grep -q "table inet pqvpn" <<<"$(nft_ruleset)" || reason+="(d) recover without --unblock lifted the kill switch; "
+    ip netns exec "$NS_CL" "$PQVPN" recover --unblock >>"$SCEN_DIR/recover.txt" 2>&1 || reason+="(d) recover --unblock failed; "
+    [ "$(nft_ruleset)" = "$before_nft" ] || reason+="(d) ruleset after recover --unblock differs; "
+    [ "$(rules_snapshot)" = "$before_rules" ] || reason+="(d) rules/routes after recover differ: $(diff <(echo "$before_rules") <(rules_snapshot) | head -5 | tr '\n' ' '); "
+
+    # (e) Control: the same traffic with no pqvpn leaks, and the capture sees it.
+    capture_start "$SCEN_DIR/control.pcap"
+    leak_traffic 2; sleep 2.5; stop_traffic; capture_stop
+    out=$(classify "$SCEN_DIR/control.pcap"); LEAKS=$(wc -l <"$SCEN_DIR/control.pcap.leaks")
+    log "$name: control capture without the kill switch: $out"
+    [ "$LEAKS" -gt 0 ] || reason+="the control capture saw no leak: the leak test cannot see one; "
     [ -z "$reason" ] && pass "$name" || fail "$name" "${reason%; }"
     teardown
 }

@@ -556,3 +556,141 @@ fn stored_secrets_survive_a_restart_and_users_bring_their_own() {
     assert_eq!(std::fs::read_dir(&secrets).unwrap().count(), 1);
     stop(&mut net, daemon);
 }
+
+/// `cmd args` in namespace `ns`.
+fn in_ns(ns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Whether the client namespace blocks a datagram to an outside address (the kill switch
+/// answers `EPERM`; without it the packet would leave on the uplink, or, while a full tunnel
+/// is up, go into the tunnel).
+fn outside_blocked(ns: &str) -> bool {
+    let out = in_ns(
+        ns,
+        &[
+            "python3",
+            "-c",
+            "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\
+             .sendto(b'x', ('203.0.113.1', 9))\n    print('sent')\nexcept PermissionError:\n    \
+             print('blocked')",
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("sent") || said.contains("blocked"), "{out:?}");
+    said.contains("blocked")
+}
+
+/// Issue 15: the daemon holds a full tunnel's kill switch. When the daemon is SIGKILLed the
+/// TUN and its routes vanish but the kill switch stays (fail closed: nothing leaves on the
+/// uplink); the restarted daemon connects the tunnel that was up again under it, and a
+/// disconnect lifts it, leaving the ruleset as it was.
+#[test]
+fn the_kill_switch_survives_a_daemon_crash_and_the_restart_reconnects() {
+    if !root() {
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        println!("skipped: the `nft` tool (nftables) is needed to inspect the kill switch");
+        return;
+    }
+    let mut net = Net::new("dks");
+    net.gateway(&format!(
+        "[[clients]]\nid = \"client.test\"\npsk = \"{PSK}\"\n"
+    ));
+    // A way out that bypasses the tunnel: what would leak without the kill switch.
+    assert!(
+        common::ip(&[
+            "-n",
+            &net.cl,
+            "route",
+            "add",
+            "default",
+            "via",
+            "198.18.0.1"
+        ])
+        .status
+        .success()
+    );
+    let before = in_ns(&net.cl, &["nft", "list", "ruleset"]).stdout;
+    assert!(!outside_blocked(&net.cl));
+    let profiles = net.dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let tag = net.tag.clone();
+    let text = format!(
+        "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
+         [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{tag}\"\n"
+    );
+    std::fs::rename(net.write("work.toml", &text), profiles.join("work.toml")).unwrap();
+    let socket: PathBuf = net.dir.join("run/control.sock");
+    let state = net.dir.join("state");
+    let daemon = start_daemon(&mut net, &socket, &profiles, &state);
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["connect", "work"])
+            .status
+            .success()
+    );
+    let up = wait_for(&net, daemon, &socket, "work", "connected", |s| {
+        s["state"] == "connected"
+    });
+    assert_eq!(up["kill_switch"], true, "{up}");
+    assert!(net.ping());
+
+    Command::new("kill")
+        .args(["-KILL", &net.pid(daemon).to_string()])
+        .status()
+        .unwrap();
+    let _ = net.wait_exit(daemon, Duration::from_secs(10));
+    assert!(
+        !common::ip(&["-n", &net.cl, "link", "show", &format!("pq{tag}")])
+            .status
+            .success(),
+        "the TUN died with the daemon"
+    );
+    assert!(outside_blocked(&net.cl), "fail closed after the crash");
+
+    let _ = std::fs::remove_file(&socket);
+    let daemon = start_daemon(&mut net, &socket, &profiles, &state);
+    let back = wait_for(&net, daemon, &socket, "work", "connected again", |s| {
+        s["state"] == "connected"
+    });
+    assert!(
+        net.log(daemon).contains("was up when the daemon stopped"),
+        "{}",
+        net.log(daemon)
+    );
+    assert_eq!(back["kill_switch"], true, "{back}");
+    assert!(net.ping(), "the tunnel carries traffic again");
+
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["disconnect", "work"])
+            .status
+            .success()
+    );
+    let down = wait_for(&net, daemon, &socket, "work", "disconnected", |s| {
+        s["state"] == "disconnected"
+    });
+    assert_eq!(down["kill_switch"], false, "{down}");
+    assert!(
+        !outside_blocked(&net.cl),
+        "disconnect lifts the kill switch"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&in_ns(&net.cl, &["nft", "list", "ruleset"]).stdout),
+        String::from_utf8_lossy(&before),
+        "the ruleset is what it was"
+    );
+    Command::new("kill")
+        .arg(net.pid(daemon).to_string())
+        .status()
+        .unwrap();
+    assert!(
+        net.wait_exit(daemon, Duration::from_secs(20)).success(),
+        "{}",
+        net.log(daemon)
+    );
+}
