@@ -12,7 +12,7 @@
 //! Linux: one nftables table, `inet pqvpn`, with `input`, `output` and `forward` base chains
 //! (priority 0), written in one netlink batch (one nf_tables transaction: the old table goes
 //! and the new one comes atomically, so no packet ever sees a half-built ruleset). Other
-//! systems return [`Error::Unsupported`](super::Error::Unsupported) (their WFP and pf come
+//! systems return [`Error::Unsupported`] (their WFP and pf come
 //! with their platform).
 //!
 //! ## Fail closed
@@ -22,13 +22,13 @@
 //! (`STATE_DIR/firewall.netns-<inode>.journal`, mode 0600, written before each change) records
 //! which policies the table holds; the next [`Firewall`] in the namespace adopts them, and
 //! [`unblock`] lifts them by hand. Two live processes never share the table: the second one's
-//! [`Firewall::set`] fails with [`Error::FirewallHeld`](super::Error::FirewallHeld).
+//! [`Firewall::set`] fails with [`Error::FirewallHeld`].
 //!
 //! ## What each policy lets through
 //!
 //! With `block` (the kill switch) the chains drop by default, and allow only: loopback; the
 //! tunnel interface; UDP to the gateway's IKE and NAT-T ports **from a socket carrying
-//! [`FWMARK`](super::FWMARK)** (the driver's), and the replies from those ports; DHCPv4,
+//! [`FWMARK`]** (the driver's), and the replies from those ports; DHCPv4,
 //! DHCPv6 and ICMPv6 router/neighbour discovery on the underlay, ICMP "unreachable" and
 //! ICMPv6 "packet too big" in (path MTU discovery for ESP); and, with `allow_lan`, the
 //! private and link-local ranges (never what the network's DHCP calls its LAN: TunnelCrack
