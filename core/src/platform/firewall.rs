@@ -21,8 +21,10 @@
 //! it in the kernel, so traffic stays blocked until a pqvpn process decides. The journal
 //! (`STATE_DIR/firewall.netns-<inode>.journal`, mode 0600, written before each change) records
 //! which policies the table holds; the next [`Firewall`] in the namespace adopts them, and
-//! [`unblock`] lifts them by hand. Two live processes never share the table: the second one's
-//! [`Firewall::set`] fails with [`Error::FirewallHeld`].
+//! [`unblock`] lifts them by hand. Two live processes never share the table: a [`Firewall`]
+//! holds an `flock` on `STATE_DIR/firewall.netns-<inode>.lock` for its lifetime (the kernel
+//! drops it when the process dies), and a second [`Firewall::open`] fails with
+//! [`Error::FirewallHeld`].
 //!
 //! ## What each policy lets through
 //!
@@ -78,8 +80,30 @@ const LAN_V6: [(Ipv6Addr, u8); 3] = [
     (Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0), 16),
 ];
 
-/// ICMPv6 types (RFC 4443, RFC 4861).
+/// Where the container/VM networks a forwarded reply may go back to live: RFC 1918 and
+/// unique local addresses.
+const PRIVATE: [(IpAddr, u8); 4] = [
+    (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)), 8),
+    (IpAddr::V4(Ipv4Addr::new(172, 16, 0, 0)), 12),
+    (IpAddr::V4(Ipv4Addr::new(192, 168, 0, 0)), 16),
+    (IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)), 7),
+];
+/// Link-local unicast and multicast: where the underlay's housekeeping goes.
+const LINK_LOCAL_V6: [(Ipv6Addr, u8); 2] = [
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+    (Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0), 16),
+];
+/// The IPv4 limited broadcast (a DHCPv4 client's DISCOVER, REQUEST and REBIND).
+const BROADCAST: Ipv4Addr = Ipv4Addr::BROADCAST;
+/// `All_DHCP_Relay_Agents_and_Servers` (RFC 8415 §7.1).
+const ALL_DHCP_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+
+/// ICMPv6 types (RFC 4443, RFC 4861, RFC 3810).
 const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+const MLD_QUERY: u8 = 130;
+const MLD_V1_REPORT: u8 = 131;
+const MLD_V1_DONE: u8 = 132;
+const MLD_V2_REPORT: u8 = 143;
 const ND_ROUTER_SOLICIT: u8 = 133;
 const ND_ROUTER_ADVERT: u8 = 134;
 const ND_NEIGHBOR_SOLICIT: u8 = 135;
@@ -100,7 +124,9 @@ pub struct Policy {
     pub block: bool,
     /// With `block`: let the private and link-local ranges through.
     pub allow_lan: bool,
-    /// DNS servers pushed by the gateway: DNS leaves only through the tunnel.
+    /// DNS servers pushed by the gateway: DNS leaves only through the tunnel. Which server a
+    /// query through the tunnel goes to is the gateway's business (it carries it); what the
+    /// lock prevents is a query leaving outside the tunnel, to any address.
     pub dns: Vec<IpAddr>,
 }
 
@@ -175,6 +201,9 @@ pub enum Match {
     Mark(u32),
     /// The ICMP or ICMPv6 type (after [`Match::Protocol`] ICMP or ICMPv6).
     IcmpType(u8),
+    /// Connection tracking: a reply to, or an error about, traffic that was let out
+    /// (`ct state established,related`).
+    Established,
 }
 
 /// A rule: conditions, an optional counter, a verdict.
@@ -283,20 +312,31 @@ impl Ruleset {
             Verdict::Accept
         };
 
+        let dns_drops = || {
+            DNS_PORTS.into_iter().flat_map(|port| {
+                [Protocol::Udp, Protocol::Tcp].map(|protocol| {
+                    Rule::counted_drop(vec![Match::Protocol(protocol), Match::Dport(port)])
+                })
+            })
+        };
+
         let mut output = vec![Rule::accept(vec![Match::Oifname("lo".into())])];
         output.extend(
             tuns.iter()
                 .map(|tun| Rule::accept(vec![Match::Oifname((*tun).into())])),
         );
+        // The driver's own lookups of the gateway's name (`platform::resolve`, marked like its
+        // IKE socket): the one DNS that may leave outside the tunnel, so that a reconnect under
+        // the kill switch finds a gateway that moved.
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            output.push(Rule::accept(vec![
+                Match::Protocol(protocol),
+                Match::Dport(53),
+                Match::Mark(FWMARK),
+            ]));
+        }
         if lock_dns {
-            for port in DNS_PORTS {
-                for protocol in [Protocol::Udp, Protocol::Tcp] {
-                    output.push(Rule::counted_drop(vec![
-                        Match::Protocol(protocol),
-                        Match::Dport(port),
-                    ]));
-                }
-            }
+            output.extend(dns_drops());
         }
         if block {
             output.extend(gateways.iter().map(|&(gateway, port)| {
@@ -307,11 +347,44 @@ impl Ruleset {
                     Match::Mark(FWMARK),
                 ])
             }));
-            // DHCPv4 and DHCPv6 clients, router and neighbour solicitation/advertisement.
-            output.push(udp_ports(68, 67));
-            output.push(udp_ports(546, 547));
-            for kind in [ND_ROUTER_SOLICIT, ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT] {
-                output.push(icmp(Protocol::Icmpv6, kind));
+            // DHCPv4 by broadcast (a renewal that cannot be unicast rebinds by broadcast),
+            // DHCPv6 to its servers' multicast group.
+            output.push(with(
+                udp_ports(68, 67),
+                host(Match::Daddr, IpAddr::V4(BROADCAST)),
+            ));
+            output.push(with(
+                udp_ports(546, 547),
+                host(Match::Daddr, IpAddr::V6(ALL_DHCP_SERVERS)),
+            ));
+            // Router and neighbour discovery and MLD reports, on the link only (and to an
+            // on-link IPv6 gateway, whose neighbour entry must be kept fresh).
+            let on_link: Vec<Match> = LINK_LOCAL_V6
+                .iter()
+                .map(|&(a, p)| Match::Daddr(IpAddr::V6(a), p))
+                .chain(
+                    gateways
+                        .iter()
+                        .map(|&(g, _)| g)
+                        .filter(IpAddr::is_ipv6)
+                        .map(|g| host(Match::Daddr, g)),
+                )
+                .collect();
+            let mut seen = Vec::new();
+            for destination in on_link {
+                if seen.contains(&destination) {
+                    continue;
+                }
+                for kind in [ND_ROUTER_SOLICIT, ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT] {
+                    output.push(with(icmp(Protocol::Icmpv6, kind), destination.clone()));
+                }
+                seen.push(destination);
+            }
+            for kind in [MLD_V1_REPORT, MLD_V1_DONE, MLD_V2_REPORT] {
+                output.push(with(
+                    icmp(Protocol::Icmpv6, kind),
+                    Match::Daddr(IpAddr::V6(LINK_LOCAL_V6[1].0), LINK_LOCAL_V6[1].1),
+                ));
             }
             if allow_lan {
                 output.extend(lan(Match::Daddr));
@@ -329,6 +402,9 @@ impl Ruleset {
                 tuns.iter()
                     .map(|tun| Rule::accept(vec![Match::Iifname((*tun).into())])),
             );
+            // Replies to what the output chain let out (the driver's DNS, DHCP), and the
+            // ICMP errors about it (path MTU discovery for ESP).
+            input.push(Rule::accept(vec![Match::Established]));
             input.extend(gateways.iter().map(|&(gateway, port)| {
                 Rule::accept(vec![
                     host(Match::Saddr, gateway),
@@ -340,6 +416,7 @@ impl Ruleset {
             input.push(udp_ports(547, 546));
             for kind in [
                 ICMPV6_PACKET_TOO_BIG,
+                MLD_QUERY,
                 ND_ROUTER_ADVERT,
                 ND_NEIGHBOR_SOLICIT,
                 ND_NEIGHBOR_ADVERT,
@@ -356,19 +433,35 @@ impl Ruleset {
                 policy: Verdict::Drop,
                 rules: input,
             });
-
-            let mut forward: Vec<Rule> = Vec::new();
-            for tun in &tuns {
-                forward.push(Rule::accept(vec![Match::Oifname((*tun).into())]));
-                forward.push(Rule::accept(vec![Match::Iifname((*tun).into())]));
+        }
+        if block || lock_dns {
+            // Containers and VMs behind this host: into the tunnel, and its replies back to
+            // their private networks; never from the tunnel out to the underlay in clear.
+            let mut forward: Vec<Rule> = tuns
+                .iter()
+                .map(|tun| Rule::accept(vec![Match::Oifname((*tun).into())]))
+                .collect();
+            if lock_dns {
+                forward.extend(dns_drops());
             }
-            if allow_lan {
-                forward.extend(lan(Match::Daddr));
+            if block {
+                for tun in &tuns {
+                    for &(network, prefix) in &PRIVATE {
+                        forward.push(Rule::accept(vec![
+                            Match::Iifname((*tun).into()),
+                            Match::Daddr(network, prefix),
+                            Match::Established,
+                        ]));
+                    }
+                }
+                if allow_lan {
+                    forward.extend(lan(Match::Daddr));
+                }
+                forward.push(Rule::counted_drop(Vec::new()));
             }
-            forward.push(Rule::counted_drop(Vec::new()));
             chains.push(Chain {
                 hook: Hook::Forward,
-                policy: Verdict::Drop,
+                policy: verdict,
                 rules: forward,
             });
         }
@@ -387,6 +480,12 @@ fn udp_ports(sport: u16, dport: u16) -> Rule {
         Match::Sport(sport),
         Match::Dport(dport),
     ])
+}
+
+/// `rule` with one more condition, tested first.
+fn with(mut rule: Rule, condition: Match) -> Rule {
+    rule.matches.insert(0, condition);
+    rule
 }
 
 fn icmp(protocol: Protocol, kind: u8) -> Rule {
@@ -416,6 +515,7 @@ impl fmt::Display for Match {
             Self::Sport(port) => write!(f, "th sport {port}"),
             Self::Mark(mark) => write!(f, "meta mark {mark:#010x}"),
             Self::IcmpType(kind) => write!(f, "@th,0,8 {kind}"),
+            Self::Established => f.write_str("ct state established,related"),
         }
     }
 }
@@ -474,6 +574,9 @@ struct Journal {
 /// Dropping the value leaves the table as it is (fail closed); [`clear`](Self::clear) lifts it.
 #[derive(Debug)]
 pub struct Firewall {
+    /// The `flock`ed lock file: held for the value's lifetime, released by the kernel when the
+    /// process dies, so a crash never leaves the table "held".
+    _lock: fs::File,
     journal_path: PathBuf,
     policies: BTreeMap<String, Policy>,
     /// Whether our table may be in the kernel (we installed it, or a crashed run did).
@@ -487,22 +590,28 @@ impl Firewall {
     ///
     /// # Errors
     ///
-    /// [`Error::FirewallHeld`] when another live process holds the table;
-    /// [`Error::StateFile`]/[`Error::StateParse`] when the journal cannot be read.
+    /// [`Error::FirewallHeld`] when another live process holds the table (its lock);
+    /// [`Error::StateFile`]/[`Error::StateParse`] when the journal cannot be read or adopted.
     pub fn open(state_dir: &Path) -> Result<Self, Error> {
+        let lock = lock(state_dir)?;
         let journal_path = journal_path(state_dir);
         let (policies, installed) = match read_journal(&journal_path)? {
+            // Nobody holds the lock: whoever wrote the journal is gone. Adopt it, as ours.
             Some(journal) => {
-                if state::process_alive(journal.owner_pid) {
-                    return Err(Error::FirewallHeld {
-                        pid: journal.owner_pid,
-                    });
-                }
+                write_journal(
+                    &journal_path,
+                    &Journal {
+                        version: VERSION,
+                        owner_pid: std::process::id(),
+                        policies: journal.policies.clone(),
+                    },
+                )?;
                 (journal.policies, true)
             }
             None => (BTreeMap::new(), false),
         };
         Ok(Self {
+            _lock: lock,
             journal_path,
             policies,
             installed,
@@ -540,15 +649,9 @@ impl Firewall {
         if self.policies.get(key) == Some(&policy) && self.installed {
             return Ok(());
         }
-        let previous = self.policies.insert(key.to_owned(), policy);
-        let result = self.commit();
-        if result.is_err() {
-            match previous {
-                Some(previous) => self.policies.insert(key.to_owned(), previous),
-                None => self.policies.remove(key),
-            };
-        }
-        result
+        self.change(|policies| {
+            policies.insert(key.to_owned(), policy);
+        })
     }
 
     /// Removes `key`'s policy; the table shrinks, or goes when no policy is left.
@@ -557,10 +660,12 @@ impl Firewall {
     ///
     /// As [`set`](Self::set).
     pub fn remove(&mut self, key: &str) -> Result<(), Error> {
-        if self.policies.remove(key).is_none() && !self.installed {
+        if !self.policies.contains_key(key) && !self.installed {
             return Ok(());
         }
-        self.commit()
+        self.change(|policies| {
+            policies.remove(key);
+        })
     }
 
     /// Keeps only the policies whose key `keep` accepts (after adopting a crashed run's:
@@ -570,12 +675,10 @@ impl Firewall {
     ///
     /// As [`set`](Self::set).
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) -> Result<(), Error> {
-        let before = self.policies.len();
-        self.policies.retain(|key, _| keep(key));
-        if self.policies.len() == before {
+        if self.policies.keys().all(|key| keep(key)) {
             return Ok(());
         }
-        self.commit()
+        self.change(|policies| policies.retain(|key, _| keep(key)))
     }
 
     /// Removes every policy and the table.
@@ -584,8 +687,33 @@ impl Firewall {
     ///
     /// As [`set`](Self::set).
     pub fn clear(&mut self) -> Result<(), Error> {
-        self.policies.clear();
-        self.commit()
+        self.change(BTreeMap::clear)
+    }
+
+    /// Applies `edit` to the policies and commits them; when that fails the policies, and the
+    /// journal, are what they were (the kernel keeps the table it had: a refused transaction
+    /// changes nothing).
+    fn change(&mut self, edit: impl FnOnce(&mut BTreeMap<String, Policy>)) -> Result<(), Error> {
+        let before = self.policies.clone();
+        edit(&mut self.policies);
+        let result = self.commit();
+        if result.is_err() {
+            self.policies = before;
+            let journal = Journal {
+                version: VERSION,
+                owner_pid: std::process::id(),
+                policies: self.policies.clone(),
+            };
+            let restored = if self.installed {
+                write_journal(&self.journal_path, &journal)
+            } else {
+                remove_journal(&self.journal_path)
+            };
+            if let Err(error) = restored {
+                tracing::warn!(%error, "the kill switch's journal could not be restored");
+            }
+        }
+        result
     }
 
     /// Journals the policies, then installs their table (or deletes it when none is needed).
@@ -616,38 +744,77 @@ impl Firewall {
 
 /// Lifts the table a crashed run left in this network namespace (`pqvpn recover --unblock`)
 /// and deletes its journal; returns whether there was one. The table is deleted even without
-/// a journal.
+/// a journal, or with one that cannot be read.
 ///
 /// # Errors
 ///
 /// [`Error::FirewallHeld`] when a live process holds the table (disconnect it instead);
 /// [`Error::Firewall`] when the kernel refuses.
 pub fn unblock(state_dir: &Path) -> Result<bool, Error> {
+    let _lock = lock(state_dir)?;
     let path = journal_path(state_dir);
-    let journal = read_journal(&path)?;
-    if let Some(journal) = &journal
-        && state::process_alive(journal.owner_pid)
-    {
-        return Err(Error::FirewallHeld {
-            pid: journal.owner_pid,
-        });
-    }
+    let had_journal = match read_journal(&path) {
+        Ok(journal) => journal.is_some(),
+        Err(error) => {
+            tracing::warn!(error = %super::DisplayChain(&error), "lifting the kill switch anyway");
+            true
+        }
+    };
     imp::delete().map_err(|source| Error::Firewall("remove", source))?;
     remove_journal(&path)?;
-    Ok(journal.is_some())
+    Ok(had_journal)
 }
 
 /// The policies a run that is no longer alive left blocking in this namespace, by key; empty
-/// when there is no stale table.
+/// when there is no stale table, or a live process holds it.
 ///
 /// # Errors
 ///
 /// When the journal cannot be read.
 pub fn stale(state_dir: &Path) -> Result<BTreeMap<String, Policy>, Error> {
-    Ok(match read_journal(&journal_path(state_dir))? {
-        Some(journal) if !state::process_alive(journal.owner_pid) => journal.policies,
-        _ => BTreeMap::new(),
-    })
+    match lock(state_dir) {
+        Ok(_lock) => Ok(read_journal(&journal_path(state_dir))?
+            .map(|journal| journal.policies)
+            .unwrap_or_default()),
+        Err(Error::FirewallHeld { .. }) => Ok(BTreeMap::new()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Takes this namespace's firewall lock (`flock`, not blocking) and writes our pid in it.
+fn lock(state_dir: &Path) -> Result<fs::File, Error> {
+    use std::io::{Read as _, Seek as _, Write as _};
+
+    let path = journal_path(state_dir).with_extension("lock");
+    let error = |what, source| Error::StateFile {
+        what,
+        path: path.clone(),
+        source,
+    };
+    state::create_dir(state_dir)?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .map_err(|source| error("open", source))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(Error::FirewallHeld {
+                pid: pid.trim().parse().unwrap_or(0),
+            });
+        }
+        Err(fs::TryLockError::Error(source)) => return Err(error("lock", source)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .map_err(|source| error("write", source))?;
+    Ok(file)
 }
 
 fn journal_path(state_dir: &Path) -> PathBuf {

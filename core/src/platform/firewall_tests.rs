@@ -36,28 +36,38 @@ fn kill_switch_allows_only_the_tunnel_ike_esp_and_housekeeping() {
 \t\ttype filter hook output priority filter; policy drop;
 \t\toifname \"lo\" accept
 \t\toifname \"pqvpn0\" accept
+\t\tmeta l4proto udp th dport 53 meta mark 0x0000cab0 accept
+\t\tmeta l4proto tcp th dport 53 meta mark 0x0000cab0 accept
 \t\tmeta l4proto udp th dport 53 counter drop
 \t\tmeta l4proto tcp th dport 53 counter drop
 \t\tmeta l4proto udp th dport 853 counter drop
 \t\tmeta l4proto tcp th dport 853 counter drop
 \t\tip daddr 192.0.2.10 meta l4proto udp th dport 500 meta mark 0x0000cab0 accept
 \t\tip daddr 192.0.2.10 meta l4proto udp th dport 4500 meta mark 0x0000cab0 accept
-\t\tmeta l4proto udp th sport 68 th dport 67 accept
-\t\tmeta l4proto udp th sport 546 th dport 547 accept
-\t\tmeta l4proto icmpv6 @th,0,8 133 accept
-\t\tmeta l4proto icmpv6 @th,0,8 135 accept
-\t\tmeta l4proto icmpv6 @th,0,8 136 accept
+\t\tip daddr 255.255.255.255 meta l4proto udp th sport 68 th dport 67 accept
+\t\tip6 daddr ff02::1:2 meta l4proto udp th sport 546 th dport 547 accept
+\t\tip6 daddr fe80::/10 meta l4proto icmpv6 @th,0,8 133 accept
+\t\tip6 daddr fe80::/10 meta l4proto icmpv6 @th,0,8 135 accept
+\t\tip6 daddr fe80::/10 meta l4proto icmpv6 @th,0,8 136 accept
+\t\tip6 daddr ff02::/16 meta l4proto icmpv6 @th,0,8 133 accept
+\t\tip6 daddr ff02::/16 meta l4proto icmpv6 @th,0,8 135 accept
+\t\tip6 daddr ff02::/16 meta l4proto icmpv6 @th,0,8 136 accept
+\t\tip6 daddr ff02::/16 meta l4proto icmpv6 @th,0,8 131 accept
+\t\tip6 daddr ff02::/16 meta l4proto icmpv6 @th,0,8 132 accept
+\t\tip6 daddr ff02::/16 meta l4proto icmpv6 @th,0,8 143 accept
 \t\tcounter drop
 \t}
 \tchain input {
 \t\ttype filter hook input priority filter; policy drop;
 \t\tiifname \"lo\" accept
 \t\tiifname \"pqvpn0\" accept
+\t\tct state established,related accept
 \t\tip saddr 192.0.2.10 meta l4proto udp th sport 500 accept
 \t\tip saddr 192.0.2.10 meta l4proto udp th sport 4500 accept
 \t\tmeta l4proto udp th sport 67 th dport 68 accept
 \t\tmeta l4proto udp th sport 547 th dport 546 accept
 \t\tmeta l4proto icmpv6 @th,0,8 2 accept
+\t\tmeta l4proto icmpv6 @th,0,8 130 accept
 \t\tmeta l4proto icmpv6 @th,0,8 134 accept
 \t\tmeta l4proto icmpv6 @th,0,8 135 accept
 \t\tmeta l4proto icmpv6 @th,0,8 136 accept
@@ -67,12 +77,70 @@ fn kill_switch_allows_only_the_tunnel_ike_esp_and_housekeeping() {
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy drop;
 \t\toifname \"pqvpn0\" accept
-\t\tiifname \"pqvpn0\" accept
+\t\tmeta l4proto udp th dport 53 counter drop
+\t\tmeta l4proto tcp th dport 53 counter drop
+\t\tmeta l4proto udp th dport 853 counter drop
+\t\tmeta l4proto tcp th dport 853 counter drop
+\t\tiifname \"pqvpn0\" ip daddr 10.0.0.0/8 ct state established,related accept
+\t\tiifname \"pqvpn0\" ip daddr 172.16.0.0/12 ct state established,related accept
+\t\tiifname \"pqvpn0\" ip daddr 192.168.0.0/16 ct state established,related accept
+\t\tiifname \"pqvpn0\" ip6 daddr fc00::/7 ct state established,related accept
 \t\tcounter drop
 \t}
 }
 "
     );
+}
+
+/// Reviewer: the underlay's housekeeping goes to the link only (no DHCP or neighbour
+/// discovery to an arbitrary address), and the tunnel's traffic is never forwarded out to the
+/// underlay in clear: only replies go back to the private networks behind this host.
+#[test]
+fn housekeeping_stays_on_the_link_and_the_tunnel_never_forwards_out() {
+    let ruleset = Ruleset::of(&[full_tunnel()]).unwrap();
+    for chain in &ruleset.chains {
+        for rule in &chain.rules {
+            let from_tun = rule.matches.contains(&Match::Iifname("pqvpn0".into()));
+            if chain.hook == Hook::Forward && from_tun {
+                assert!(rule.matches.contains(&Match::Established), "{rule}");
+                assert!(
+                    rule.matches.iter().any(|m| matches!(m, Match::Daddr(..))),
+                    "{rule}"
+                );
+            }
+            let housekeeping = rule
+                .matches
+                .iter()
+                .any(|m| matches!(m, Match::IcmpType(_) | Match::Sport(68 | 546)));
+            if chain.hook == Hook::Output && housekeeping {
+                let on_link = rule.matches.iter().any(|m| match m {
+                    Match::Daddr(IpAddr::V6(a), _) => {
+                        a.segments()[0] == 0xff02 || a.segments()[0] & 0xffc0 == 0xfe80
+                    }
+                    Match::Daddr(IpAddr::V4(a), 32) => a.is_broadcast(),
+                    _ => false,
+                });
+                assert!(on_link, "{rule}");
+            }
+        }
+    }
+}
+
+/// An on-link IPv6 gateway's neighbour entry is kept: ND to its address passes.
+#[test]
+fn an_ipv6_gateway_gets_ike_and_neighbour_discovery() {
+    let policy = Policy {
+        gateways: vec!["2001:db8::10".parse().unwrap()],
+        ..full_tunnel()
+    };
+    let text = text(&[policy]);
+    for line in [
+        "ip6 daddr 2001:db8::10 meta l4proto udp th dport 500 meta mark 0x0000cab0 accept",
+        "ip6 daddr 2001:db8::10 meta l4proto icmpv6 @th,0,8 135 accept",
+        "ip6 saddr 2001:db8::10 meta l4proto udp th sport 4500 accept",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
 }
 
 /// Security review finding 6: while the tunnel is down nothing but the driver's own marked
@@ -127,6 +195,16 @@ fn split_tunnel_with_pushed_dns_locks_only_dns() {
 \t\ttype filter hook output priority filter; policy accept;
 \t\toifname \"lo\" accept
 \t\toifname \"pqvpn0\" accept
+\t\tmeta l4proto udp th dport 53 meta mark 0x0000cab0 accept
+\t\tmeta l4proto tcp th dport 53 meta mark 0x0000cab0 accept
+\t\tmeta l4proto udp th dport 53 counter drop
+\t\tmeta l4proto tcp th dport 53 counter drop
+\t\tmeta l4proto udp th dport 853 counter drop
+\t\tmeta l4proto tcp th dport 853 counter drop
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\toifname \"pqvpn0\" accept
 \t\tmeta l4proto udp th dport 53 counter drop
 \t\tmeta l4proto tcp th dport 53 counter drop
 \t\tmeta l4proto udp th dport 853 counter drop
@@ -162,7 +240,12 @@ fn allow_lan_opens_only_private_and_link_local_ranges() {
     assert!(!forward.contains("saddr"), "{forward}");
     // DNS to the LAN's resolver stays blocked: the DNS drops come before the LAN.
     let output = text.split("chain input").next().unwrap();
-    assert!(output.find("dport 53").unwrap() < output.find("10.0.0.0/8").unwrap());
+    assert!(output.find("dport 53 counter drop").unwrap() < output.find("10.0.0.0/8").unwrap());
+    assert!(
+        forward.find("dport 53 counter drop").unwrap()
+            < forward.find("ip daddr 10.0.0.0/8 accept").unwrap(),
+        "{forward}"
+    );
 }
 
 #[test]
@@ -180,7 +263,7 @@ fn several_tunnels_get_the_union_and_any_blocks() {
     assert!(text.contains("oifname \"pqvpn1\" accept"));
     assert!(text.contains("ip6 daddr 2001:db8::10 meta l4proto udp th dport 4500"));
     // Only a blocking policy's allow_lan counts.
-    assert!(!text.contains("10.0.0.0/8"));
+    assert!(!text.contains("ip daddr 10.0.0.0/8 accept"));
 }
 
 #[test]
@@ -217,7 +300,40 @@ fn a_broken_journal_is_an_error_not_a_silent_unblock() {
         Firewall::open(&dir.0),
         Err(Error::StateParse { .. })
     ));
-    assert!(matches!(unblock(&dir.0), Err(Error::StateParse { .. })));
+    // `recover --unblock` lifts such a table anyway: see `netns_unblock_lifts_a_broken_journals_table`.
+}
+
+#[test]
+fn a_second_firewall_in_the_namespace_is_refused_until_the_first_is_gone() {
+    let dir = TempDir::new("fw-lock");
+    let first = Firewall::open(&dir.0).unwrap();
+    match Firewall::open(&dir.0) {
+        Err(Error::FirewallHeld { pid }) => assert_eq!(pid, std::process::id()),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(unblock(&dir.0), Err(Error::FirewallHeld { .. })));
+    // Held by a live process: nothing is stale.
+    assert!(stale(&dir.0).unwrap().is_empty());
+    drop(first);
+    drop(Firewall::open(&dir.0).unwrap());
+}
+
+/// A journal whose owner is gone is adopted and rewritten as the adopter's.
+#[test]
+fn an_adopted_journal_names_its_new_owner() {
+    let dir = TempDir::new("fw-adopt");
+    let mut policies = BTreeMap::new();
+    policies.insert("office".to_owned(), full_tunnel());
+    let journal = Journal {
+        version: VERSION,
+        owner_pid: u32::MAX - 1,
+        policies,
+    };
+    write_journal(&journal_path(&dir.0), &journal).unwrap();
+    let _firewall = Firewall::open(&dir.0).unwrap();
+    let adopted = read_journal(&journal_path(&dir.0)).unwrap().unwrap();
+    assert_eq!(adopted.owner_pid, std::process::id());
+    assert_eq!(adopted.policies, journal.policies);
 }
 
 #[cfg(target_os = "linux")]
@@ -301,11 +417,23 @@ mod netns {
                     "udp dport 53 counter packets 0 bytes 0 drop",
                     "ip daddr 192.0.2.10 udp dport 500 meta mark 0x0000cab0 accept",
                     "iifname \"lo\" accept",
+                    "ct state established,related accept",
+                    "iifname \"pqvpn0\" ip daddr 10.0.0.0/8 ct state established,related accept",
+                    "ip6 daddr ff02::/16 icmpv6 type nd-neighbor-solicit accept",
+                    "udp dport 53 meta mark 0x0000cab0 accept",
                 ] {
                     assert!(listed.contains(line), "{line:?} missing from\n{listed}");
                 }
                 assert!(blocked(send(outside, None)));
-                assert!(blocked(send(outside_dns, Some(FWMARK))));
+                assert!(blocked(send(outside_dns, None)), "DNS outside the tunnel");
+                assert!(
+                    !blocked(send(outside_dns, Some(FWMARK))),
+                    "the driver's own lookup of the gateway's name"
+                );
+                assert!(
+                    blocked(send("198.51.100.1:853".parse().unwrap(), Some(FWMARK))),
+                    "only plain DNS is the resolver's"
+                );
                 assert!(
                     blocked(send(gateway_ike, None)),
                     "unmarked IKE must not pass"
@@ -363,5 +491,48 @@ mod netns {
             // Idempotent.
             assert!(!unblock(&dir.0).unwrap());
         });
+    }
+
+    #[test]
+    fn netns_unblock_lifts_a_broken_journals_table() {
+        in_netns("netns_unblock_lifts_a_broken_journals_table", || {
+            let dir = TempDir::new("fw-unblock-broken");
+            let outside: SocketAddr = "198.51.100.1:9".parse().unwrap();
+            let mut firewall = Firewall::open(&dir.0).unwrap();
+            firewall.set("office", full_tunnel()).unwrap();
+            drop(firewall);
+            fs::write(journal_path(&dir.0), b"{torn").unwrap();
+            assert!(blocked(send(outside, None)));
+            assert!(unblock(&dir.0).unwrap());
+            assert!(!blocked(send(outside, None)));
+            assert!(!journal_path(&dir.0).exists());
+        });
+    }
+
+    /// A change the kernel refuses leaves both the table and the journal as they were.
+    #[test]
+    fn netns_a_refused_change_keeps_the_table_and_the_journal() {
+        in_netns(
+            "netns_a_refused_change_keeps_the_table_and_the_journal",
+            || {
+                let dir = TempDir::new("fw-refused");
+                let mut firewall = Firewall::open(&dir.0).unwrap();
+                firewall.set("office", full_tunnel()).unwrap();
+                let journal = fs::read(journal_path(&dir.0)).unwrap();
+                let table = run(&["nft", "list", "table", "inet", TABLE]);
+                let bad = Policy {
+                    tun_name: Some("a-name-far-too-long-for-linux".into()),
+                    ..full_tunnel()
+                };
+                assert!(matches!(
+                    firewall.set("home", bad),
+                    Err(Error::Firewall(..))
+                ));
+                assert_eq!(fs::read(journal_path(&dir.0)).unwrap(), journal);
+                assert_eq!(run(&["nft", "list", "table", "inet", TABLE]), table);
+                assert_eq!(firewall.keys().collect::<Vec<_>>(), ["office"]);
+                firewall.clear().unwrap();
+            },
+        );
     }
 }

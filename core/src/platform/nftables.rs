@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    DefaultNla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_netfilter::nftables::{
     Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions,
@@ -33,6 +34,15 @@ const PAYLOAD_TRANSPORT: u32 = 2;
 /// `NF_DROP`, `NF_ACCEPT`.
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
+/// `NFTA_CT_DREG`, `NFTA_CT_KEY` (`enum nft_ct_attributes`), `NFT_CT_STATE`, `NFT_REG_1`.
+const NFTA_CT_DREG: u16 = 1;
+const NFTA_CT_KEY: u16 = 2;
+const NFT_CT_STATE: u32 = 0;
+const NFT_REG_1: u32 = 1;
+/// `NF_CT_STATE_BIT(IP_CT_ESTABLISHED)`, `NF_CT_STATE_BIT(IP_CT_RELATED)`: the state is a
+/// host-order `u32` bit set.
+const CT_STATE_ESTABLISHED: u32 = 1 << 1;
+const CT_STATE_RELATED: u32 = 1 << 2;
 /// `IFNAMSIZ`: interface names are compared as 16 NUL-padded bytes.
 const IFNAMSIZ: usize = 16;
 /// How long to wait for the kernel's answer.
@@ -172,6 +182,40 @@ fn encode(condition: &Match, out: &mut Vec<ListAttribute<ExpressionAttribute>>) 
         Match::IcmpType(kind) => {
             out.push(payload(PAYLOAD_TRANSPORT, 0, 1));
             out.push(equal(vec![*kind]));
+        }
+        Match::Established => {
+            // `ct state` into register 1, masked to the two bits, not zero.
+            out.push(
+                Expressions::Other {
+                    expression_type: "ct".into(),
+                    attributes: vec![
+                        DefaultNla::new(NFTA_CT_DREG, NFT_REG_1.to_be_bytes().to_vec()),
+                        DefaultNla::new(NFTA_CT_KEY, NFT_CT_STATE.to_be_bytes().to_vec()),
+                    ],
+                }
+                .into(),
+            );
+            let mask = (CT_STATE_ESTABLISHED | CT_STATE_RELATED)
+                .to_ne_bytes()
+                .to_vec();
+            out.push(
+                Expressions::Bitwise(vec![
+                    Bitwise::SourceRegister(Register::Reg1),
+                    Bitwise::DestinationRegister(Register::Reg1),
+                    Bitwise::Length(4),
+                    Bitwise::Mask(DataAttribute::Value(mask)),
+                    Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+                ])
+                .into(),
+            );
+            out.push(
+                Expressions::Cmp(vec![
+                    Cmp::SourceRegister(Register::Reg1),
+                    Cmp::Op(Operator::NotEqual),
+                    Cmp::Data(DataAttribute::Value(vec![0; 4])),
+                ])
+                .into(),
+            );
         }
     }
     Ok(())
