@@ -223,18 +223,31 @@ fn read_psk_file(key: &str, path: &Path) -> Result<SecretBytes, String> {
     Ok(SecretBytes::new(std::mem::take(&mut *bytes)))
 }
 
-/// The gateway's first address: an IP as is, a name through the system resolver.
+/// The gateway's first address: an IP as is; a name from `/etc/hosts` or DNS asked from the
+/// driver's marked socket (`platform::resolve`: the one lookup the kill switch lets out),
+/// else through the system resolver.
 pub(crate) fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String> {
     let name = match &endpoint.host {
         Host::Ip(ip) => return Ok(SocketAddr::new(*ip, endpoint.port)),
         Host::Name(name) => name,
     };
+    let marked = match pqvpn_core::platform::resolve::lookup(name, LOOKUP_TIMEOUT) {
+        Ok(found) => match found.first() {
+            Some(&ip) => return Ok(SocketAddr::new(ip, endpoint.port)),
+            None => "no address".to_owned(),
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::debug!(reason = %marked, "falling back to the system resolver");
     (name.as_str(), endpoint.port)
         .to_socket_addrs()
-        .map_err(|e| format!("gateway = \"{endpoint}\": cannot resolve: {e}"))?
+        .map_err(|e| format!("gateway = \"{endpoint}\": cannot resolve: {marked}; {e}"))?
         .next()
         .ok_or_else(|| format!("gateway = \"{endpoint}\": no address"))
 }
+
+/// How long each DNS server is waited for.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A profile's name (its file stem) and its path for messages.
 fn names(path: &Path) -> (String, String) {
