@@ -80,14 +80,16 @@ pub trait DeviceFactory: Send {
     fn teardown(&mut self) -> impl Future<Output = ()> + Send;
 
     /// Called by the [supervisor](super::supervisor) before each session starts (connecting
-    /// and reconnecting), with the gateway that session uses: from now until
-    /// [`unblock`](Self::unblock) the platform's kill switch, if it has one, lets nothing
-    /// but the tunnel and its IKE/ESP to `gateway` leave. An error keeps the session from
-    /// starting (fail closed). Returns whether traffic outside the tunnel is now blocked
-    /// (false: the profile has no kill switch). Does nothing by default.
+    /// and reconnecting): first with `None` (the gateway's name is being resolved), then with
+    /// the gateway that session uses. From then until [`unblock`](Self::unblock) the
+    /// platform's kill switch, if it has one, lets nothing leave but the tunnel, the
+    /// driver's marked lookups of the gateway's name, and its IKE/ESP to the gateways given
+    /// so far. An error keeps the session from starting (fail closed). Returns whether
+    /// traffic outside the tunnel is now blocked (false: the profile has no kill switch).
+    /// Does nothing by default.
     fn block(
         &mut self,
-        gateway: SocketAddr,
+        gateway: Option<SocketAddr>,
     ) -> impl Future<Output = Result<bool, DriverError>> + Send {
         let _ = gateway;
         async { Ok(false) }
@@ -95,9 +97,10 @@ pub trait DeviceFactory: Send {
 
     /// Lifts what [`block`](Self::block) installed: the user disconnected, or a first connect
     /// failed for good. Not called while reconnecting, nor on a failure after the tunnel was
-    /// up (the block stays until the user acts). Does nothing by default.
-    fn unblock(&mut self) -> impl Future<Output = ()> + Send {
-        async {}
+    /// up (the block stays until the user acts). An error means traffic is still blocked;
+    /// the supervisor tries again at its next event. Does nothing by default.
+    fn unblock(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send {
+        async { Ok(()) }
     }
 }
 

@@ -81,7 +81,7 @@ impl DeviceFactory for SharedFactory {
         self.counts.teardowns.fetch_add(1, Ordering::SeqCst);
     }
 
-    async fn block(&mut self, _gateway: SocketAddr) -> Result<bool, DriverError> {
+    async fn block(&mut self, _gateway: Option<SocketAddr>) -> Result<bool, DriverError> {
         if self.refuse_block {
             return Err(DriverError::Device("nf_tables is not available".into()));
         }
@@ -90,8 +90,9 @@ impl DeviceFactory for SharedFactory {
         Ok(true)
     }
 
-    async fn unblock(&mut self) {
+    async fn unblock(&mut self) -> Result<(), DriverError> {
         self.counts.blocked.store(false, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -317,7 +318,8 @@ async fn an_authentication_failure_stops_without_retrying() {
     assert!(reason.contains("AUTHENTICATION_FAILED"), "{reason}");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "no retry");
     assert_eq!(counts.creates.load(Ordering::SeqCst), 0);
-    assert_eq!(counts.blocks.load(Ordering::SeqCst), 1);
+    // Before the gateway's name is looked up, and with its address.
+    assert_eq!(counts.blocks.load(Ordering::SeqCst), 2);
     assert!(
         !counts.blocking(),
         "a first connect that failed for good lifts the block"
@@ -427,4 +429,109 @@ async fn no_session_starts_without_its_kill_switch() {
     supervisor.await.unwrap().unwrap();
     stop.send(true).unwrap();
     gateway.await.unwrap().unwrap();
+}
+
+/// Ends every session before it starts with `end` (a gateway whose name does not resolve, a
+/// missing credential).
+struct FailingConnector {
+    end: SessionEnd,
+}
+
+impl Connector for FailingConnector {
+    async fn options(&mut self, _mode: Mode) -> Result<ClientOptions, SessionEnd> {
+        Err(self.end.clone())
+    }
+}
+
+/// Reviewer (issue 15): the block goes up before the gateway's name is resolved, so a first
+/// connect that cannot resolve it waits for the retry blocked, not in clear.
+#[tokio::test]
+async fn the_kill_switch_is_up_while_the_gateway_cannot_be_resolved() {
+    let (factory, _app_tx, _app_rx, counts) = shared_factory();
+    let (status_tx, mut status) = watch::channel(Status::default());
+    let (commands, commands_rx) = mpsc::channel(8);
+    let connector = FailingConnector {
+        end: SessionEnd::Lost("gateway = \"vpn.example\": cannot resolve".into()),
+    };
+    let supervisor = tokio::spawn(async move {
+        run_supervisor(
+            Mode::Hybrid,
+            Lifetime::UntilClosed,
+            connector,
+            Arc::new(DeterministicProvider::new(21)),
+            factory,
+            &status_tx,
+            commands_rx,
+        )
+        .await
+    });
+    commands
+        .send(Command::Connect { mode: None })
+        .await
+        .unwrap();
+    let reconnecting = wait_state(&mut status, State::Reconnecting, Duration::from_secs(5)).await;
+    assert!(reconnecting.kill_switch, "{reconnecting:?}");
+    assert!(counts.blocking());
+    commands.send(Command::Disconnect).await.unwrap();
+    let disconnected = wait_state(&mut status, State::Disconnected, Duration::from_secs(5)).await;
+    assert!(!disconnected.kill_switch);
+    assert!(!counts.blocking());
+    drop(commands);
+    supervisor.await.unwrap().unwrap();
+}
+
+/// Reviewer (issue 15): a tunnel resumed under the block a crashed run left is one that was
+/// up: refused for good, the block stays (daemon) until the user disconnects, and a
+/// foreground run ends with the block still up and says how to lift it.
+#[tokio::test]
+async fn a_resumed_tunnel_refused_for_good_keeps_the_block() {
+    let refused = || FailingConnector {
+        end: SessionEnd::Refused("no PSK stored for this profile".into()),
+    };
+    // The daemon: Error, blocking, until Disconnect.
+    let (factory, _app_tx, _app_rx, counts) = shared_factory();
+    let (status_tx, mut status) = watch::channel(Status::default());
+    let (commands, commands_rx) = mpsc::channel(8);
+    let connector = refused();
+    let supervisor = tokio::spawn(async move {
+        run_supervisor(
+            Mode::Hybrid,
+            Lifetime::UntilClosed,
+            connector,
+            Arc::new(DeterministicProvider::new(22)),
+            factory,
+            &status_tx,
+            commands_rx,
+        )
+        .await
+    });
+    commands.send(Command::Resume { mode: None }).await.unwrap();
+    let failed = wait_state(&mut status, State::Error, Duration::from_secs(5)).await;
+    assert!(failed.kill_switch, "{failed:?}");
+    assert!(counts.blocking());
+    commands.send(Command::Disconnect).await.unwrap();
+    wait_state(&mut status, State::Disconnected, Duration::from_secs(5)).await;
+    assert!(!counts.blocking());
+    drop(commands);
+    supervisor.await.unwrap().unwrap();
+
+    // `pqvpn up`: the run ends, the block does not.
+    let (factory, _app_tx, _app_rx, counts) = shared_factory();
+    let (status_tx, _status) = watch::channel(Status::default());
+    let (commands, commands_rx) = mpsc::channel(8);
+    commands.send(Command::Resume { mode: None }).await.unwrap();
+    let result = run_supervisor(
+        Mode::Hybrid,
+        Lifetime::UntilStopped,
+        refused(),
+        Arc::new(DeterministicProvider::new(23)),
+        factory,
+        &status_tx,
+        commands_rx,
+    )
+    .await;
+    let reason = result.unwrap_err();
+    assert!(reason.contains("recover --unblock"), "{reason}");
+    assert!(counts.blocking(), "fail closed");
+    assert!(counts.teardowns.load(Ordering::SeqCst) >= 1);
 }

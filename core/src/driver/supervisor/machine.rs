@@ -51,6 +51,14 @@ pub enum Input {
         /// A stricter mode than the profile's, e.g. pq-only (the tray's toggle).
         mode: Option<Mode>,
     },
+    /// Bring up a tunnel that was up when the process that ran it stopped (crashed): its kill
+    /// switch is still in place, so this starts as a reconnect of a tunnel that was up
+    /// ([`Failed::blocking`] if it fails for good), not as a first connect. In any state but
+    /// disconnected it is a [`Connect`](Self::Connect).
+    Resume {
+        /// As for [`Connect`](Self::Connect).
+        mode: Option<Mode>,
+    },
     /// Take the tunnel down and lift its routes.
     Disconnect,
     /// Session `0` is up: the Child SA carries traffic.
@@ -319,6 +327,10 @@ impl Disconnected {
                 let mode = step.mode(mode, step.floor);
                 step.connecting(mode)
             }
+            Input::Resume { mode } => {
+                let mode = step.mode(mode, step.floor);
+                step.trying(mode, "the tunnel was up when pqvpn stopped", true)
+            }
             _ => TunnelState::Disconnected(self),
         }
     }
@@ -511,6 +523,12 @@ impl Supervisor {
             actions: &mut self.actions,
         };
         let was_reconnecting = matches!(state, TunnelState::Reconnecting(_));
+        let input = match input {
+            Input::Resume { mode } if !matches!(state, TunnelState::Disconnected(_)) => {
+                Input::Connect { mode }
+            }
+            input => input,
+        };
         self.state = match state {
             TunnelState::Disconnected(s) => s.handle(&mut step, input),
             TunnelState::Connecting(s) => s.handle(&mut step, input),

@@ -361,3 +361,39 @@ fn traffic_is_blocked_from_connect_to_disconnect() {
     h.feed(Input::Disconnect);
     assert!(!h.sup.state().blocks_traffic(), "disconnected");
 }
+
+/// Reviewer (issue 15): a tunnel whose kill switch a crashed run left resumes as a tunnel
+/// that was up: at once, and a refusal keeps the block until the user disconnects.
+#[test]
+fn a_resumed_tunnel_keeps_its_block_through_a_refusal() {
+    let mut h = Harness::new(Mode::Hybrid);
+    assert_eq!(
+        h.feed(Input::Resume { mode: None }),
+        [Action::Start(SessionId(1), Mode::Hybrid)]
+    );
+    assert_eq!(h.reconnecting().attempt, 1);
+    assert!(h.sup.state().blocks_traffic());
+    h.feed(Input::SessionEnded(
+        SessionId(1),
+        SessionEnd::Refused("AUTHENTICATION_FAILED".into()),
+    ));
+    assert!(
+        matches!(h.sup.state(), TunnelState::Error(f) if f.blocking),
+        "{:?}",
+        h.sup.state()
+    );
+    h.feed(Input::Disconnect);
+    assert!(!h.sup.state().blocks_traffic());
+
+    // Anywhere else it is a connect: a connected tunnel in a stricter mode switches.
+    let mut h = Harness::connected(Mode::Hybrid);
+    assert_eq!(
+        h.feed(Input::Resume {
+            mode: Some(Mode::PqOnly)
+        }),
+        [
+            Action::Stop(SessionId(1)),
+            Action::Start(SessionId(2), Mode::PqOnly)
+        ]
+    );
+}

@@ -35,6 +35,12 @@ pub enum Command {
         /// A stricter mode, e.g. pq-only.
         mode: Option<Mode>,
     },
+    /// Reconnect a tunnel whose kill switch a crashed run left up ([`Input::Resume`]): the
+    /// factory holds that block, and a failure keeps it.
+    Resume {
+        /// A stricter mode, e.g. pq-only.
+        mode: Option<Mode>,
+    },
     /// Disconnect and lift the routes.
     Disconnect,
     /// The network changed: reconnect on the new one.
@@ -49,6 +55,7 @@ impl From<Command> for Input {
     fn from(command: Command) -> Self {
         match command {
             Command::Connect { mode } => Self::Connect { mode },
+            Command::Resume { mode } => Self::Resume { mode },
             Command::Disconnect => Self::Disconnect,
             Command::NetworkChanged => Self::NetworkChanged,
             Command::Suspend => Self::Suspend,
@@ -196,19 +203,28 @@ where
                     let Some(mut f) = factory.take() else {
                         return Err("internal error: the tunnel device was lost".into());
                     };
-                    let started = match connector.options(mode).await {
-                        Ok(options) => match f.block(options.gateway).await {
-                            Ok(blocks) => {
-                                blocked = true;
-                                kill_switch = blocks;
-                                Ok(options)
+                    // Fail closed from the first moment: the block goes up before the
+                    // gateway's name is resolved (letting the driver's marked lookups out),
+                    // then again with the address the session uses.
+                    let refused = |e: DriverError| {
+                        SessionEnd::Refused(format!("the kill switch could not be installed: {e}"))
+                    };
+                    let started = match f.block(None).await {
+                        Ok(blocks) => {
+                            blocked = true;
+                            kill_switch = blocks;
+                            match connector.options(mode).await {
+                                Ok(options) => match f.block(Some(options.gateway)).await {
+                                    Ok(blocks) => {
+                                        kill_switch = blocks;
+                                        Ok(options)
+                                    }
+                                    Err(e) => Err(refused(e)),
+                                },
+                                Err(end) => Err(end),
                             }
-                            // Fail closed: no session without the kill switch it asks for.
-                            Err(e) => Err(SessionEnd::Refused(format!(
-                                "the kill switch could not be installed: {e}"
-                            ))),
-                        },
-                        Err(end) => Err(end),
+                        }
+                        Err(e) => Err(refused(e)),
                     };
                     match started {
                         Ok(options) => {
@@ -240,9 +256,14 @@ where
             && !machine.state().blocks_traffic()
             && let Some(f) = factory.as_mut()
         {
-            f.unblock().await;
-            blocked = false;
-            kill_switch = false;
+            match f.unblock().await {
+                Ok(()) => {
+                    blocked = false;
+                    kill_switch = false;
+                }
+                // Still blocking, and said so; tried again at the next event.
+                Err(e) => tracing::error!(error = %e, "the kill switch could not be lifted"),
+            }
         }
         publish(
             status,
@@ -259,12 +280,23 @@ where
             }
             TunnelState::Error(failed) if lifetime == Lifetime::UntilStopped || closing => {
                 let reason = failed.reason.clone();
+                let keep = failed.blocking && !closing;
                 if let Some(f) = factory.as_mut() {
                     f.teardown().await;
-                    // The foreground run ends here: nothing would lift a block it left.
-                    if blocked {
-                        f.unblock().await;
+                    if blocked
+                        && !keep
+                        && let Err(e) = f.unblock().await
+                    {
+                        tracing::error!(error = %e, "the kill switch could not be lifted");
                     }
+                }
+                // The tunnel was up and is gone for good: its kill switch stays (fail closed)
+                // until the next run of the profile, or `pqvpn recover --unblock`.
+                if blocked && keep {
+                    return Err(format!(
+                        "{reason}; the kill switch stays up (fail closed): connect again, or \
+                         lift it with `pqvpn recover --unblock`"
+                    ));
                 }
                 return Err(reason);
             }
@@ -301,6 +333,10 @@ where
                 }
             }
             command = commands.recv(), if !closing => {
+                // The factory holds the block a crashed run left: lift it like our own.
+                if matches!(command, Some(Command::Resume { .. })) {
+                    blocked = true;
+                }
                 let input = command.map_or_else(
                     || {
                         closing = true;
