@@ -64,6 +64,18 @@ impl SharedFirewall {
         };
         f(firewall).map_err(|e| platform::DisplayChain(&e).to_string())
     }
+
+    /// [`with`](Self::with) on a blocking thread: a netlink transaction may wait seconds for
+    /// the kernel, and the daemon's other tunnels must not wait with it.
+    pub(crate) async fn with_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Firewall) -> Result<R, platform::Error> + Send + 'static,
+    ) -> Result<R, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.with(f))
+            .await
+            .map_err(|e| format!("internal error: the firewall task failed: {e}"))?
+    }
 }
 
 /// Creates the TUN device with the virtual addresses and installs routes and DNS; restores
@@ -88,8 +100,10 @@ pub(crate) struct TunFactory {
     kill_switch: bool,
     allow_lan: bool,
     firewall: SharedFirewall,
-    /// The policy installed now (`block` to `unblock`).
+    /// The policy installed now (`block` to `unblock`), or adopted from a crashed run.
     policy: Option<Policy>,
+    /// Whether a device was ever created (the tunnel came up).
+    came_up: bool,
 }
 
 impl TunFactory {
@@ -121,19 +135,33 @@ impl TunFactory {
             allow_lan: spec.network.allow_lan,
             firewall,
             policy: None,
+            came_up: false,
         }
+    }
+
+    /// Takes over `policy`, which a crashed run of this profile left installed: it is this
+    /// factory's to replace, and to lift on [`unblock`](DeviceFactory::unblock).
+    pub(crate) fn adopt(&mut self, policy: Policy) {
+        self.policy = Some(policy);
+    }
+
+    /// Whether the tunnel came up (a device was created) at least once.
+    pub(crate) fn came_up(&self) -> bool {
+        self.came_up
     }
 
     /// Installs `policy` as this profile's. A policy that needs no rule of its own (no kill
     /// switch, no pushed DNS) cannot fail the tunnel: it only lets the tunnel through another
     /// profile's kill switch.
     /// Returns whether the policy blocks traffic outside the tunnel.
-    fn install(&mut self, policy: Policy) -> Result<bool, DriverError> {
+    async fn install(&mut self, policy: Policy) -> Result<bool, DriverError> {
         let needs_rules = policy.needs_rules();
         let blocks = policy.block;
+        let (key, wanted) = (self.key.clone(), policy.clone());
         match self
             .firewall
-            .with(|firewall| firewall.set(&self.key, policy.clone()))
+            .with_blocking(move |firewall| firewall.set(&key, wanted))
+            .await
         {
             Ok(()) => {
                 self.policy = Some(policy);
@@ -214,20 +242,22 @@ impl DeviceFactory for TunFactory {
         let mut policy = self
             .policy
             .clone()
-            .unwrap_or_else(|| self.policy_for(up.gateway));
+            .unwrap_or_else(|| self.policy_for(Some(up.gateway)));
         policy.tun_name = Some(tun.name().to_owned());
         policy.dns = if self.dns {
             up.config.dns.clone()
         } else {
             Vec::new()
         };
-        self.install(policy)?;
+        self.install(policy).await?;
+        self.came_up = true;
         Ok(TunDevice(tun))
     }
 
-    async fn block(&mut self, gateway: std::net::SocketAddr) -> Result<bool, DriverError> {
+    async fn block(&mut self, gateway: Option<std::net::SocketAddr>) -> Result<bool, DriverError> {
         let mut policy = self.policy_for(gateway);
-        // While reconnecting the tunnel interface and DNS lock stay as they were.
+        // While reconnecting the tunnel interface, DNS lock and known gateways stay as they
+        // were (a gateway that moved is let through at both addresses until connected).
         if let Some(current) = &self.policy {
             policy.tun_name.clone_from(&current.tun_name);
             policy.dns.clone_from(&current.dns);
@@ -237,15 +267,20 @@ impl DeviceFactory for TunFactory {
                 }
             }
         }
-        self.install(policy)
+        self.install(policy).await
     }
 
-    async fn unblock(&mut self) {
-        if self.policy.take().is_some()
-            && let Err(e) = self.firewall.with(|firewall| firewall.remove(&self.key))
-        {
-            tracing::error!("Failed to lift the kill switch: {e}");
+    async fn unblock(&mut self) -> Result<(), DriverError> {
+        if self.policy.is_none() {
+            return Ok(());
         }
+        let key = self.key.clone();
+        self.firewall
+            .with_blocking(move |firewall| firewall.remove(&key))
+            .await
+            .map_err(DriverError::Device)?;
+        self.policy = None;
+        Ok(())
     }
 
     async fn teardown(&mut self) {
@@ -263,13 +298,14 @@ impl DeviceFactory for TunFactory {
 }
 
 impl TunFactory {
-    /// The policy of a session to `gateway`: its IKE and NAT-T ports, the profile's switches.
-    fn policy_for(&self, gateway: std::net::SocketAddr) -> Policy {
+    /// The policy of a session to `gateway` (none yet: its name is being resolved): its IKE
+    /// and NAT-T ports, the profile's switches.
+    fn policy_for(&self, gateway: Option<std::net::SocketAddr>) -> Policy {
         let mut ports = vec![self.ike_port, NAT_T_PORT];
         ports.dedup();
         Policy {
             tun_name: None,
-            gateways: vec![gateway.ip().to_canonical()],
+            gateways: gateway.map(|g| g.ip().to_canonical()).into_iter().collect(),
             ports,
             block: self.kill_switch,
             allow_lan: self.allow_lan,
@@ -471,13 +507,24 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
         eprintln!("pqvpn: the kill switch of an earlier run is still up; it stays until connected");
     }
     let last_gateway = stale
+        .as_ref()
         .and_then(|p| p.gateways.first().copied())
         .map(|ip| std::net::SocketAddr::new(ip, profile.spec.gateway.port));
     let mut factory = TunFactory::new(&profile, firewall);
+    let resumed = stale.is_some();
+    if let Some(stale) = stale {
+        factory.adopt(stale);
+    }
     let reporter = tokio::spawn(report(status_rx.clone()));
     let provider = Arc::new(RustCrypto::new());
     let result = if reconnect {
-        let _ = commands.send(Command::Connect { mode: None }).await;
+        // A run that crashed left its block: resume under it (a failure keeps it).
+        let first = if resumed {
+            Command::Resume { mode: None }
+        } else {
+            Command::Connect { mode: None }
+        };
+        let _ = commands.send(first).await;
         // SIGINT and SIGTERM disconnect; the supervisor then returns.
         tokio::spawn(async move {
             if shutdown_rx.wait_for(|stop| *stop).await.is_ok() {
@@ -502,6 +549,7 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
     } else {
         drop(commands);
         // One session: a disconnect ends it; a connect (a PQ-only switch) cannot restart it.
+        let stopped = shutdown_rx.clone();
         tokio::spawn(async move {
             while let Some(command) = commands_rx.recv().await {
                 if matches!(command, Command::Disconnect) {
@@ -511,22 +559,56 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
         });
         let mut options = ClientOptions::new(profile.initiator.clone(), profile.gateway);
         options.fwmark = Some(platform::FWMARK);
-        // The kill switch holds for the one session and is lifted when it ends: nothing
-        // would reconnect it.
-        factory
-            .block(profile.gateway)
-            .await
-            .map_err(|e| format!("the kill switch could not be installed: {e}"))?;
-        let result = run_client(options, provider, &mut factory, &status_tx, shutdown_rx)
-            .await
-            .map_err(|e| e.to_string());
-        factory.unblock().await;
-        result
+        once(
+            options,
+            provider,
+            &mut factory,
+            &status_tx,
+            shutdown_rx,
+            &stopped,
+        )
+        .await
     };
     reporter.abort();
     server.abort();
     let _ = std::fs::remove_file(&socket);
     result
+}
+
+/// `pqvpn up --no-reconnect`'s one session under the kill switch. The block is lifted when the
+/// user ends the run, or when the tunnel never came up; a tunnel lost after it was up leaves
+/// it in place (fail closed: nothing would reconnect it, and traffic must not go out in clear
+/// because a script chose not to retry).
+async fn once(
+    options: ClientOptions,
+    provider: Arc<RustCrypto>,
+    factory: &mut TunFactory,
+    status: &watch::Sender<Status>,
+    shutdown: watch::Receiver<bool>,
+    stopped: &watch::Receiver<bool>,
+) -> Result<(), String> {
+    let gateway = options.gateway;
+    factory
+        .block(Some(gateway))
+        .await
+        .map_err(|e| format!("the kill switch could not be installed: {e}"))?;
+    let result = run_client(options, provider, &mut *factory, status, shutdown)
+        .await
+        .map_err(|e| e.to_string());
+    let by_user = *stopped.borrow();
+    match result {
+        Err(e) if !by_user && factory.came_up() => Err(format!(
+            "{e}; the kill switch stays up (fail closed): connect again, or lift it with \
+             `pqvpn recover --unblock`"
+        )),
+        result => {
+            factory
+                .unblock()
+                .await
+                .map_err(|e| format!("the kill switch could not be lifted: {e}"))?;
+            result
+        }
+    }
 }
 
 /// Reports the tunnel's progress on stderr: each connect, with its algorithms, and each

@@ -684,6 +684,44 @@ fn the_kill_switch_survives_a_daemon_crash_and_the_restart_reconnects() {
         String::from_utf8_lossy(&before),
         "the ruleset is what it was"
     );
+
+    // Crash again, and come back with a profile the gateway now refuses: the resumed tunnel
+    // fails for good, and still blocks (it had been up) until the user disconnects.
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["connect", "work"])
+            .status
+            .success()
+    );
+    wait_for(&net, daemon, &socket, "work", "connected", |s| {
+        s["state"] == "connected"
+    });
+    Command::new("kill")
+        .args(["-KILL", &net.pid(daemon).to_string()])
+        .status()
+        .unwrap();
+    let _ = net.wait_exit(daemon, Duration::from_secs(10));
+    let _ = std::fs::remove_file(&socket);
+    let wrong = text.replace(PSK, "a-psk-the-gateway-does-not-know-at-all");
+    std::fs::rename(net.write("work.toml", &wrong), profiles.join("work.toml")).unwrap();
+    let daemon = start_daemon(&mut net, &socket, &profiles, &state);
+    let refused = wait_for(&net, daemon, &socket, "work", "refused", |s| {
+        s["state"] == "error"
+    });
+    assert_eq!(refused["kill_switch"], true, "{refused}");
+    assert!(outside_blocked(&net.cl), "a refused resume keeps the block");
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["disconnect", "work"])
+            .status
+            .success()
+    );
+    wait_for(&net, daemon, &socket, "work", "disconnected", |s| {
+        s["state"] == "disconnected"
+    });
+    assert!(!outside_blocked(&net.cl), "disconnect lifts the adopted block");
+    assert_eq!(
+        String::from_utf8_lossy(&in_ns(&net.cl, &["nft", "list", "ruleset"]).stdout),
+        String::from_utf8_lossy(&before),
+    );
     Command::new("kill")
         .arg(net.pid(daemon).to_string())
         .status()

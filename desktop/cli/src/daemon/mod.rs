@@ -23,6 +23,7 @@ use pqvpn_core::driver::supervisor::{Command, Lifetime, run_supervisor};
 use pqvpn_core::driver::{State, Status};
 use pqvpn_core::ike::Mode;
 use pqvpn_core::platform;
+use pqvpn_core::platform::firewall::Policy;
 use pqvpn_core::profile::PskSource;
 use pqvpn_core::wire::{KeyExchangeMethod, PrfAlgorithm};
 use tokio::sync::{mpsc, watch};
@@ -247,10 +248,13 @@ fn load_profiles(dir: &Path) -> Result<Vec<StoredProfile>, String> {
     Ok(profiles)
 }
 
+/// Starts `profile`'s supervisor, disconnected. `stale` is the kill-switch policy a crashed
+/// daemon left for it: the factory takes it over, and its gateway address is the fallback
+/// when the name cannot be resolved under it.
 fn start(
     profile: StoredProfile,
     firewall: SharedFirewall,
-    last_gateway: Option<std::net::SocketAddr>,
+    stale: Option<Policy>,
 ) -> (Tunnel, tokio::task::JoinHandle<Result<(), String>>) {
     let profile = Arc::new(profile);
     let (commands, commands_rx) = mpsc::channel(16);
@@ -259,7 +263,14 @@ fn start(
         ..Status::default()
     });
     let floor = profile.spec.mode;
-    let factory = TunFactory::of(&profile.name, &profile.spec, firewall);
+    let last_gateway = stale.as_ref().and_then(|policy| {
+        let ip = policy.gateways.first()?;
+        Some(std::net::SocketAddr::new(*ip, profile.spec.gateway.port))
+    });
+    let mut factory = TunFactory::of(&profile.name, &profile.spec, firewall);
+    if let Some(stale) = stale {
+        factory.adopt(stale);
+    }
     let (psk, per_user) = match &profile.spec.psk.source {
         PskSource::PerUser { user } => {
             let slot = Arc::new(Mutex::new(None));
@@ -342,11 +353,8 @@ pub(crate) async fn run(options: DaemonOptions) -> Result<(), String> {
     let mut tunnels = BTreeMap::new();
     let mut tasks = Vec::new();
     for profile in profiles {
-        let last_gateway = stale.get(&profile.name).and_then(|policy| {
-            let ip = policy.gateways.first()?;
-            Some(std::net::SocketAddr::new(*ip, profile.spec.gateway.port))
-        });
-        let (tunnel, task) = start(profile, firewall.clone(), last_gateway);
+        let policy = stale.get(&profile.name).cloned();
+        let (tunnel, task) = start(profile, firewall.clone(), policy);
         tasks.push((tunnel.name.clone(), task));
         tunnels.insert(tunnel.name.clone(), tunnel);
     }
@@ -370,7 +378,7 @@ pub(crate) async fn run(options: DaemonOptions) -> Result<(), String> {
         if stale.contains_key(name) {
             eprintln!("pqvpn: {name} was up when the daemon stopped; connecting it again");
             let mode = Some(registry.mode_of(tunnel));
-            let _ = tunnel.commands.send(Command::Connect { mode }).await;
+            let _ = tunnel.commands.send(Command::Resume { mode }).await;
         }
     }
     let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
