@@ -72,6 +72,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub mod firewall;
+pub mod monitor;
 pub mod resolve;
 mod state;
 mod sys;

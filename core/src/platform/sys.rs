@@ -17,3 +17,18 @@ pub(super) fn async_device_from_fd(
     // packet-information framing or IFF_VNET_HDR, as tun-rs requires.
     unsafe { tun_rs::AsyncDevice::from_fd(raw) }
 }
+
+/// Registers a netlink socket with the tokio reactor.
+#[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "tokio's I/O-safe registration of a file descriptor is unsafe"
+)]
+pub(super) fn async_netlink(
+    socket: netlink_sys::Socket,
+) -> std::io::Result<tokio::io::unix::AsyncFd<netlink_sys::Socket>> {
+    // SAFETY: the `Socket` owns its descriptor (it closes it on drop, and only then), and moves
+    // into the `AsyncFd`, which owns it from here on: the descriptor stays open and the same for
+    // the `AsyncFd`'s whole lifetime, and `as_raw_fd` always returns it.
+    unsafe { tokio::io::unix::AsyncFd::register(socket) }.map_err(std::io::Error::from)
+}
