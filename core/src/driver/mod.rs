@@ -16,6 +16,7 @@ pub(crate) mod client;
 mod device;
 #[cfg(feature = "gateway")]
 mod gateway;
+pub mod network;
 mod socket;
 mod status;
 pub mod supervisor;
