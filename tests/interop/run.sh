@@ -762,18 +762,23 @@ capture_stop() { sleep 0.3; kill -INT "$CAPTURE_PID" 2>/dev/null; wait "$CAPTURE
 # (the leaks) go to PCAP.leaks.
 classify() {
     local f=$1 mac count ike arp ndp total
+    # Link-local housekeeping the kill switch lets out: neighbour/router discovery, and MLD
+    # reports to ff02::/16 (behind their hop-by-hop header: ICMPv6 type at ip6[48]).
+    local nd="icmp6 and ip6[40] >= 133 and ip6[40] <= 136"
+    local mld="ip6 and dst net ff02::/16 and ip6[6] == 0 and ip6[40] == 58 and (ip6[48] == 143 or ip6[48] == 131 or ip6[48] == 132)"
+    local esp="udp and dst host $GW_ADDR and (dst port 500 or dst port 4500)"
     mac=$(ip -n "$NS_CL" -j link show veth-cl | jq_ 'd[0]["address"]')
     count() { tcpdump -r "$f" -n "ether src $mac and ($1)" 2>/dev/null | wc -l; }
     total=$(count "ip or ip6 or arp")
-    ike=$(count "udp and dst host $GW_ADDR and (dst port 500 or dst port 4500)")
+    ike=$(count "$esp")
     arp=$(count "arp")
-    ndp=$(count "icmp6 and ip6[40] >= 133 and ip6[40] <= 136")
-    tcpdump -r "$f" -n "ether src $mac and not (udp and dst host $GW_ADDR and (dst port 500 or dst port 4500)) and not arp and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 136)" \
+    ndp=$(count "($nd) or ($mld)")
+    tcpdump -r "$f" -n "ether src $mac and not ($esp) and not arp and not ($nd) and not ($mld)" \
         >"$f.leaks" 2>/dev/null
     LEAKS=$(wc -l <"$f.leaks")
     local v4 v6 dns
     v4=$(grep -c " IP " "$f.leaks"); v6=$(grep -c " IP6 " "$f.leaks"); dns=$(grep -cE "\.53: |\.53 >" "$f.leaks")
-    echo "sent=$total ike_esp=$ike arp=$arp ndp=$ndp other=$LEAKS (ipv4 $v4, ipv6 $v6, dns $dns)"
+    echo "sent=$total ike_esp=$ike arp=$arp ndp_mld=$ndp other=$LEAKS (ipv4 $v4, ipv6 $v6, dns $dns)"
 }
 
 nft_ruleset() { ip netns exec "$NS_CL" nft list ruleset 2>&1; }

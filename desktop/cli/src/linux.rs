@@ -525,6 +525,10 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
             Command::Connect { mode: None }
         };
         let _ = commands.send(first).await;
+        tokio::spawn(pqvpn_core::driver::network::watch_network(
+            status_rx.clone(),
+            commands.downgrade(),
+        ));
         // SIGINT and SIGTERM disconnect; the supervisor then returns.
         tokio::spawn(async move {
             if shutdown_rx.wait_for(|stop| *stop).await.is_ok() {

@@ -717,7 +717,10 @@ fn the_kill_switch_survives_a_daemon_crash_and_the_restart_reconnects() {
     wait_for(&net, daemon, &socket, "work", "disconnected", |s| {
         s["state"] == "disconnected"
     });
-    assert!(!outside_blocked(&net.cl), "disconnect lifts the adopted block");
+    assert!(
+        !outside_blocked(&net.cl),
+        "disconnect lifts the adopted block"
+    );
     assert_eq!(
         String::from_utf8_lossy(&in_ns(&net.cl, &["nft", "list", "ruleset"]).stdout),
         String::from_utf8_lossy(&before),

@@ -291,3 +291,88 @@ fn up_keeps_retrying_an_unreachable_gateway_until_down() {
     assert!(exit.success(), "{}", net.log(client));
     assert!(net.log(client).contains("pqvpn: reconnecting (attempt 1)"));
 }
+
+/// Issue 15: a new uplink address (a laptop moving networks) and a link that goes down and
+/// comes back reconnect at once: the network monitor sees the path to the gateway change and
+/// the supervisor starts a new IKE SA, long before dead-peer detection (a minute here) would
+/// notice anything. Ten of each; the recovery times are printed (median and max), not
+/// asserted.
+#[test]
+fn a_new_uplink_address_or_a_link_flap_reconnects_at_once() {
+    if !root() {
+        return;
+    }
+    let mut net = Net::new("nch");
+    net.gateway(&clients());
+    let name = format!("t-{}", net.tag);
+    let profile = net.profile(&name, "hybrid", "dpd_delay = \"60s\"\n");
+    let cl = net.cl.clone();
+    let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+    let up = net.connected(&name, client);
+    assert_eq!(up["reconnects"], 0, "{up}");
+    assert!(net.ping());
+
+    let veth = format!("c{}", net.tag);
+    let ip_ok = |args: &[&str]| assert!(ip(args).status.success(), "ip {args:?}");
+    // Waits for the `n`th reconnect; the time since `from`.
+    let reconnected = |n: u64, from: Instant| {
+        let deadline = from + Duration::from_secs(20);
+        loop {
+            if net.status(&name).is_some_and(|s| {
+                s["state"] == "connected" && s["reconnects"].as_u64().is_some_and(|r| r >= n)
+            }) {
+                return from.elapsed().as_secs_f64();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reconnect {n}: {:?}\n{}",
+                net.status(&name),
+                net.log(client)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let summary = |what: &str, mut times: Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{what}: reconnected after median {:.2} s, max {:.2} s (n = {})",
+            times[times.len() / 2],
+            times[times.len() - 1],
+            times.len()
+        );
+    };
+    let mut reconnects = 0;
+    let mut moves = Vec::new();
+    for round in 0..10 {
+        let (old, new) = if round % 2 == 0 {
+            ("198.18.0.2/24", "198.18.0.3/24")
+        } else {
+            ("198.18.0.3/24", "198.18.0.2/24")
+        };
+        let moved = Instant::now();
+        ip_ok(&["-n", &cl, "addr", "del", old, "dev", &veth]);
+        ip_ok(&["-n", &cl, "addr", "add", new, "dev", &veth]);
+        reconnects += 1;
+        moves.push(reconnected(reconnects, moved));
+        assert!(net.ping(), "traffic flows from {new}");
+    }
+    summary("new uplink address", moves);
+    let mut flaps = Vec::new();
+    for _ in 0..10 {
+        ip_ok(&["-n", &cl, "link", "set", &veth, "down"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let back = Instant::now();
+        ip_ok(&["-n", &cl, "link", "set", &veth, "up"]);
+        reconnects = net.status(&name).unwrap()["reconnects"].as_u64().unwrap() + 1;
+        flaps.push(reconnected(reconnects, back));
+        assert!(net.ping(), "traffic flows after the link came back");
+    }
+    summary("link down 0.5 s and up", flaps);
+    assert!(
+        net.log(client).contains("the network changed"),
+        "{}",
+        net.log(client)
+    );
+    assert!(net.pqvpn(&["down", &name]).status.success());
+    assert!(net.wait_exit(client, EXIT).success(), "{}", net.log(client));
+}

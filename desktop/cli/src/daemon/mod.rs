@@ -288,6 +288,11 @@ fn start(
         psk,
         last_gateway,
     };
+    // Network changes reconnect at once (or move nothing when the path stays).
+    tokio::spawn(pqvpn_core::driver::network::watch_network(
+        status.clone(),
+        commands.downgrade(),
+    ));
     let task = tokio::spawn(async move {
         run_supervisor(
             floor,
