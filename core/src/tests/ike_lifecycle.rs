@@ -467,6 +467,51 @@ fn dead_peer_detection_fails_the_sa_and_inbound_traffic_defers_it() {
     );
 }
 
+/// Issue 15: after a wake, one DPD right away; a gateway that answers keeps the SA, a silent
+/// one fails it within the probe's deadline, not after the whole retransmission schedule.
+#[test]
+fn a_probe_after_wake_is_one_dpd_round_answered_or_dead_within_its_deadline() {
+    let within = Duration::from_secs(3);
+    let mut pair = Pair::mode(702, Mode::Hybrid);
+    pair.drive();
+    pair.settle();
+    pair.now += Duration::from_secs(5);
+    pair.initiator.probe(pair.now, within);
+    pair.collect();
+    assert_eq!(pair.to_responder.len(), 1, "a DPD at once, not 25 s later");
+    pair.now += Duration::from_millis(20);
+    pair.drive();
+    pair.run_until(pair.now + 2 * within, None);
+    assert!(!pair.initiator.is_failed(), "answered: the SA stays");
+
+    let mut pair = Pair::mode(703, Mode::Hybrid);
+    pair.drive();
+    pair.settle();
+    pair.now += Duration::from_secs(5);
+    let woke = pair.now;
+    pair.initiator.probe(pair.now, within);
+    // ESP the socket queued while asleep, read after the wake, is no answer.
+    pair.initiator
+        .handle_inbound_traffic(pair.now + Duration::from_millis(1));
+    while !pair.initiator.is_failed() {
+        pair.collect();
+        pair.to_responder.clear();
+        pair.now = pair.initiator.poll_timeout().expect("a timer while up");
+        pair.initiator.handle_timeout(pair.now);
+        assert!(
+            pair.now - woke <= within,
+            "failed late: {:?}",
+            pair.now - woke
+        );
+    }
+    assert_eq!(pair.now - woke, within);
+    pair.collect();
+    assert_eq!(
+        pair.initiator_events.last(),
+        Some(&Event::Failed(Error::DeadPeer))
+    );
+}
+
 #[test]
 fn liveness_checks_are_answered_and_keep_the_sa_up() {
     let mut pair = Pair::mode(701, Mode::Classical);

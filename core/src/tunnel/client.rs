@@ -26,6 +26,10 @@ const NAT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// anyway: an orderly goodbye frees our address at the gateway at once, but must not hold up
 /// the user.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the gateway has to answer the DPD sent after a wake ([`ClientTunnel::probe`]):
+/// the first transmission and its first retransmission (1 s later by default). A gateway that
+/// is merely slow costs a reconnect, a dead one no more than this.
+pub const WAKE_PROBE: Duration = Duration::from_secs(2);
 
 /// How long the tunnel waits, after the gateway deleted its only Child SA, for the gateway to
 /// create the next one (strongSwan does at a hard lifetime, right after its Delete) before it
@@ -307,6 +311,13 @@ impl ClientTunnel {
         let result = self.ike.rekey_child_sa(now, spi);
         self.process(now);
         result
+    }
+
+    /// The machine woke up (or the process was frozen): the gateway must answer a DPD within
+    /// [`WAKE_PROBE`], or the tunnel goes down as a dead peer and the supervisor reconnects.
+    pub fn probe(&mut self, now: Instant) {
+        self.ike.probe(now, WAKE_PROBE);
+        self.process(now);
     }
 
     /// Deletes the IKE SA (and its Child SAs) at the gateway; [`DownReason::Closed`] follows

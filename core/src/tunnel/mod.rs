@@ -29,7 +29,7 @@ mod client;
 mod gateway;
 mod outbound;
 
-pub use client::ClientTunnel;
+pub use client::{ClientTunnel, WAKE_PROBE};
 #[cfg(feature = "gateway")]
 pub use gateway::{Applied, EspUpdate, GatewayRequest, GatewayResult, GatewayTunnel};
 pub use ike::Transmit;

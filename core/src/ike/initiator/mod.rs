@@ -256,6 +256,18 @@ impl Initiator {
         result
     }
 
+    /// Checks that the gateway is still there, now (the machine woke up): a DPD, and the IKE SA
+    /// fails with [`Error::DeadPeer`] unless the gateway is heard from within `within`
+    /// ([RFC 7296 §2.4]). Nothing happens before the SA is established.
+    ///
+    /// [RFC 7296 §2.4]: https://www.rfc-editor.org/rfc/rfc7296#section-2.4
+    pub fn probe(&mut self, now: Instant, within: core::time::Duration) {
+        if let State::Established(e) = &mut self.state {
+            e.probe(now, within);
+            self.drain();
+        }
+    }
+
     /// Creates a new Child SA in place of the lost one (CREATE_CHILD_SA without REKEY_SA,
     /// [RFC 7296 §1.3.1]) with its cipher and selectors, unless one is live or already on its
     /// way. [`ChildSaCreated`](crate::ike::Event::ChildSaCreated) follows, or

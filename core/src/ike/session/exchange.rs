@@ -245,6 +245,7 @@ impl Session {
             }
         };
         self.last_inbound = self.last_inbound.max(now);
+        self.last_answer = self.last_answer.max(now);
         let Some((_, exchange)) = sa.active.take() else {
             return true;
         };

@@ -239,7 +239,13 @@ pub(crate) struct Session {
     /// [`ORPHANED_LIMIT`], then the IKE SA, which carries nothing, is deleted.
     orphaned_since: Option<Instant>,
     last_inbound: Instant,
+    /// When a response to one of our requests last came: what a [`probe`](Self::probe)
+    /// counts (datagrams queued while the machine slept prove nothing).
+    last_answer: Instant,
     last_probe: Instant,
+    /// A liveness check asked for ([`probe`](Self::probe)): since when, and by when the peer
+    /// must have been heard from.
+    probe: Option<(Instant, Instant)>,
     status: Status,
     pub(crate) outbox: Outbox,
     pub(crate) events: VecDeque<Event>,
@@ -293,7 +299,9 @@ impl Session {
             peer_rekey: None,
             orphaned_since: None,
             last_inbound: now,
+            last_answer: now,
             last_probe: now,
+            probe: None,
             status: Status::Up,
             outbox: Outbox::default(),
             events: VecDeque::new(),
@@ -374,6 +382,28 @@ impl Session {
         if !self.queue.contains(&intent) {
             self.queue.push_back(intent);
         }
+    }
+
+    /// Checks now that the peer is still there (after the machine woke up, or the process was
+    /// frozen): a DPD (RFC 7296 §2.4) unless a request is already on its way, whose answer
+    /// proves the same. Unless an authentic response to a request comes within `within` (not
+    /// any message or ESP packet: those the socket queued while the machine slept prove
+    /// nothing), the IKE SA fails with [`Error::DeadPeer`], without waiting for the whole
+    /// retransmission schedule.
+    pub(crate) fn probe(&mut self, now: Instant, within: Duration) {
+        if self.status != Status::Up {
+            return;
+        }
+        self.probe = Some((now, now + within));
+        self.last_probe = now;
+        let busy = self
+            .current_index()
+            .and_then(|i| self.sas.get(i))
+            .is_some_and(|s| s.active.is_some());
+        if !busy && self.queue.is_empty() {
+            self.enqueue(Intent::Dpd);
+        }
+        self.start_next(now);
     }
 
     /// The driver saw an authentic ESP packet from the peer: it is alive.

@@ -87,6 +87,7 @@ impl Session {
             next.push(self.last_inbound.max(self.last_probe) + interval);
         }
         next.extend(self.orphaned_since.map(|t| t + ORPHANED_LIMIT));
+        next.extend(self.probe.map(|(_, by)| by));
         next.0
     }
 
@@ -94,6 +95,15 @@ impl Session {
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.status != Status::Up {
             return;
+        }
+        if let Some((since, by)) = self.probe {
+            if self.last_answer > since {
+                self.probe = None;
+            } else if now >= by {
+                self.probe = None;
+                self.fail(Error::DeadPeer);
+                return;
+            }
         }
         // Retransmissions (RFC 7296 §2.1); an unanswered request on the current SA means the
         // peer is gone (§2.4), on an old one only that SA goes.
