@@ -37,6 +37,10 @@ pub struct ClientOptions {
     pub fwmark: Option<u32>,
     /// Android `protect()`.
     pub socket_hook: Option<SocketHook>,
+    /// Each change: the machine woke up (or the process was frozen), so check the gateway
+    /// now ([`ClientTunnel::probe`](crate::tunnel::ClientTunnel::probe)). The supervisor sets
+    /// it.
+    pub wake: Option<watch::Receiver<u64>>,
 }
 
 impl core::fmt::Debug for ClientOptions {
@@ -57,6 +61,7 @@ impl ClientOptions {
             esp_replay: ReplayProtection::default(),
             fwmark: None,
             socket_hook: None,
+            wake: None,
         }
     }
 }
@@ -168,6 +173,7 @@ pub(super) async fn run_session<F: DeviceFactory>(
     status: &watch::Sender<Status>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), DriverError> {
+    let mut wake = options.wake.clone();
     let unspecified = if options.gateway.is_ipv4() {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -297,7 +303,21 @@ pub(super) async fn run_session<F: DeviceFactory>(
                 closing = true;
                 tunnel.close(Instant::now());
             }
+            () = woken(wake.as_mut()) => {
+                tracing::info!("checking the gateway after a wake");
+                tunnel.probe(Instant::now());
+            }
         }
+    }
+}
+
+/// Returns at the next wake; never without a wake channel (or once it is gone).
+async fn woken(wake: Option<&mut watch::Receiver<u64>>) {
+    let Some(wake) = wake else {
+        return std::future::pending().await;
+    };
+    if wake.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -4,6 +4,12 @@
 //! gateway becoming unreachable or reachable again. Link, address and route events only make
 //! it look; a change that leaves the path as it was (the tunnel's own routes, an address on
 //! another interface, a link flapping back with the same address) sends nothing.
+//!
+//! It also notices a wake: the monotonic clock does not advance while the machine sleeps and
+//! the wall clock does, and a frozen process (`SIGSTOP`) sees its ticks come late. Either sends
+//! [`Command::Wake`]: the supervisor has the session check its gateway at once (a DPD that must
+//! be answered within [`WAKE_PROBE`](crate::tunnel::WAKE_PROBE)) instead of waiting for the
+//! next DPD interval. A wall clock stepped by NTP can look like a wake; that costs one DPD.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +19,12 @@ use tokio::sync::{mpsc, watch};
 use super::supervisor::Command;
 use super::{State, Status};
 use crate::platform::monitor::{Monitor, Path, path_to};
+
+/// How often the clocks are compared to notice a sleep.
+const TICK: Duration = Duration::from_secs(1);
+/// A tick this much later than due (a frozen process), or a wall clock this much ahead of the
+/// monotonic one (which stops while the machine sleeps), is a wake.
+const WAKE_GAP: Duration = Duration::from_secs(4);
 
 /// Events closer together than this are one change.
 const SETTLE: Duration = Duration::from_millis(250);
@@ -36,8 +48,27 @@ pub async fn watch_network(
         }
     };
     let mut known: Option<(SocketAddr, Option<Path>)> = None;
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut clocks = (std::time::Instant::now(), std::time::SystemTime::now());
     loop {
         let event = tokio::select! {
+            _ = ticks.tick() => {
+                let now = (std::time::Instant::now(), std::time::SystemTime::now());
+                let monotonic = now.0.duration_since(clocks.0);
+                let wall = now.1.duration_since(clocks.1).unwrap_or_default();
+                clocks = now;
+                if monotonic > TICK + WAKE_GAP || wall > monotonic + WAKE_GAP {
+                    tracing::info!(?monotonic, ?wall, "woke up: checking the tunnel");
+                    let Some(commands) = commands.upgrade() else {
+                        return;
+                    };
+                    if commands.send(Command::Wake).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             changed = monitor.changed() => {
                 if let Err(error) = changed {
                     tracing::warn!(%error, "the network monitor failed");

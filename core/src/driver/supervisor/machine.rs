@@ -82,6 +82,9 @@ pub enum Action {
     Start(SessionId, Mode),
     /// Stop the session (a Delete to the gateway); its end is not reported back.
     Stop(SessionId),
+    /// Check that the session's gateway is still there (a DPD now, answered within
+    /// [`WAKE_PROBE`](crate::tunnel::WAKE_PROBE), or the session ends as lost).
+    Probe(SessionId),
     /// Remove the tunnel device, its routes and DNS.
     Teardown,
 }
@@ -387,6 +390,12 @@ impl Connected {
                 step.trying(self.mode, "the network changed", true)
             }
             Input::Suspend => step.suspended(self.session, self.mode, true),
+            // Awake again without having been told of the sleep (a laptop's lid, a frozen
+            // process): the tunnel may be stale. One DPD round says.
+            Input::Wake => {
+                step.actions.push(Action::Probe(self.session));
+                TunnelState::Connected(self)
+            }
             _ => TunnelState::Connected(self),
         }
     }
@@ -450,7 +459,7 @@ impl Reconnecting {
                     ..self
                 })
             }
-            Input::Wake if self.phase == Phase::Suspended => {
+            Input::Wake if matches!(self.phase, Phase::Suspended | Phase::Waiting { .. }) => {
                 let session = step.start(self.mode);
                 TunnelState::Reconnecting(Self {
                     attempt: self.attempt.max(1),

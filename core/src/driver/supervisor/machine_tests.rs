@@ -397,3 +397,19 @@ fn a_resumed_tunnel_keeps_its_block_through_a_refusal() {
         ]
     );
 }
+
+/// Issue 15: a wake nobody announced (lid closed, process frozen) probes a connected tunnel
+/// at once, and retries a waiting reconnect at once.
+#[test]
+fn an_unannounced_wake_probes_a_connected_tunnel_and_retries_a_waiting_one() {
+    let mut h = Harness::connected(Mode::Hybrid);
+    assert_eq!(h.feed(Input::Wake), [Action::Probe(SessionId(1))]);
+    assert!(matches!(h.sup.state(), TunnelState::Connected(_)));
+    h.feed(Input::SessionEnded(SessionId(1), lost("dead peer")));
+    assert!(matches!(h.reconnecting().phase, Phase::Waiting { .. }));
+    assert_eq!(
+        h.feed(Input::Wake),
+        [Action::Start(SessionId(2), Mode::Hybrid)]
+    );
+    assert_eq!(h.reconnecting().phase, Phase::Trying(SessionId(2)));
+}

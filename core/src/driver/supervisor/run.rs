@@ -79,6 +79,8 @@ pub enum Lifetime {
 struct Running<F> {
     id: SessionId,
     stop: watch::Sender<bool>,
+    /// Bumped to ask the session for a liveness check ([`Action::Probe`]).
+    wake: watch::Sender<u64>,
     status: watch::Receiver<Status>,
     task: JoinHandle<(F, Result<(), DriverError>)>,
     up: bool,
@@ -87,11 +89,13 @@ struct Running<F> {
 impl<F: DeviceFactory + 'static> Running<F> {
     fn spawn(
         id: SessionId,
-        options: ClientOptions,
+        mut options: ClientOptions,
         provider: Arc<dyn CryptoProvider>,
         mut factory: F,
     ) -> Self {
         let (stop, mut stop_rx) = watch::channel(false);
+        let (wake, wake_rx) = watch::channel(0);
+        options.wake = Some(wake_rx);
         let (status_tx, status) = watch::channel(Status::default());
         let task = tokio::spawn(async move {
             let result =
@@ -101,6 +105,7 @@ impl<F: DeviceFactory + 'static> Running<F> {
         Self {
             id,
             stop,
+            wake,
             status,
             task,
             up: false,
@@ -243,6 +248,11 @@ where
                 Action::Stop(id) => {
                     if let Some(old) = session.take_if(|s| s.id == id) {
                         factory = old.stop().await;
+                    }
+                }
+                Action::Probe(id) => {
+                    if let Some(running) = session.as_ref().filter(|s| s.id == id) {
+                        running.wake.send_modify(|n| *n = n.wrapping_add(1));
                     }
                 }
                 Action::Teardown => {
