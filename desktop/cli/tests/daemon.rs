@@ -735,3 +735,89 @@ fn the_kill_switch_survives_a_daemon_crash_and_the_restart_reconnects() {
         net.log(daemon)
     );
 }
+
+/// Issue 15: a daemon frozen for 60 s (`SIGSTOP`, as a laptop's sleep looks to it) while the
+/// gateway restarted is connected again within seconds of `SIGCONT`: it notices the gap,
+/// probes the gateway with one DPD round instead of waiting for the next DPD interval and its
+/// retransmissions (half a minute and more), and reconnects.
+#[test]
+fn a_frozen_daemon_is_connected_again_within_seconds_of_waking() {
+    if !root() {
+        return;
+    }
+    let mut net = Net::new("dwk");
+    let clients = format!("[[clients]]\nid = \"client.test\"\npsk = \"{PSK}\"\n");
+    let gateway = net.gateway(&clients);
+    let profiles = net.dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let tag = net.tag.clone();
+    let text = format!(
+        "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
+         [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{tag}\"\n"
+    );
+    std::fs::rename(net.write("work.toml", &text), profiles.join("work.toml")).unwrap();
+    let socket: PathBuf = net.dir.join("run/control.sock");
+    let state = net.dir.join("state");
+    let daemon = start_daemon(&mut net, &socket, &profiles, &state);
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["connect", "work"])
+            .status
+            .success()
+    );
+    let up = wait_for(&net, daemon, &socket, "work", "connected", |s| {
+        s["state"] == "connected"
+    });
+    assert_eq!(up["reconnects"], 0, "{up}");
+    assert!(net.ping());
+
+    let pid = net.pid(daemon).to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(30));
+    // Meanwhile the gateway restarts: the tunnel the daemon wakes up with is stale.
+    Command::new("kill")
+        .arg(net.pid(gateway).to_string())
+        .status()
+        .unwrap();
+    let _ = net.wait_exit(gateway, Duration::from_secs(10));
+    net.gateway(&clients);
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let woke = Instant::now();
+    let back = wait_for(&net, daemon, &socket, "work", "connected again", |s| {
+        s["state"] == "connected" && s["reconnects"].as_u64().is_some_and(|n| n >= 1)
+    });
+    println!(
+        "connected again {:.2} s after SIGCONT (60 s frozen)",
+        woke.elapsed().as_secs_f64()
+    );
+    assert!(net.ping(), "{back}");
+    // Found by the probe, not by the DPD interval and its retransmissions.
+    let log = net.log(daemon);
+    assert!(
+        log.contains("woke up") && log.contains("checking the gateway after a wake"),
+        "{log}"
+    );
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["disconnect", "work"])
+            .status
+            .success()
+    );
+    Command::new("kill").arg(&pid).status().unwrap();
+    assert!(
+        net.wait_exit(daemon, Duration::from_secs(20)).success(),
+        "{}",
+        net.log(daemon)
+    );
+}
