@@ -376,3 +376,94 @@ fn a_new_uplink_address_or_a_link_flap_reconnects_at_once() {
     assert!(net.pqvpn(&["down", &name]).status.success());
     assert!(net.wait_exit(client, EXIT).success(), "{}", net.log(client));
 }
+
+/// Whether one UDP datagram to `to` (`ip:port`) leaves the client namespace, or the kill
+/// switch's table refuses it (`EPERM`).
+fn udp_sent(net: &Net, to: &str) -> bool {
+    let (host, port) = to.rsplit_once(':').unwrap();
+    Command::new("ip")
+        .args(["netns", "exec", &net.cl, "bash", "-c"])
+        .arg(format!("echo probe > /dev/udp/{host}/{port}"))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Issue 15: with pushed DNS, DNS leaves only through the tunnel. A split tunnel (no kill
+/// switch) reaches the pushed server through the tunnel and cannot query any other resolver
+/// (the network's, a public one), while its other traffic still goes outside; a full tunnel
+/// carries all DNS. After `down` everything is as before.
+#[test]
+fn dns_leaves_only_through_the_tunnel_split_and_full() {
+    if !root() {
+        return;
+    }
+    let mut net = Net::new("dns");
+    net.gateway(&clients());
+    let name = format!("t-{}", net.tag);
+    let cl = net.cl.clone();
+    let outside_dns = ["198.18.0.1:53", "203.0.113.53:53", "203.0.113.53:853"];
+    // The split tunnel's route sends nothing but its subnet in; outside DNS goes via the veth.
+    assert!(
+        ip(&["-n", &cl, "route", "add", "default", "via", "198.18.0.1"])
+            .status
+            .success()
+    );
+    for dns in outside_dns {
+        assert!(udp_sent(&net, dns), "before: {dns}");
+    }
+
+    for full in [false, true] {
+        let profile = net.write(
+            &format!("{name}.toml"),
+            &format!(
+                "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
+                 [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{}\"\nfull_tunnel = {full}\n\
+                 dns = true\n{}",
+                net.tag,
+                if full {
+                    ""
+                } else {
+                    "routes = [\"10.99.0.0/24\"]\nkill_switch = \"auto\"\n"
+                }
+            ),
+        );
+        let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+        let up = net.connected(&name, client);
+        assert_eq!(up["kill_switch"], full, "{up}");
+        assert_eq!(up["dns"][0], "10.99.0.1", "{up}");
+        let via = String::from_utf8_lossy(&ip(&["-n", &cl, "route", "get", "10.99.0.1"]).stdout)
+            .into_owned();
+        assert!(via.contains(&format!("dev pq{}", net.tag)), "{via}");
+        assert!(
+            udp_sent(&net, "10.99.0.1:53"),
+            "the pushed server, through the tunnel"
+        );
+        if full {
+            // Public resolvers are reached through the tunnel (the kill switch drops anything
+            // else: a send that succeeds left through the TUN); the uplink's own subnet stays
+            // outside the tunnel (LAN routes), where the kill switch drops it: no leak either.
+            for dns in ["203.0.113.53:53", "203.0.113.53:853"] {
+                assert!(udp_sent(&net, dns), "full tunnel: {dns} through the tunnel");
+            }
+            assert!(
+                !udp_sent(&net, "198.18.0.1:53"),
+                "the LAN's resolver is blocked"
+            );
+        } else {
+            for dns in outside_dns {
+                assert!(!udp_sent(&net, dns), "split tunnel: {dns} must be blocked");
+            }
+            assert!(
+                udp_sent(&net, "203.0.113.53:9"),
+                "other traffic stays outside"
+            );
+        }
+        assert!(net.pqvpn(&["down", &name]).status.success());
+        assert!(net.wait_exit(client, EXIT).success(), "{}", net.log(client));
+        for dns in outside_dns {
+            assert!(udp_sent(&net, dns), "after down: {dns}");
+        }
+    }
+}
