@@ -467,3 +467,137 @@ fn dns_leaves_only_through_the_tunnel_split_and_full() {
         }
     }
 }
+
+/// Issue 15: the kill switch over an IPv6 uplink. The gateway is reached at `fd18::1`; while
+/// it is gone IPv6 and IPv4 go into the tunnel and wait; it comes back and the tunnel
+/// reconnects; after a crash neither family leaves; the next run takes over, and `down`
+/// leaves no rule behind.
+#[test]
+fn the_kill_switch_holds_over_an_ipv6_uplink() {
+    if !root() {
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        println!("skipped: the `nft` tool (nftables) is needed to inspect the kill switch");
+        return;
+    }
+    let mut net = Net::new("ks6");
+    let (gw, cl) = (net.gw.clone(), net.cl.clone());
+    let (vg, vc) = (format!("g{}", net.tag), format!("c{}", net.tag));
+    for args in [
+        vec!["-n", &gw, "addr", "add", "fd18::1/64", "dev", &vg, "nodad"],
+        vec!["-n", &cl, "addr", "add", "fd18::2/64", "dev", &vc, "nodad"],
+        vec!["-n", &cl, "route", "add", "default", "via", "198.18.0.1"],
+        vec!["-n", &cl, "-6", "route", "add", "default", "via", "fd18::1"],
+    ] {
+        assert!(ip(&args).status.success(), "ip {args:?}");
+    }
+    let (outside4, outside6) = ("203.0.113.1:9", "2001:db8::1:9");
+    assert!(udp_sent(&net, outside4) && udp_sent(&net, outside6));
+    let before = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "exec", &cl, "nft", "list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    let gateway_toml = net.write(
+        "gateway6.toml",
+        &format!(
+            "listen = \"fd18::1\"\nlocal_id = \"gw.test\"\naddress = \"10.99.0.1/24\"\n\
+             interface = \"pqgw{}\"\n{}[pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n",
+            net.tag,
+            clients()
+        ),
+    );
+    let gateway = net.spawn(&gw, &["-v", "gateway", gateway_toml.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let name = format!("t-{}", net.tag);
+    let profile = net.write(
+        &format!("{name}.toml"),
+        &format!(
+            "gateway = \"fd18::1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
+             [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{}\"\n\
+             [ike]\ndpd_delay = \"1s\"\nretransmit_tries = 2\n",
+            net.tag
+        ),
+    );
+    let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+    let up = net.connected(&name, client);
+    assert_eq!(up["kill_switch"], true, "{up}");
+    assert!(net.ping());
+    let table = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args([
+                "netns", "exec", &cl, "nft", "list", "table", "inet", "pqvpn",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table.contains("ip6 daddr fd18::1 udp dport 500 meta mark 0x0000cab0 accept"),
+        "{table}"
+    );
+
+    Command::new("kill")
+        .arg(net.pid(gateway).to_string())
+        .status()
+        .unwrap();
+    let _ = net.wait_exit(gateway, Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while net.status(&name).is_some_and(|s| s["state"] == "connected") {
+        assert!(Instant::now() < deadline, "the lost gateway went unnoticed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Reconnecting: the TUN and its routes stay, so traffic goes into the tunnel (and waits),
+    // not out of the uplink.
+    let tun = format!("dev pq{}", net.tag);
+    for (family, to) in [("-4", "203.0.113.1"), ("-6", "2001:db8::1")] {
+        let route = ip(&["-n", &cl, family, "route", "get", to]);
+        let route = String::from_utf8_lossy(&route.stdout).into_owned();
+        assert!(route.contains(&tun), "{to} while reconnecting: {route}");
+    }
+
+    let _gateway = net.spawn(&gw, &["-v", "gateway", gateway_toml.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !net.status(&name).is_some_and(|s| {
+        s["state"] == "connected" && s["reconnects"].as_u64().is_some_and(|n| n >= 1)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect: {:?}\n{}",
+            net.status(&name),
+            net.log(client)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(net.ping());
+
+    // A crash: the TUN and its routes go, the kill switch stays, for both families.
+    Command::new("kill")
+        .args(["-KILL", &net.pid(client).to_string()])
+        .status()
+        .unwrap();
+    let _ = net.wait_exit(client, EXIT);
+    assert!(!udp_sent(&net, outside6), "IPv6 blocked after the crash");
+    assert!(!udp_sent(&net, outside4), "IPv4 blocked after the crash");
+    // The next run takes the block over; `down` lifts it, leaving nothing behind.
+    let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+    net.connected(&name, client);
+    assert!(
+        net.log(client).contains("kill switch of an earlier run"),
+        "{}",
+        net.log(client)
+    );
+    assert!(net.pqvpn(&["down", &name]).status.success());
+    assert!(net.wait_exit(client, EXIT).success(), "{}", net.log(client));
+    assert!(udp_sent(&net, outside4) && udp_sent(&net, outside6));
+    let after = Command::new("ip")
+        .args(["netns", "exec", &cl, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&after.stdout), before);
+}
