@@ -857,6 +857,45 @@ scenario_kill_switch() {
     [ "$(nft_ruleset)" = "$before_nft" ] || reason+="(d) ruleset after recover --unblock differs; "
     [ "$(rules_snapshot)" = "$before_rules" ] || reason+="(d) rules/routes after recover differ: $(diff <(echo "$before_rules") <(rules_snapshot) | head -5 | tr '\n' ' '); "
 
+    # (f) The daemon: its tunnel is up when the daemon is SIGKILLed; nothing leaks while it is
+    # gone; restarted, it resumes the tunnel under the block; `disconnect` lifts it exactly.
+    local dd=$SCEN_DIR/daemon
+    mkdir -p "$dd/profiles"; install -m 600 "$prof" "$dd/profiles/$name.toml"
+    pqd() { ip netns exec "$NS_CL" "$PQVPN" --socket "$dd/control.sock" "$@"; }
+    pqd_state() { pqd status --json "$name" 2>/dev/null | jq_ 'd["state"]' 2>/dev/null; }
+    pqd_wait() {    # STATE SECONDS
+        for i in $(seq $(($2 * 5))); do [ "$(pqd_state)" = "$1" ] && return 0; sleep 0.2; done
+        return 1
+    }
+    pqd_start() {   # LOG
+        rm -f "$dd/control.sock"
+        pq_bg "$NS_CL" "$1" -vv --socket "$dd/control.sock" daemon --profiles "$dd/profiles" \
+            --state "$dd/state" --group root
+        for i in $(seq 50); do [ -S "$dd/control.sock" ] && break; sleep 0.2; done
+    }
+    pqd_start "$SCEN_DIR/daemon-a.log"
+    pqd connect "$name" >/dev/null 2>&1 || reason+="(f) connect through the daemon failed; "
+    pqd_wait connected 20 || reason+="(f) the daemon did not connect; "
+    capture_start "$SCEN_DIR/daemon.pcap"
+    leak_traffic 20
+    sleep 2
+    kill -KILL "$PQ_PID"; wait "$PQ_PID" 2>/dev/null
+    sleep 5
+    grep -q "table inet pqvpn" <<<"$(nft_ruleset)" || reason+="(f) the kill switch did not survive the daemon's SIGKILL; "
+    pqd_start "$SCEN_DIR/daemon-b.log"
+    pqd_wait connected 20 || reason+="(f) the restarted daemon did not resume the tunnel; "
+    grep -q "was up when the daemon stopped" "$SCEN_DIR/daemon-b.log" || reason+="(f) the daemon did not resume; "
+    sleep 2
+    stop_traffic; capture_stop
+    out=$(classify "$SCEN_DIR/daemon.pcap"); LEAKS=$(wc -l <"$SCEN_DIR/daemon.pcap.leaks")
+    log "$name: capture through the daemon's SIGKILL and restart: $out"
+    [ "$LEAKS" = 0 ] || reason+="(f) $LEAKS packets leaked ($out; see daemon.pcap.leaks); "
+    pqd disconnect "$name" >/dev/null 2>&1 || reason+="(f) disconnect failed; "
+    pqd_wait disconnected 10 || reason+="(f) not disconnected; "
+    kill -TERM "$PQ_PID"; wait "$PQ_PID" 2>/dev/null
+    [ "$(nft_ruleset)" = "$before_nft" ] || reason+="(f) ruleset after disconnect differs; "
+    [ "$(rules_snapshot)" = "$before_rules" ] || reason+="(f) rules/routes after the daemon differ; "
+
     # (e) Control: the same traffic with no pqvpn leaks, and the capture sees it.
     capture_start "$SCEN_DIR/control.pcap"
     leak_traffic 2; sleep 2.5; stop_traffic; capture_stop
