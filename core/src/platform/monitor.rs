@@ -66,12 +66,11 @@ mod imp {
     use std::io;
     use std::net::IpAddr;
 
-    use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
     use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-    use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+    use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
     use tokio::io::unix::AsyncFd;
 
+    use super::super::netlink::Netlink;
     use super::{FWMARK, Path};
 
     /// `RTNLGRP_LINK`, `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV4_ROUTE`, `RTNLGRP_IPV6_IFADDR`,
@@ -84,59 +83,10 @@ mod imp {
     const ENOBUFS: i32 = 105;
 
     pub(super) fn path_to(gateway: IpAddr) -> io::Result<Option<Path>> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        socket2::SockRef::from(&socket)
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-
-        let mut message = RouteMessage::default();
-        let (family, length, destination) = match gateway {
-            IpAddr::V4(v4) => (AddressFamily::Inet, 32, RouteAddress::Inet(v4)),
-            IpAddr::V6(v6) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(v6)),
-        };
-        message.header.address_family = family;
-        message.header.destination_prefix_length = length;
-        message
-            .attributes
-            .push(RouteAttribute::Destination(destination));
-        message.attributes.push(RouteAttribute::Mark(FWMARK));
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST;
-        header.sequence_number = 1;
-        let mut request = NetlinkMessage::new(
-            header,
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetRoute(message)),
-        );
-        request.finalize();
-        let mut buffer = vec![0; request.buffer_len()];
-        request.serialize(&mut buffer);
-        socket.send(&buffer, 0)?;
-        loop {
-            let (datagram, _) = socket.recv_from_full()?;
-            let mut rest = datagram.as_slice();
-            while !rest.is_empty() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-                    .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
-                let length = usize::try_from(reply.header.length).unwrap_or(usize::MAX);
-                rest = rest.get(length.max(1)..).unwrap_or_default();
-                if reply.header.sequence_number != 1 {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
-                        return Ok(Some(path(&route)));
-                    }
-                    NetlinkPayload::Error(error) => {
-                        let code = error.code.map_or(0, |c| -c.get());
-                        return match code {
-                            ENETUNREACH | EHOSTUNREACH => Ok(None),
-                            _ => Err(error.to_io()),
-                        };
-                    }
-                    _ => {}
-                }
-            }
+        match Netlink::open()?.route_to(gateway, FWMARK) {
+            Ok(route) => Ok(Some(path(&route))),
+            Err(e) if matches!(e.raw_os_error(), Some(ENETUNREACH | EHOSTUNREACH)) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

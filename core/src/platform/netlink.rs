@@ -121,10 +121,40 @@ impl Netlink {
 
     /// Sends one request and waits for its ACK (or error).
     fn request(&mut self, message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.exchange(message, NLM_F_ACK | flags).map(|_| ())
+    }
+
+    /// The route the kernel picks for a packet to `destination` carrying `mark`
+    /// (`RTM_GETROUTE`, as `ip route get ADDRESS mark MARK`); an error such as
+    /// `ENETUNREACH` when there is none.
+    pub(super) fn route_to(&mut self, destination: IpAddr, mark: u32) -> io::Result<RouteMessage> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = family(destination);
+        message.header.destination_prefix_length = if destination.is_ipv4() { 32 } else { 128 };
+        message
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(destination)));
+        message.attributes.push(RouteAttribute::Mark(mark));
+        match self.exchange(RouteNetlinkMessage::GetRoute(message), 0)? {
+            Some(RouteNetlinkMessage::NewRoute(route)) => Ok(route),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "RTM_GETROUTE answered without a route",
+            )),
+        }
+    }
+
+    /// Sends one request; returns the first message answering it, or `None` for a bare ACK
+    /// (or the end of a dump), or the kernel's error.
+    fn exchange(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Option<RouteNetlinkMessage>> {
         self.sequence = self.sequence.wrapping_add(1);
         let sequence = self.sequence;
         let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        header.flags = NLM_F_REQUEST | flags;
         header.sequence_number = sequence;
         let mut request = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
         request.finalize();
@@ -144,9 +174,10 @@ impl Netlink {
                     continue;
                 }
                 match reply.payload {
-                    NetlinkPayload::Error(error) if error.code.is_none() => return Ok(()),
+                    NetlinkPayload::Error(error) if error.code.is_none() => return Ok(None),
                     NetlinkPayload::Error(error) => return Err(error.to_io()),
-                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Done(_) => return Ok(None),
+                    NetlinkPayload::InnerMessage(inner) => return Ok(Some(inner)),
                     _ => {}
                 }
             }
