@@ -309,7 +309,7 @@ fn a_group_member_drives_the_daemon_and_hostile_clients_change_nothing() {
         s["state"] == "disconnected"
     });
     assert!(
-        !common::ip(&["-n", &net.cl, "link", "show", &format!("pq{tag}")])
+        !common::ip(&["-n", &net.cl, "link", "show", &format!("pq{}", net.tag)])
             .status
             .success(),
         "the TUN device is gone"
@@ -585,6 +585,48 @@ fn outside_blocked(ns: &str) -> bool {
     said.contains("blocked")
 }
 
+/// A daemon with one full-tunnel profile, `work` (its kill switch on), and that tunnel
+/// connected by a group member.
+struct Connected {
+    profiles: PathBuf,
+    /// The profile's text.
+    text: String,
+    socket: PathBuf,
+    state: PathBuf,
+    daemon: usize,
+    status: serde_json::Value,
+}
+
+fn daemon_connected(net: &mut Net) -> Connected {
+    let profiles = net.dir.join("profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let tag = net.tag.clone();
+    let text = format!(
+        "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
+         [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{tag}\"\n"
+    );
+    std::fs::rename(net.write("work.toml", &text), profiles.join("work.toml")).unwrap();
+    let socket: PathBuf = net.dir.join("run/control.sock");
+    let state = net.dir.join("state");
+    let daemon = start_daemon(net, &socket, &profiles, &state);
+    assert!(
+        as_nobody(GROUP_GID, &socket, &["connect", "work"])
+            .status
+            .success()
+    );
+    let status = wait_for(net, daemon, &socket, "work", "connected", |s| {
+        s["state"] == "connected"
+    });
+    Connected {
+        profiles,
+        text,
+        socket,
+        state,
+        daemon,
+        status,
+    }
+}
+
 /// Issue 15: the daemon holds a full tunnel's kill switch. When the daemon is SIGKILLed the
 /// TUN and its routes vanish but the kill switch stays (fail closed: nothing leaves on the
 /// uplink); the restarted daemon connects the tunnel that was up again under it, and a
@@ -618,25 +660,14 @@ fn the_kill_switch_survives_a_daemon_crash_and_the_restart_reconnects() {
     );
     let before = in_ns(&net.cl, &["nft", "list", "ruleset"]).stdout;
     assert!(!outside_blocked(&net.cl));
-    let profiles = net.dir.join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    let tag = net.tag.clone();
-    let text = format!(
-        "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
-         [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{tag}\"\n"
-    );
-    std::fs::rename(net.write("work.toml", &text), profiles.join("work.toml")).unwrap();
-    let socket: PathBuf = net.dir.join("run/control.sock");
-    let state = net.dir.join("state");
-    let daemon = start_daemon(&mut net, &socket, &profiles, &state);
-    assert!(
-        as_nobody(GROUP_GID, &socket, &["connect", "work"])
-            .status
-            .success()
-    );
-    let up = wait_for(&net, daemon, &socket, "work", "connected", |s| {
-        s["state"] == "connected"
-    });
+    let Connected {
+        profiles,
+        text,
+        socket,
+        state,
+        daemon,
+        status: up,
+    } = daemon_connected(&mut net);
     assert_eq!(up["kill_switch"], true, "{up}");
     assert!(net.ping());
 
@@ -646,7 +677,7 @@ fn the_kill_switch_survives_a_daemon_crash_and_the_restart_reconnects() {
         .unwrap();
     let _ = net.wait_exit(daemon, Duration::from_secs(10));
     assert!(
-        !common::ip(&["-n", &net.cl, "link", "show", &format!("pq{tag}")])
+        !common::ip(&["-n", &net.cl, "link", "show", &format!("pq{}", net.tag)])
             .status
             .success(),
         "the TUN died with the daemon"
@@ -748,25 +779,12 @@ fn a_frozen_daemon_is_connected_again_within_seconds_of_waking() {
     let mut net = Net::new("dwk");
     let clients = format!("[[clients]]\nid = \"client.test\"\npsk = \"{PSK}\"\n");
     let gateway = net.gateway(&clients);
-    let profiles = net.dir.join("profiles");
-    std::fs::create_dir_all(&profiles).unwrap();
-    let tag = net.tag.clone();
-    let text = format!(
-        "gateway = \"198.18.0.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
-         [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{tag}\"\n"
-    );
-    std::fs::rename(net.write("work.toml", &text), profiles.join("work.toml")).unwrap();
-    let socket: PathBuf = net.dir.join("run/control.sock");
-    let state = net.dir.join("state");
-    let daemon = start_daemon(&mut net, &socket, &profiles, &state);
-    assert!(
-        as_nobody(GROUP_GID, &socket, &["connect", "work"])
-            .status
-            .success()
-    );
-    let up = wait_for(&net, daemon, &socket, "work", "connected", |s| {
-        s["state"] == "connected"
-    });
+    let Connected {
+        socket,
+        daemon,
+        status: up,
+        ..
+    } = daemon_connected(&mut net);
     assert_eq!(up["reconnects"], 0, "{up}");
     assert!(net.ping());
 
