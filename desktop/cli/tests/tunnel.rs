@@ -315,32 +315,7 @@ fn a_new_uplink_address_or_a_link_flap_reconnects_at_once() {
     let veth = format!("c{}", net.tag);
     let ip_ok = |args: &[&str]| assert!(ip(args).status.success(), "ip {args:?}");
     // Waits for the `n`th reconnect; the time since `from`.
-    let reconnected = |n: u64, from: Instant| {
-        let deadline = from + Duration::from_secs(20);
-        loop {
-            if net.status(&name).is_some_and(|s| {
-                s["state"] == "connected" && s["reconnects"].as_u64().is_some_and(|r| r >= n)
-            }) {
-                return from.elapsed().as_secs_f64();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no reconnect {n}: {:?}\n{}",
-                net.status(&name),
-                net.log(client)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
-    let summary = |what: &str, mut times: Vec<f64>| {
-        times.sort_by(f64::total_cmp);
-        println!(
-            "{what}: reconnected after median {:.2} s, max {:.2} s (n = {})",
-            times[times.len() / 2],
-            times[times.len() - 1],
-            times.len()
-        );
-    };
+    let reconnected = |n: u64, from: Instant| reconnected(&net, &name, client, n, from);
     let mut reconnects = 0;
     let mut moves = Vec::new();
     for round in 0..10 {
@@ -373,6 +348,109 @@ fn a_new_uplink_address_or_a_link_flap_reconnects_at_once() {
         "{}",
         net.log(client)
     );
+    assert!(net.pqvpn(&["down", &name]).status.success());
+    assert!(net.wait_exit(client, EXIT).success(), "{}", net.log(client));
+}
+
+/// Waits until tunnel `name` (run by child `client`) has reconnected `n` times in all and is
+/// connected; the seconds since `from`.
+fn reconnected(net: &Net, name: &str, client: usize, n: u64, from: Instant) -> f64 {
+    let deadline = from + Duration::from_secs(20);
+    loop {
+        if net.status(name).is_some_and(|s| {
+            s["state"] == "connected" && s["reconnects"].as_u64().is_some_and(|r| r >= n)
+        }) {
+            return from.elapsed().as_secs_f64();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect {n}: {:?}\n{}",
+            net.status(name),
+            net.log(client)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Prints the median and the maximum of recovery times.
+fn summary(what: &str, mut times: Vec<f64>) {
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{what}: reconnected after median {:.2} s, max {:.2} s (n = {})",
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times.len()
+    );
+}
+
+/// Issue 15: the default route moving to another uplink (the gateway is off both links, on
+/// its loopback)
+/// reconnects at once; ten moves, the recovery times printed, not asserted.
+#[test]
+fn a_default_route_change_reconnects_at_once() {
+    if !root() {
+        return;
+    }
+    let mut net = Net::new("drc");
+    let (gw, cl) = (net.gw.clone(), net.cl.clone());
+    let (g2, c2, first) = (
+        format!("h{}", net.tag),
+        format!("d{}", net.tag),
+        format!("c{}", net.tag),
+    );
+    for args in [
+        vec![
+            "link", "add", &g2, "netns", &gw, "type", "veth", "peer", "name", &c2, "netns", &cl,
+        ],
+        vec!["-n", &gw, "addr", "add", "198.19.0.1/24", "dev", &g2],
+        vec!["-n", &cl, "addr", "add", "198.19.0.2/24", "dev", &c2],
+        vec!["-n", &gw, "link", "set", &g2, "up"],
+        vec!["-n", &cl, "link", "set", &c2, "up"],
+        vec!["-n", &gw, "addr", "add", "203.0.113.1/32", "dev", "lo"],
+        vec!["-n", &gw, "link", "set", "lo", "up"],
+        vec!["-n", &cl, "route", "add", "default", "via", "198.18.0.1"],
+    ] {
+        assert!(ip(&args).status.success(), "ip {args:?}");
+    }
+    let gateway = net.write(
+        "gateway-off-link.toml",
+        &format!(
+            "listen = \"203.0.113.1\"\nlocal_id = \"gw.test\"\naddress = \"10.99.0.1/24\"\n\
+             interface = \"pqgw{}\"\n{}[pool]\nipv4 = \"10.99.0.10-10.99.0.20\"\n",
+            net.tag,
+            clients()
+        ),
+    );
+    net.spawn(&gw, &["-v", "gateway", gateway.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(300));
+    let name = format!("t-{}", net.tag);
+    let profile = net.write(
+        &format!("{name}.toml"),
+        &format!(
+            "gateway = \"203.0.113.1\"\nlocal_id = \"client.test\"\nremote_id = \"gw.test\"\n\
+             [auth]\npsk = \"{PSK}\"\n[network]\ninterface = \"pq{}\"\n[ike]\ndpd_delay = \"60s\"\n",
+            net.tag
+        ),
+    );
+    let client = net.spawn(&cl, &["up", profile.to_str().unwrap()]);
+    net.connected(&name, client);
+    assert!(net.ping());
+    let mut times = Vec::new();
+    for round in 0..10u64 {
+        let (via, dev) = if round % 2 == 0 {
+            ("198.19.0.1", &c2)
+        } else {
+            ("198.18.0.1", &first)
+        };
+        let moved = Instant::now();
+        let args = [
+            "-n", &cl, "route", "replace", "default", "via", via, "dev", dev,
+        ];
+        assert!(ip(&args).status.success(), "ip {args:?}");
+        times.push(reconnected(&net, &name, client, round + 1, moved));
+        assert!(net.ping(), "traffic flows via {via}");
+    }
+    summary("default route to the other uplink", times);
     assert!(net.pqvpn(&["down", &name]).status.success());
     assert!(net.wait_exit(client, EXIT).success(), "{}", net.log(client));
 }
