@@ -1,6 +1,6 @@
 //! Tells a supervisor when the network under its tunnel changed, so that it reconnects at
 //! once instead of waiting for dead-peer detection: another interface, source address or next
-//! hop for the driver's packets to the gateway ([`platform::monitor::path_to`]), or the
+//! hop for the driver's packets to the gateway ([`path_to`]), or the
 //! gateway becoming unreachable or reachable again. Link, address and route events only make
 //! it look; a change that leaves the path as it was (the tunnel's own routes, an address on
 //! another interface, a link flapping back with the same address) sends nothing.
