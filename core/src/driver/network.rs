@@ -90,8 +90,16 @@ pub async fn watch_network(
                 status.state,
                 State::Connecting | State::Connected | State::Reconnecting
             );
+            // Between reconnect attempts no session shows the gateway: keep watching the
+            // one known, so a network that comes back cuts the backoff short.
             active
-                .then(|| status.gateway.parse::<SocketAddr>().ok())
+                .then(|| {
+                    status
+                        .gateway
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .or_else(|| known.as_ref().map(|(g, _)| *g))
+                })
                 .flatten()
         };
         let Some(gateway) = gateway else {
@@ -225,10 +233,20 @@ mod tests {
                 let command = tokio::time::timeout(Duration::from_secs(5), received.recv()).await;
                 assert_eq!(command.ok().flatten(), Some(Command::NetworkChanged));
 
+                // Between reconnect attempts no session shows the gateway: still watched.
+                status_tx.send_modify(|s| {
+                    s.state = State::Reconnecting;
+                    s.gateway.clear();
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                run(&["ip", "route", "replace", "default", "via", "198.51.100.254"]);
+                let command = tokio::time::timeout(Duration::from_secs(5), received.recv()).await;
+                assert_eq!(command.ok().flatten(), Some(Command::NetworkChanged));
+
                 // Disconnected: nothing is watched.
                 status_tx.send_modify(|s| s.state = State::Disconnected);
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                run(&["ip", "route", "replace", "default", "via", "198.51.100.254"]);
+                run(&["ip", "route", "replace", "default", "via", "192.0.2.254"]);
                 assert!(quiet(&mut received).await, "not while disconnected");
 
                 drop(received);

@@ -18,6 +18,9 @@ use std::time::Instant;
 
 use crate::ike::Mode;
 
+/// The reason a resumed tunnel shows until it is up.
+const RESUMED: &str = "the tunnel was up when pqvpn stopped";
+
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest reconnect delay.
@@ -332,7 +335,7 @@ impl Disconnected {
             }
             Input::Resume { mode } => {
                 let mode = step.mode(mode, step.floor);
-                step.trying(mode, "the tunnel was up when pqvpn stopped", true)
+                step.trying(mode, RESUMED, true)
             }
             _ => TunnelState::Disconnected(self),
         }
@@ -354,6 +357,12 @@ impl Connecting {
                 }
             },
             Input::Disconnect => step.disconnected(Some(self.session)),
+            // The block of a crashed run was adopted: from now on this is a tunnel that was up.
+            Input::Resume { mode } => {
+                step.actions.push(Action::Stop(self.session));
+                let mode = step.mode(mode, self.mode);
+                step.trying(mode, RESUMED, true)
+            }
             Input::Connect { mode } if step.mode(mode, self.mode) != self.mode => {
                 step.actions.push(Action::Stop(self.session));
                 let mode = step.mode(mode, self.mode);
@@ -433,6 +442,11 @@ impl Reconnecting {
                 SessionEnd::Refused(reason) => step.failed(reason, self.mode, self.installed),
             },
             Input::Disconnect => step.disconnected(trying),
+            Input::Resume { mode } => Self {
+                installed: true,
+                ..self
+            }
+            .handle(step, Input::Connect { mode }),
             // Retry now: the user asked, the network changed, or the machine woke up.
             Input::Connect { mode } => {
                 if let Some(id) = trying {
@@ -485,6 +499,10 @@ impl Reconnecting {
 impl Failed {
     fn handle(self, step: &mut Step<'_>, input: Input) -> TunnelState {
         match input {
+            Input::Resume { mode } => {
+                let mode = step.mode(mode, self.mode);
+                step.trying(mode, RESUMED, true)
+            }
             Input::Connect { mode } => {
                 let mode = step.mode(mode, self.mode);
                 if self.blocking {
@@ -532,8 +550,9 @@ impl Supervisor {
             actions: &mut self.actions,
         };
         let was_reconnecting = matches!(state, TunnelState::Reconnecting(_));
+        // Connected, a resume is a connect (a stricter mode switches).
         let input = match input {
-            Input::Resume { mode } if !matches!(state, TunnelState::Disconnected(_)) => {
+            Input::Resume { mode } if matches!(state, TunnelState::Connected(_)) => {
                 Input::Connect { mode }
             }
             input => input,

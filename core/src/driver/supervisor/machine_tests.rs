@@ -413,3 +413,37 @@ fn an_unannounced_wake_probes_a_connected_tunnel_and_retries_a_waiting_one() {
     );
     assert_eq!(h.reconnecting().phase, Phase::Trying(SessionId(2)));
 }
+
+/// Reviewer (issue 15): a resume that arrives while connecting, or after a first connect
+/// failed, still adopts the crashed run's block: its failure keeps blocking.
+#[test]
+fn a_resume_in_any_state_keeps_the_adopted_block_through_a_refusal() {
+    let refused = || SessionEnd::Refused("AUTHENTICATION_FAILED".into());
+    let mut h = Harness::new(Mode::Hybrid);
+    h.feed(Input::Connect { mode: None });
+    assert_eq!(
+        h.feed(Input::Resume { mode: None }),
+        [
+            Action::Stop(SessionId(1)),
+            Action::Start(SessionId(2), Mode::Hybrid)
+        ]
+    );
+    h.feed(Input::SessionEnded(SessionId(2), refused()));
+    assert!(matches!(h.sup.state(), TunnelState::Error(f) if f.blocking));
+
+    let mut h = Harness::new(Mode::Hybrid);
+    h.feed(Input::Connect { mode: None });
+    h.feed(Input::SessionEnded(SessionId(1), refused()));
+    assert!(!h.sup.state().blocks_traffic());
+    h.feed(Input::Resume { mode: None });
+    h.feed(Input::SessionEnded(SessionId(2), refused()));
+    assert!(matches!(h.sup.state(), TunnelState::Error(f) if f.blocking));
+
+    // Reconnecting before the first up: the resume marks it as a tunnel that was up.
+    let mut h = Harness::new(Mode::Hybrid);
+    h.feed(Input::Connect { mode: None });
+    h.feed(Input::SessionEnded(SessionId(1), lost("timeout")));
+    h.feed(Input::Resume { mode: None });
+    h.feed(Input::SessionEnded(SessionId(2), refused()));
+    assert!(matches!(h.sup.state(), TunnelState::Error(f) if f.blocking));
+}

@@ -290,7 +290,9 @@ where
             }
             TunnelState::Error(failed) if lifetime == Lifetime::UntilStopped || closing => {
                 let reason = failed.reason.clone();
-                let keep = failed.blocking && !closing;
+                // Only a block that blocks stays: a DNS lock alone would keep the host's DNS
+                // dropped with no tunnel to carry it.
+                let keep = failed.blocking && !closing && kill_switch;
                 if let Some(f) = factory.as_mut() {
                     f.teardown().await;
                     if blocked
@@ -302,7 +304,7 @@ where
                 }
                 // The tunnel was up and is gone for good: its kill switch stays (fail closed)
                 // until the next run of the profile, or `pqvpn recover --unblock`.
-                if blocked && keep {
+                if keep {
                     return Err(format!(
                         "{reason}; the kill switch stays up (fail closed): connect again, or \
                          lift it with `pqvpn recover --unblock`"
