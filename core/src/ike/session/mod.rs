@@ -400,8 +400,10 @@ impl Session {
             .current_index()
             .and_then(|i| self.sas.get(i))
             .is_some_and(|s| s.active.is_some());
-        if !busy && self.queue.is_empty() {
-            self.enqueue(Intent::Dpd);
+        // First in line: queued rekeys may wait (a peer's rekey in progress), this must not.
+        if !busy {
+            self.queue.retain(|intent| *intent != Intent::Dpd);
+            self.queue.push_front(Intent::Dpd);
         }
         self.start_next(now);
     }
