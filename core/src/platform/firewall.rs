@@ -728,15 +728,22 @@ impl Firewall {
                         policies: self.policies.clone(),
                     },
                 )?;
+                // One transaction: refused, the kernel keeps the table it had (or none).
+                imp::replace(&ruleset).map_err(|source| Error::Firewall("install", source))?;
                 self.installed = true;
-                imp::replace(&ruleset).map_err(|source| Error::Firewall("install", source))
+                Ok(())
             }
             None => {
                 if self.installed {
                     imp::delete().map_err(|source| Error::Firewall("remove", source))?;
                     self.installed = false;
                 }
-                remove_journal(&self.journal_path)
+                // The table is gone: that stands even if its journal cannot be deleted (the
+                // next run adopting it deletes a table that is not there, harmlessly).
+                if let Err(error) = remove_journal(&self.journal_path) {
+                    tracing::warn!(error = %super::DisplayChain(&error), "the kill switch's journal stays");
+                }
+                Ok(())
             }
         }
     }

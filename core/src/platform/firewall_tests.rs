@@ -509,7 +509,9 @@ mod netns {
         });
     }
 
-    /// A change the kernel refuses leaves both the table and the journal as they were.
+    /// A change that cannot be made (here an interface name Linux cannot have, refused before
+    /// the batch is sent; a batch the kernel refuses is one aborted transaction) leaves both
+    /// the table and the journal as they were.
     #[test]
     fn netns_a_refused_change_keeps_the_table_and_the_journal() {
         in_netns(

@@ -29,13 +29,15 @@ const RESOLVED_STUB: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53));
 const MAX_SERVERS: usize = 3;
 
 /// Looks up `name`'s addresses: `/etc/hosts`, then DNS from a marked socket, each server
-/// waited for up to `timeout`.
+/// waited for up to `timeout`. Servers in `avoid` are not asked: the tunnel's pushed servers,
+/// which the system's configuration names while the tunnel is up or reconnecting, and which a
+/// marked query would reach outside the tunnel.
 ///
 /// # Errors
 ///
 /// When `name` is not a valid DNS name, no server is configured, or none answered with an
 /// address (the last server's reason).
-pub fn lookup(name: &str, timeout: Duration) -> io::Result<Vec<IpAddr>> {
+pub fn lookup(name: &str, timeout: Duration, avoid: &[IpAddr]) -> io::Result<Vec<IpAddr>> {
     let name = name.trim_end_matches('.');
     if let Ok(text) = fs::read_to_string("/etc/hosts") {
         let found = hosts(&text, name);
@@ -43,15 +45,12 @@ pub fn lookup(name: &str, timeout: Duration) -> io::Result<Vec<IpAddr>> {
             return Ok(found);
         }
     }
-    let mut servers = fs::read_to_string("/etc/resolv.conf")
-        .map(|text| nameservers(&text))
-        .unwrap_or_default();
-    if servers.iter().all(|&s| s == RESOLVED_STUB)
-        && let Ok(text) = fs::read_to_string("/run/systemd/resolve/resolv.conf")
-    {
-        servers = nameservers(&text);
-    }
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "no DNS server is configured");
+    let servers = servers_to_ask(
+        &fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        || fs::read_to_string("/run/systemd/resolve/resolv.conf").ok(),
+        avoid,
+    );
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no DNS server outside the tunnel");
     for server in servers.into_iter().take(MAX_SERVERS) {
         match ask(SocketAddr::new(server, 53), name, timeout) {
             Ok(found) if !found.is_empty() => return Ok(found),
@@ -138,6 +137,24 @@ fn ask(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Vec<IpAd
         }
     }
     Ok(v4)
+}
+
+/// The servers to ask, in order: `resolv.conf`'s (`resolv_conf`), or systemd-resolved's
+/// upstream list (`upstream`, read only then) when it names only the stub; never one of
+/// `avoid`.
+fn servers_to_ask(
+    resolv_conf: &str,
+    upstream: impl FnOnce() -> Option<String>,
+    avoid: &[IpAddr],
+) -> Vec<IpAddr> {
+    let mut servers = nameservers(resolv_conf);
+    if servers.iter().all(|&s| s == RESOLVED_STUB)
+        && let Some(text) = upstream()
+    {
+        servers = nameservers(&text);
+    }
+    servers.retain(|server| !avoid.contains(server));
+    servers
 }
 
 /// The addresses `/etc/hosts` (its text) gives `name`, IPv4 first.
@@ -450,6 +467,26 @@ mod tests {
                 "fe80::1".parse().unwrap()
             ]
         );
+    }
+
+    /// Reviewer (issue 15): while the tunnel is up or reconnecting, the system's resolvers
+    /// include the tunnel's pushed ones; a marked query to them would leave outside the
+    /// tunnel, so they are skipped. systemd-resolved's stub is replaced by its upstreams.
+    #[test]
+    fn the_tunnels_own_servers_are_never_asked() {
+        let pushed: IpAddr = "10.99.0.1".parse().unwrap();
+        let ours = "nameserver 10.99.0.1\nnameserver 192.168.1.1\n";
+        assert_eq!(
+            servers_to_ask(ours, || None, &[pushed]),
+            vec!["192.168.1.1".parse::<IpAddr>().unwrap()]
+        );
+        let stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\n";
+        let upstream = || Some("nameserver 10.99.0.1\nnameserver 9.9.9.9\n".to_owned());
+        assert_eq!(
+            servers_to_ask(stub, upstream, &[pushed]),
+            vec!["9.9.9.9".parse::<IpAddr>().unwrap()]
+        );
+        assert!(servers_to_ask("nameserver 10.99.0.1\n", || None, &[pushed]).is_empty());
     }
 
     /// A real exchange with a server on loopback: the marked socket's query is answered.
