@@ -104,7 +104,13 @@ pub(crate) struct TunFactory {
     policy: Option<Policy>,
     /// Whether a device was ever created (the tunnel came up).
     came_up: bool,
+    /// The DNS servers the gateway pushed and this factory installed: the gateway lookup
+    /// must not ask them ([`UpConnector::avoid`]).
+    pushed_dns: SharedDns,
 }
+
+/// DNS servers shared between a profile's factory (which installs them) and its connector.
+pub(crate) type SharedDns = Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>;
 
 impl TunFactory {
     /// The factory of `profile`'s device, routes, DNS and kill switch; nothing is created yet.
@@ -136,7 +142,13 @@ impl TunFactory {
             firewall,
             policy: None,
             came_up: false,
+            pushed_dns: SharedDns::default(),
         }
+    }
+
+    /// The pushed DNS servers this factory installs, for the connector's lookups.
+    pub(crate) fn pushed_dns(&self) -> SharedDns {
+        self.pushed_dns.clone()
     }
 
     /// Takes over `policy`, which a crashed run of this profile left installed: it is this
@@ -148,6 +160,12 @@ impl TunFactory {
     /// Whether the tunnel came up (a device was created) at least once.
     pub(crate) fn came_up(&self) -> bool {
         self.came_up
+    }
+
+    /// Whether the policy it holds blocks traffic outside the tunnel (a kill switch, not only
+    /// a DNS lock).
+    pub(crate) fn blocking(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.block)
     }
 
     /// Installs `policy` as this profile's. A policy that needs no rule of its own (no kill
@@ -233,6 +251,9 @@ impl DeviceFactory for TunFactory {
                 DnsBackend::None
             },
         };
+        if let Ok(mut pushed) = self.pushed_dns.lock() {
+            pushed.clone_from(&config.dns_servers);
+        }
         let applied = platform::apply(&config, &state_dir())
             .map_err(|e| DriverError::Device(platform::DisplayChain(&e).to_string()))?;
         self.applied = Some(applied);
@@ -294,6 +315,9 @@ impl DeviceFactory for TunFactory {
         }
         self.tun = None;
         self.installed = None;
+        if let Ok(mut pushed) = self.pushed_dns.lock() {
+            pushed.clear();
+        }
     }
 }
 
@@ -393,6 +417,9 @@ pub(crate) struct UpConnector {
     /// The address the gateway's name had last: used when it cannot be resolved (under the
     /// kill switch DNS only works through the tunnel, which is down while reconnecting).
     pub(crate) last_gateway: Option<std::net::SocketAddr>,
+    /// The tunnel's pushed DNS servers (its factory's [`TunFactory::pushed_dns`]), which the
+    /// gateway lookup skips.
+    pub(crate) avoid: SharedDns,
 }
 
 impl UpConnector {
@@ -426,8 +453,9 @@ impl Connector for UpConnector {
     async fn options(&mut self, mode: Mode) -> Result<ClientOptions, SessionEnd> {
         let psk = self.psk().await?;
         let endpoint = self.spec.gateway.clone();
+        let avoid = self.avoid.lock().map(|a| a.clone()).unwrap_or_default();
         let resolved =
-            tokio::task::spawn_blocking(move || crate::profile::resolve_gateway(&endpoint))
+            tokio::task::spawn_blocking(move || crate::profile::resolve_gateway(&endpoint, &avoid))
                 .await
                 .map_err(|e| SessionEnd::Lost(e.to_string()))?;
         let gateway = match (resolved, self.last_gateway) {
@@ -539,6 +567,7 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
             spec: profile.spec.clone(),
             psk: SessionPsk::Fixed(profile.psk.clone()),
             last_gateway,
+            avoid: factory.pushed_dns(),
         };
         run_supervisor(
             profile.spec.mode,
@@ -568,8 +597,8 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
             provider,
             &mut factory,
             &status_tx,
-            shutdown_rx,
-            &stopped,
+            (shutdown_rx, &stopped),
+            resumed,
         )
         .await
     };
@@ -580,28 +609,32 @@ pub(crate) async fn up(path: &Path, reconnect: bool) -> Result<(), String> {
 }
 
 /// `pqvpn up --no-reconnect`'s one session under the kill switch. The block is lifted when the
-/// user ends the run, or when the tunnel never came up; a tunnel lost after it was up leaves
-/// it in place (fail closed: nothing would reconnect it, and traffic must not go out in clear
-/// because a script chose not to retry).
+/// user ends the run, or when the tunnel never came up (and was not resumed under a crashed
+/// run's block); a tunnel lost after it was up leaves it in place (fail closed: nothing would
+/// reconnect it, and traffic must not go out in clear because a script chose not to retry).
+/// `stop` is the shutdown signal and a view of it, to tell the user's stop from a loss.
 async fn once(
     options: ClientOptions,
     provider: Arc<RustCrypto>,
     factory: &mut TunFactory,
     status: &watch::Sender<Status>,
-    shutdown: watch::Receiver<bool>,
-    stopped: &watch::Receiver<bool>,
+    stop: (watch::Receiver<bool>, &watch::Receiver<bool>),
+    resumed: bool,
 ) -> Result<(), String> {
+    let (shutdown, stopped) = stop;
     let gateway = options.gateway;
-    factory
+    let blocks = factory
         .block(Some(gateway))
         .await
         .map_err(|e| format!("the kill switch could not be installed: {e}"))?;
+    status.send_modify(|s| s.kill_switch = blocks);
     let result = run_client(options, provider, &mut *factory, status, shutdown)
         .await
         .map_err(|e| e.to_string());
     let by_user = *stopped.borrow();
+    let keep = !by_user && (factory.came_up() || resumed) && factory.blocking();
     match result {
-        Err(e) if !by_user && factory.came_up() => Err(format!(
+        Err(e) if keep => Err(format!(
             "{e}; the kill switch stays up (fail closed): connect again, or lift it with \
              `pqvpn recover --unblock`"
         )),
@@ -610,6 +643,7 @@ async fn once(
                 .unblock()
                 .await
                 .map_err(|e| format!("the kill switch could not be lifted: {e}"))?;
+            status.send_modify(|s| s.kill_switch = false);
             result
         }
     }

@@ -225,13 +225,13 @@ fn read_psk_file(key: &str, path: &Path) -> Result<SecretBytes, String> {
 
 /// The gateway's first address: an IP as is; a name from `/etc/hosts` or DNS asked from the
 /// driver's marked socket (`platform::resolve`: the one lookup the kill switch lets out),
-/// else through the system resolver.
-pub(crate) fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String> {
+/// else through the system resolver. The servers in `avoid` (the tunnel's own) are not asked.
+pub(crate) fn resolve_gateway(endpoint: &Endpoint, avoid: &[IpAddr]) -> Result<SocketAddr, String> {
     let name = match &endpoint.host {
         Host::Ip(ip) => return Ok(SocketAddr::new(*ip, endpoint.port)),
         Host::Name(name) => name,
     };
-    let marked = match pqvpn_core::platform::resolve::lookup(name, LOOKUP_TIMEOUT) {
+    let marked = match pqvpn_core::platform::resolve::lookup(name, LOOKUP_TIMEOUT, avoid) {
         Ok(found) => match found.first() {
             Some(&ip) => return Ok(SocketAddr::new(ip, endpoint.port)),
             None => "no address".to_owned(),
@@ -246,8 +246,9 @@ pub(crate) fn resolve_gateway(endpoint: &Endpoint) -> Result<SocketAddr, String>
         .ok_or_else(|| format!("gateway = \"{endpoint}\": no address"))
 }
 
-/// How long each DNS server is waited for.
-const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long each DNS server is waited for (three at most): the lookup runs inside the
+/// supervisor's start of a session.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A profile's name (its file stem) and its path for messages.
 fn names(path: &Path) -> (String, String) {
@@ -345,7 +346,7 @@ impl Profile {
         keyring: impl FnOnce() -> Result<Keyring, String>,
     ) -> Result<Self, String> {
         let spec = ClientProfile::parse(text).map_err(|e| e.to_string())?;
-        let gateway = resolve_gateway(&spec.gateway)?;
+        let gateway = resolve_gateway(&spec.gateway, &[])?;
         let psk = resolve_psk(&spec.psk, origin, keyring)?;
         Ok(Self {
             name,

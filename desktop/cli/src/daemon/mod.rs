@@ -287,6 +287,7 @@ fn start(
         spec: profile.spec.clone(),
         psk,
         last_gateway,
+        avoid: factory.pushed_dns(),
     };
     // Network changes reconnect at once (or move nothing when the path stays).
     tokio::spawn(pqvpn_core::driver::network::watch_network(
