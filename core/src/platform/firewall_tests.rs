@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
+use super::super::FWMARK;
 use super::super::tests::TempDir;
 use super::*;
 
