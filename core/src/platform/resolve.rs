@@ -113,18 +113,22 @@ fn ask(server: SocketAddr, name: &str, timeout: Duration) -> io::Result<Vec<IpAd
             Err(e) => return Err(e),
         };
         let response = buffer.get(..length).unwrap_or_default();
-        let Some(at) = pending
-            .iter()
-            .position(|&(id, qtype)| answers(id, name, qtype, response).is_ok_and(|r| r.is_some()))
+        // The pending query this answers, with what it says (parsed once).
+        let Some((at, qtype, answer)) =
+            pending.iter().enumerate().find_map(|(at, &(id, qtype))| {
+                match answers(id, name, qtype, response) {
+                    Ok(Some(answer)) => Some((at, qtype, answer)),
+                    _ => None,
+                }
+            })
         else {
             continue;
         };
-        let (id, qtype) = pending.swap_remove(at);
-        match answers(id, name, qtype, response) {
-            Ok(Some(Ok(found))) if qtype == TYPE_A => v4 = found,
-            Ok(Some(Ok(found))) => v6 = found,
-            Ok(Some(Err(reason))) => failure = Some(reason),
-            _ => {}
+        pending.swap_remove(at);
+        match answer {
+            Ok(found) if qtype == TYPE_A => v4 = found,
+            Ok(found) => v6 = found,
+            Err(reason) => failure = Some(reason),
         }
     }
     v4.extend(v6);
